@@ -1,0 +1,166 @@
+"""Command line: the only place argv is read. ``agehpo <command>`` or ``python -m agehpo``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from agehpo.data import DataError
+from agehpo.plugins import PluginError
+from agehpo.storage import StorageError
+from agehpo.study import StudyConfig
+
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+# Errors that are the user's input, not a bug: one line, no traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, PluginError, StorageError)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so trials fail cleanly and buffers flush."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"received signal {signum}")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f"sampler_kwargs={text!r} is not valid JSON ({error.msg} at column {error.colno}); "
+            'expected an object such as \'{"base_estimator": "GP"}\''
+        ) from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"sampler_kwargs={text!r} is a JSON {type(value).__name__}; expected an object "
+            'such as \'{"base_estimator": "GP"}\''
+        )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+_FIELD_TYPES: dict[str, Callable[[str], Any]] = {
+    "sampler_kwargs": _json_object,
+    "n_trials": _positive_int,
+    "n_epochs": _positive_int,
+    "n_samples": _positive_int,
+    "img_size": _positive_int,
+    "batch_size": _positive_int,
+    "n_workers": _positive_int,
+    "n_jobs": _positive_int,
+}
+_HELP = {
+    "sampler": "random, tpe, skopt, gp, cmaes, qmc, or a plugin's name",
+    "sampler_kwargs": "JSON object of sampler constructor overrides",
+    "pruner": "median, hyperband, successive_halving, percentile, none",
+    "n_trials": "the study's total budget; existing trials count",
+    "timeout": "stop starting trials after this many seconds (0: none)",
+    "storage": "Optuna storage URL or a .journal file",
+    "data": "'synthetic' or a path to a Kaggle age_gender.csv",
+    "n_samples": "rows of synthetic data",
+    "n_workers": "worker processes on this machine",
+    "n_jobs": "concurrent trials as threads in one process",
+    "device": "auto, cpu, cuda, cuda-graph",
+}
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one --kebab-case flag per StudyConfig field, with its default."""
+    defaults = StudyConfig()
+    for config_field in dataclasses.fields(StudyConfig):
+        name = config_field.name
+        default = getattr(defaults, name)
+        kind = _FIELD_TYPES.get(name, type(default))
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=default,
+            help=f"{_HELP.get(name, name)} (default: {json.dumps(default)})",
+        )
+
+
+def study_config(args: argparse.Namespace) -> StudyConfig:
+    """The StudyConfig the parsed flags describe."""
+    return StudyConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudyConfig)})
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from agehpo.study import format_summary, run_study
+
+    config = study_config(args)
+    result = run_study(config)
+    print(format_summary(result, config))
+    return 0
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from agehpo.data import make_synthetic, write_csv
+
+    table = make_synthetic(args.n_samples, args.seed)
+    write_csv(table, args.out)
+    print(f"Wrote {len(table)} synthetic faces to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``agehpo`` parser with all subcommands."""
+    parser = argparse.ArgumentParser(prog="agehpo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    study = commands.add_parser("study", help="tune the age model (the MLproject main entry)")
+    add_study_arguments(study)
+    study.set_defaults(handler=_cmd_study)
+
+    make_data = commands.add_parser("make-data", help="write the synthetic faces as a CSV")
+    make_data.add_argument("--out", required=True, help="CSV path to write")
+    make_data.add_argument("--n-samples", type=_positive_int, default=StudyConfig.n_samples)
+    make_data.add_argument("--seed", type=int, default=StudyConfig.seed)
+    make_data.set_defaults(handler=_cmd_make_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The process exit status.
+    """
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        status: int = args.handler(args)
+        return status
+    except USER_ERRORS as error:
+        print(f"agehpo: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Terminated:
+        print("agehpo: terminated (SIGTERM); running trials were marked FAIL", file=sys.stderr)
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        print("agehpo: interrupted; running trials were marked FAIL", file=sys.stderr)
+        return EXIT_SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""AgeNet: the seed's multi-head fully connected network, built from a plain params dict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+N_AGE_BINS = 5
+N_ETHNICITIES = 5
+N_GENDERS = 2
+
+
+class HeadLogits(NamedTuple):
+    """Unnormalised scores of the three heads for one batch."""
+
+    age: torch.Tensor
+    ethnicity: torch.Tensor
+    gender: torch.Tensor
+
+
+class AgeNet(nn.Module):
+    """Flatten, Linear-ReLU-Dropout per hidden layer, Linear(last_fc), three linear heads.
+
+    Args:
+        in_features: Number of input pixels (img_size ** 2).
+        hidden_sizes: Output size of each hidden layer.
+        dropouts: Dropout probability after each hidden layer.
+        last_fc: Width of the shared representation the heads read.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: list[int],
+        dropouts: list[float],
+        last_fc: int,
+    ) -> None:
+        super().__init__()
+        if len(hidden_sizes) != len(dropouts):
+            raise ValueError(
+                f"hidden_sizes and dropouts must have the same length, "
+                f"got {len(hidden_sizes)} and {len(dropouts)}"
+            )
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for size, dropout in zip(hidden_sizes, dropouts, strict=True):
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, last_fc))
+        self.body = nn.Sequential(*layers)
+        self.age_head = nn.Linear(last_fc, N_AGE_BINS)
+        self.ethnicity_head = nn.Linear(last_fc, N_ETHNICITIES)
+        self.gender_head = nn.Linear(last_fc, N_GENDERS)
+
+    def forward(self, x: torch.Tensor) -> HeadLogits:
+        """Score a batch.
+
+        Args:
+            x: Float tensor of shape (batch, in_features) or (batch, 1, H, W).
+
+        Returns:
+            The logits of the age, ethnicity and gender heads.
+        """
+        features = self.body(x)
+        return HeadLogits(
+            self.age_head(features), self.ethnicity_head(features), self.gender_head(features)
+        )
+
+
+def build_model(params: Mapping[str, Any], in_features: int) -> AgeNet:
+    """Build the network a trial's params describe.
+
+    Args:
+        params: The search-space dict (``num_fc_layers``, ``fc_output_feat_{i}``,
+            ``fc_dropout_{i}``, ``last_fc``; other keys are ignored).
+        in_features: Number of input pixels.
+
+    Returns:
+        An untrained AgeNet.
+
+    Raises:
+        KeyError: If a layer's size or dropout is missing from ``params``.
+    """
+    n_layers = int(params["num_fc_layers"])
+    return AgeNet(
+        in_features,
+        hidden_sizes=[int(params[f"fc_output_feat_{i}"]) for i in range(n_layers)],
+        dropouts=[float(params[f"fc_dropout_{i}"]) for i in range(n_layers)],
+        last_fc=int(params["last_fc"]),
+    )

@@ -1,0 +1,134 @@
+"""Adapter between Optuna and training: params -> epochs -> report/prune -> value.
+
+The objective knows the trial only to sample params, report the validation age accuracy
+and ask whether to prune. Everything else it measures goes to the epoch hooks it was given
+(the MLflow tracking plugin is one), so training stays free of tracking code.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+
+from agehpo.data import PreparedData
+from agehpo.model import build_model
+from agehpo.search_space import suggest
+from agehpo.train import EpochMetrics, evaluate, make_optimizer, train_epoch
+
+EpochHook = Callable[[optuna.Trial, int, Mapping[str, float]], None]
+"""Called after each epoch with the trial, the 1-based epoch and DESIGN.md's six metrics."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss became nan or inf. Fails the trial, not the study."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A finished trial's weights, kept on the CPU so the best one can be logged or tested."""
+
+    params: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    in_features: int
+
+
+EPOCH_METRIC_NAMES = (
+    "train_loss",
+    "val_loss",
+    "val_age_accuracy",
+    "val_ethnicity_accuracy",
+    "val_gender_accuracy",
+    "val_all_accuracy",
+)
+
+
+def epoch_metrics(train_loss: float, val: EpochMetrics) -> dict[str, float]:
+    """Name one epoch's measurements the way they land in MLflow."""
+    return {
+        "train_loss": train_loss,
+        "val_loss": val.loss,
+        "val_age_accuracy": val.age_accuracy,
+        "val_ethnicity_accuracy": val.ethnicity_accuracy,
+        "val_gender_accuracy": val.gender_accuracy,
+        "val_all_accuracy": val.all_accuracy,
+    }
+
+
+class Objective:
+    """Train the trial's network for ``n_epochs`` and return its validation age accuracy.
+
+    Args:
+        data: Preprocessed splits, already on ``device``.
+        n_epochs: Epochs per trial unless pruned earlier.
+        batch_size: Training batch size.
+        device: Where the model trains.
+        seed: Base seed; trial ``k`` trains with ``seed + k`` so it is reproducible on CPU.
+        epoch_hooks: Receivers of the per-epoch metrics.
+    """
+
+    def __init__(
+        self,
+        data: PreparedData,
+        *,
+        n_epochs: int,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        epoch_hooks: Sequence[EpochHook] = (),
+    ) -> None:
+        self.data = data
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+        self.epoch_hooks = list(epoch_hooks)
+        self._finished: dict[int, TrainedModel] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = suggest(trial)
+        torch.manual_seed(self.seed + trial.number)
+        in_features = self.data.train.x.shape[1]
+        model = build_model(params, in_features).to(self.device)
+        optimizer = make_optimizer(params["optimizer"], model.parameters(), params["lr"])
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + trial.number)
+        val_age_accuracy = 0.0
+        for epoch in range(1, self.n_epochs + 1):
+            train_loss = train_epoch(
+                model, optimizer, self.data.train, batch_size=self.batch_size, generator=generator
+            )
+            val = evaluate(model, self.data.val)
+            if not (math.isfinite(train_loss) and math.isfinite(val.loss)):
+                raise NonFiniteLossError(
+                    f"loss is not finite at epoch {epoch} (train_loss={train_loss}, "
+                    f"val_loss={val.loss}): {params['optimizer']} at lr={params['lr']:.3g} diverged"
+                )
+            metrics = epoch_metrics(train_loss, val)
+            for hook in self.epoch_hooks:
+                hook(trial, epoch, metrics)
+            val_age_accuracy = val.age_accuracy
+            trial.report(val_age_accuracy, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+        state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+        with self._lock:
+            self._finished[trial.number] = TrainedModel(params, state_dict, in_features)
+        return val_age_accuracy
+
+    def pop_model(self, trial_number: int) -> TrainedModel | None:
+        """Hand over (and forget) the weights of a trial this objective finished.
+
+        Args:
+            trial_number: The Optuna trial number.
+
+        Returns:
+            The trained model, or None if the trial did not complete in this process.
+        """
+        with self._lock:
+            return self._finished.pop(trial_number, None)

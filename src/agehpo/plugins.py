@@ -1,0 +1,190 @@
+"""Samplers, pruners and their names: built-ins plus entry-point plugins.
+
+Third-party packages add a sampler or pruner the way pytest plugins use ``pytest11``:
+by declaring an entry point in the ``agehpo.samplers`` or ``agehpo.pruners`` group whose
+object is a factory (usually the class) accepting keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import optuna
+
+SAMPLER_GROUP = "agehpo.samplers"
+PRUNER_GROUP = "agehpo.pruners"
+
+SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
+PrunerFactory = Callable[..., optuna.pruners.BasePruner]
+
+_BUILTIN_SAMPLERS: dict[str, SamplerFactory] = {
+    "random": optuna.samplers.RandomSampler,
+    "tpe": optuna.samplers.TPESampler,
+    "gp": optuna.samplers.GPSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+_BUILTIN_PRUNERS: dict[str, PrunerFactory] = {
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "percentile": lambda **kwargs: optuna.pruners.PercentilePruner(
+        **{"percentile": 25.0, **kwargs}
+    ),
+    "none": optuna.pruners.NopPruner,
+}
+# The seed's skopt settings: Extra-Trees surrogate, 10 random starts, EI with xi 0.02.
+SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "skopt": {
+        "skopt_kwargs": {
+            "base_estimator": "ET",
+            "n_initial_points": 10,
+            "acq_func": "EI",
+            "acq_func_kwargs": {"xi": 0.02},
+        }
+    },
+}
+# Where a sampler wraps another library, keys it does not take itself go to that library.
+_NESTED_KWARGS = ("skopt_kwargs",)
+
+
+class PluginError(ValueError):
+    """A sampler or pruner name or its arguments were not accepted. The message is one line."""
+
+
+def _plugins(group: str) -> dict[str, EntryPoint]:
+    return {entry_point.name: entry_point for entry_point in entry_points(group=group)}
+
+
+def sampler_names() -> list[str]:
+    """All sampler names: built-in ones and those registered under ``agehpo.samplers``."""
+    return sorted({*_BUILTIN_SAMPLERS, *_plugins(SAMPLER_GROUP)})
+
+
+def pruner_names() -> list[str]:
+    """All pruner names: built-in ones and those registered under ``agehpo.pruners``."""
+    return sorted({*_BUILTIN_PRUNERS, *_plugins(PRUNER_GROUP)})
+
+
+def _resolve(
+    kind: str, name: str, builtins: Mapping[str, Callable[..., Any]]
+) -> Callable[..., Any]:
+    group = SAMPLER_GROUP if kind == "sampler" else PRUNER_GROUP
+    plugins = _plugins(group)
+    # Plugins win over built-ins so a package can replace a default implementation.
+    if name in plugins:
+        try:
+            factory: Callable[..., Any] = plugins[name].load()
+        except ImportError as error:
+            raise PluginError(
+                f"{kind} {name!r} is registered by {plugins[name].value!r} but could not be "
+                f"imported ({error}); reinstall it: pip install -e ."
+            ) from error
+        return factory
+    if name in builtins:
+        return builtins[name]
+    valid = ", ".join(sorted({*builtins, *plugins}))
+    hint = " (it comes with the optuna_skopt plugin: pip install -e .)" if name == "skopt" else ""
+    raise PluginError(f"{kind}={name!r} is not installed{hint}; valid names: {valid}")
+
+
+def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
+    """Keyword names ``factory`` takes, or None when it takes any (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
+def _build_kwargs(
+    kind: str, name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    accepted = _accepted_keywords(factory)
+    if accepted is None:
+        return dict(kwargs)
+    merged: dict[str, Any] = {}
+    nested = next((key for key in _NESTED_KWARGS if key in accepted), None)
+    for key, value in kwargs.items():
+        if key in accepted:
+            merged[key] = value
+        elif nested is not None:
+            merged[nested] = {**merged.get(nested, {}), key: value}
+        else:
+            raise PluginError(
+                f"{kind}_kwargs key {key!r} is not accepted by {kind} {name!r}; "
+                f"accepted keys: {', '.join(sorted(accepted))}"
+            )
+    return merged
+
+
+def _merge(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def create_sampler(
+    name: str, kwargs: Mapping[str, Any] | None = None, *, seed: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """Build a sampler by name.
+
+    Args:
+        name: A name from :func:`sampler_names`.
+        kwargs: Constructor overrides (the ``sampler_kwargs`` parameter). For a sampler that
+            wraps a library (skopt), keys the sampler does not take go to that library.
+        seed: Passed as ``seed`` when the sampler takes one and ``kwargs`` sets none.
+
+    Returns:
+        The sampler.
+
+    Raises:
+        PluginError: For an unknown name or a key the sampler does not accept.
+    """
+    factory = _resolve("sampler", name, _BUILTIN_SAMPLERS)
+    user_kwargs = dict(kwargs or {})
+    accepted = _accepted_keywords(factory)
+    if seed is not None and "seed" not in user_kwargs and (accepted is None or "seed" in accepted):
+        user_kwargs["seed"] = seed
+    built = _build_kwargs("sampler", name, factory, user_kwargs)
+    built = _merge(SAMPLER_DEFAULTS.get(name, {}), built)
+    try:
+        sampler: optuna.samplers.BaseSampler = factory(**built)
+    except (TypeError, ValueError) as error:
+        raise PluginError(
+            f"sampler {name!r} rejected sampler_kwargs={dict(kwargs or {})}: {error}"
+        ) from error
+    return sampler
+
+
+def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
+    """Build a pruner by name.
+
+    Args:
+        name: A name from :func:`pruner_names`.
+        kwargs: Constructor overrides.
+
+    Returns:
+        The pruner.
+
+    Raises:
+        PluginError: For an unknown name or a key the pruner does not accept.
+    """
+    factory = _resolve("pruner", name, _BUILTIN_PRUNERS)
+    built = _build_kwargs("pruner", name, factory, kwargs or {})
+    try:
+        pruner: optuna.pruners.BasePruner = factory(**built)
+    except (TypeError, ValueError) as error:
+        raise PluginError(
+            f"pruner {name!r} rejected kwargs={dict(kwargs or {})}: {error}"
+        ) from error
+    return pruner

@@ -1,0 +1,32 @@
+"""The seed's search space: one function from an Optuna trial to a params dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+OPTIMIZER_NAMES = ("Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD")
+
+
+def suggest(trial: optuna.Trial) -> dict[str, Any]:
+    """Sample one configuration in the seed's order, names and ranges.
+
+    The per-layer parameters exist only for layers the trial has, so the space is
+    conditional: ``fc_output_feat_5`` appears only when ``num_fc_layers >= 6``.
+
+    Args:
+        trial: The trial to sample from.
+
+    Returns:
+        The params dict that :func:`agehpo.model.build_model` and the optimizer factory read.
+    """
+    num_fc_layers = trial.suggest_int("num_fc_layers", 4, 8)
+    params: dict[str, Any] = {"num_fc_layers": num_fc_layers}
+    for i in range(num_fc_layers):
+        params[f"fc_output_feat_{i}"] = trial.suggest_int(f"fc_output_feat_{i}", 8, 64)
+        params[f"fc_dropout_{i}"] = trial.suggest_float(f"fc_dropout_{i}", 0.0, 0.5)
+    params["last_fc"] = trial.suggest_int("last_fc", 8, 64)
+    params["optimizer"] = trial.suggest_categorical("optimizer", OPTIMIZER_NAMES)
+    params["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    return params

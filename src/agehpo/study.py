@@ -1,0 +1,259 @@
+"""One study run: storage, sampler and pruner by name, the shared budget, the summary."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+
+from agehpo.data import PreparedData, load_table, prepare
+from agehpo.objective import Objective, TrainedModel
+from agehpo.plugins import create_pruner, create_sampler
+from agehpo.runner import TrialCallback, TrialRunner
+from agehpo.storage import BudgetLock, open_storage
+from agehpo.train import EpochMetrics, evaluate, resolve_device
+
+_logger = logging.getLogger(__name__)
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The parameters of the ``main`` entry point (DESIGN.md), with their defaults."""
+
+    sampler: str = "tpe"
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"
+    n_trials: int = 20
+    n_epochs: int = 50
+    timeout: float = 0
+    study_name: str = "age-prediction"
+    storage: str = "sqlite:///optuna.db"
+    data: str = "synthetic"
+    n_samples: int = 23705
+    img_size: int = 24
+    batch_size: int = 128
+    seed: int = 13
+    model_name: str = "age-predictor"
+    n_workers: int = 1
+    n_jobs: int = 1
+    device: str = "auto"
+
+
+def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optuna.Study:
+    """Create the study, or load it when it exists; safe when workers start at once.
+
+    Args:
+        config: The run's parameters.
+        sampler_seed: Seed for the sampler; defaults to ``config.seed``.
+
+    Returns:
+        The study, maximizing validation age accuracy.
+    """
+    storage = open_storage(config.storage)
+    sampler = create_sampler(
+        config.sampler,
+        config.sampler_kwargs,
+        seed=config.seed if sampler_seed is None else sampler_seed,
+    )
+    pruner = create_pruner(config.pruner)
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=config.study_name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                direction="maximize",
+                load_if_exists=True,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            # Another worker created it between our lookup and our insert: load theirs.
+            time.sleep(0.1 * (attempt + 1))
+    return optuna.load_study(
+        study_name=config.study_name, storage=storage, sampler=sampler, pruner=pruner
+    )
+
+
+def count_trials(study: optuna.Study) -> dict[str, int]:
+    """Trials of the study by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+class BestModelKeeper:
+    """Keeps the weights of this process's best trial, so the test split is scored on the
+    very weights that won (not a retrained copy).
+
+    Args:
+        objective: The objective that holds finished trials' weights.
+    """
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.best: tuple[int, TrainedModel] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        model = self.objective.pop_model(trial.number)
+        if model is None or trial.state != TrialState.COMPLETE:
+            return
+        with self._lock:
+            if study.best_trial.number == trial.number:
+                self.best = (trial.number, model)
+
+
+def load_data(config: StudyConfig) -> PreparedData:
+    """Load, split and preprocess the configured data once, on the configured device."""
+    table = load_table(config.data, n_samples=config.n_samples, seed=config.seed)
+    prepared = prepare(table, img_size=config.img_size)
+    device = resolve_device(config.device)
+    return PreparedData(
+        train=prepared.train.to(device),
+        val=prepared.val.to(device),
+        test=prepared.test.to(device),
+        img_size=prepared.img_size,
+        source=prepared.source,
+        digest=prepared.digest,
+    )
+
+
+def best_model(
+    study: optuna.Study, objective: Objective, keeper: BestModelKeeper
+) -> tuple[TrainedModel, str] | None:
+    """The best trial's weights, and how they were obtained.
+
+    The weights kept from training are used when this process ran the best trial. Otherwise
+    (another worker ran it) the configuration is retrained with the trial's own seed.
+
+    Returns:
+        The model and ``"kept"`` or ``"retrained"``, or None when nothing completed.
+    """
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    if keeper.best is not None and keeper.best[0] == best.number:
+        return keeper.best[1], "kept"
+    objective(optuna.trial.FixedTrial(best.params, number=best.number))
+    model = objective.pop_model(best.number)
+    return (model, "retrained") if model is not None else None
+
+
+def test_metrics(data: PreparedData, trained: TrainedModel, device: str = "auto") -> EpochMetrics:
+    """Score a trained model on the held-out test split."""
+    from agehpo.model import build_model
+
+    model = build_model(trained.params, trained.in_features)
+    model.load_state_dict(trained.state_dict)
+    return evaluate(model.to(data.test.x.device), data.test)
+
+
+@dataclass
+class StudyResult:
+    """What one invocation did and what the study now holds."""
+
+    study: optuna.Study
+    ran: list[int]
+    counts: dict[str, int]
+    test: EpochMetrics | None = None
+    test_source: str = ""
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    epoch_hooks: Sequence[Callable[..., None]] = (),
+    callbacks: Sequence[TrialCallback] = (),
+    data: PreparedData | None = None,
+    out: Callable[[str], None] = print,
+) -> StudyResult:
+    """Run the study until its budget is met, then score the best configuration on test.
+
+    Args:
+        config: The run's parameters.
+        epoch_hooks: Receivers of per-epoch metrics (e.g. MLflow tracking).
+        callbacks: Called after each trial.
+        data: Preprocessed data; loaded from ``config`` when None.
+        out: Where progress lines go.
+
+    Returns:
+        The study, the trials this call ran and the test metrics of the best trial.
+    """
+    study = open_study(config)
+    counts = count_trials(study)
+    already = len(study.trials)
+    if already >= config.n_trials and not counts["WAITING"]:
+        out(
+            f"Study {config.study_name!r} already holds {already} trials (n_trials="
+            f"{config.n_trials}): the budget is met, no trial to run. Raise n_trials to continue."
+        )
+    if data is None:
+        data = load_data(config)
+    objective = Objective(
+        data,
+        n_epochs=config.n_epochs,
+        batch_size=config.batch_size,
+        device=data.train.x.device,
+        seed=config.seed,
+        epoch_hooks=epoch_hooks,
+    )
+    keeper = BestModelKeeper(objective)
+    runner = TrialRunner(
+        study,
+        objective,
+        n_trials=config.n_trials,
+        budget_lock=BudgetLock(config.storage, config.study_name),
+        callbacks=[keeper, *callbacks],
+        timeout=config.timeout,
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tqdm(
+        total=config.n_trials, initial=min(already, config.n_trials), desc="trials", unit="trial"
+    ) as progress:
+        runner.run(config.n_jobs, progress)
+    result = StudyResult(study, runner.ran, count_trials(study))
+    found = best_model(study, objective, keeper)
+    if found is not None:
+        result.test = test_metrics(data, found[0])
+        result.test_source = found[1]
+    return result
+
+
+def format_summary(result: StudyResult, config: StudyConfig) -> str:
+    """The seed's end-of-study summary; accuracies as percentages."""
+    counts = result.counts
+    finished = sum(counts[state.name] for state in FINISHED_STATES)
+    lines = [
+        f"Study {config.study_name!r} (sampler {config.sampler}, pruner {config.pruner})",
+        f"  Trials run now: {len(result.ran)}",
+        "Study statistics:",
+        f"  Number of finished trials: {finished}",
+        f"  Number of pruned trials: {counts['PRUNED']}",
+        f"  Number of complete trials: {counts['COMPLETE']}",
+        f"  Number of failed trials: {counts['FAIL']}",
+    ]
+    try:
+        best = result.study.best_trial
+    except ValueError:
+        lines.append("No trial completed, so there is no best trial yet.")
+        return "\n".join(lines)
+    lines += [
+        f"Best trial: #{best.number}",
+        f"  Validation age accuracy: {100 * (best.value or 0.0):.2f} %",
+        "  Params:",
+        *(f"    {name}: {value}" for name, value in sorted(best.params.items())),
+    ]
+    if result.test is not None:
+        how = "its kept weights" if result.test_source == "kept" else "retrained from best_params"
+        lines.append(f"  Test age accuracy ({how}): {100 * result.test.age_accuracy:.2f} %")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Training and evaluation over preloaded tensors: pure PyTorch, no Optuna or MLflow.
+
+Batches are index slices of a shuffled permutation of tensors that already sit on the
+device, so an epoch does no per-sample Python work. Sums are accumulated on the device
+and read once per epoch, which keeps the CUDA path free of per-batch host syncs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from agehpo.model import HeadLogits
+
+if TYPE_CHECKING:
+    from agehpo.data import TensorSplit
+
+OPTIMIZERS = ("Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD")
+EVAL_BATCH_SIZE = 8192
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one evaluation pass measured. Accuracies are fractions in [0, 1]."""
+
+    loss: float
+    age_accuracy: float
+    ethnicity_accuracy: float
+    gender_accuracy: float
+    all_accuracy: float
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn a device parameter into a torch device.
+
+    Args:
+        name: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda-graph``.
+
+    Returns:
+        The device tensors and models go to.
+
+    Raises:
+        ValueError: For an unknown name, or a CUDA name on a machine without CUDA.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name in ("cuda", "cuda-graph"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={name!r} needs CUDA, but torch sees no CUDA device; use cpu")
+        return torch.device("cuda")
+    raise ValueError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
+
+
+def make_optimizer(
+    name: str, parameters: Iterable[nn.Parameter], lr: float
+) -> torch.optim.Optimizer:
+    """Create one of the seed's optimizers.
+
+    Args:
+        name: One of Adam, Adadelta, RMSprop, SGD, MADGRAD.
+        parameters: The model parameters to optimize.
+        lr: Learning rate.
+
+    Returns:
+        The optimizer.
+
+    Raises:
+        ValueError: For an unknown optimizer name.
+        ImportError: For MADGRAD when the madgrad package is missing.
+    """
+    if name == "MADGRAD":
+        try:
+            from madgrad import MADGRAD
+        except ImportError as error:
+            raise ImportError(
+                "optimizer MADGRAD needs the madgrad package: pip install madgrad"
+            ) from error
+        return MADGRAD(parameters, lr=lr)
+    if name in ("Adam", "Adadelta", "RMSprop", "SGD"):
+        optimizer_class: type[torch.optim.Optimizer] = getattr(torch.optim, name)
+        return optimizer_class(parameters, lr=lr)
+    raise ValueError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
+
+
+def multitask_loss(logits: HeadLogits, split: TensorSplit, index: torch.Tensor) -> torch.Tensor:
+    """Sum of the three heads' cross-entropies on the rows ``index`` of ``split``."""
+    return (
+        functional.cross_entropy(logits.age, split.age_bin[index])
+        + functional.cross_entropy(logits.ethnicity, split.ethnicity[index])
+        + functional.cross_entropy(logits.gender, split.gender[index])
+    )
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: TensorSplit,
+    *,
+    batch_size: int = 128,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Run one shuffled pass over ``split``.
+
+    Args:
+        model: The network; its parameters are updated in place.
+        optimizer: The optimizer over ``model``'s parameters.
+        split: Preloaded training tensors on the model's device.
+        batch_size: Rows per step; the last batch may be smaller.
+        generator: Random generator on the split's device, for a reproducible order.
+
+    Returns:
+        The mean training loss over the epoch's samples (may be nan or inf if training
+        diverged; the caller decides what that means).
+    """
+    model.train()
+    n_rows = len(split)
+    device = split.x.device
+    order = torch.randperm(n_rows, generator=generator, device=device)
+    loss_sum = torch.zeros((), device=device)
+    for start in range(0, n_rows, batch_size):
+        index = order[start : start + batch_size]
+        loss = multitask_loss(model(split.x[index]), split, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * index.numel()
+    return float(loss_sum / n_rows)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, split: TensorSplit, *, batch_size: int = EVAL_BATCH_SIZE
+) -> EpochMetrics:
+    """Measure loss and the accuracies of each head, and of all three at once.
+
+    Args:
+        model: The network, switched to eval mode here.
+        split: Preloaded tensors on the model's device.
+        batch_size: Rows per forward pass; large, since nothing is stored for backward.
+
+    Returns:
+        The split's mean loss and accuracies.
+    """
+    model.eval()
+    device = split.x.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros(4, device=device, dtype=torch.long)
+    for start in range(0, len(split), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split)), device=device)
+        logits = model(split.x[index])
+        loss_sum += multitask_loss(logits, split, index) * index.numel()
+        age_ok = logits.age.argmax(1) == split.age_bin[index]
+        ethnicity_ok = logits.ethnicity.argmax(1) == split.ethnicity[index]
+        gender_ok = logits.gender.argmax(1) == split.gender[index]
+        all_ok = age_ok & ethnicity_ok & gender_ok
+        correct += torch.stack([age_ok.sum(), ethnicity_ok.sum(), gender_ok.sum(), all_ok.sum()])
+    n_rows = max(len(split), 1)
+    age, ethnicity, gender, all_heads = (correct.double() / n_rows).tolist()
+    return EpochMetrics(float(loss_sum) / n_rows, age, ethnicity, gender, all_heads)
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = EVAL_BATCH_SIZE
+) -> HeadLogits:
+    """Softmax probabilities of each head for preprocessed inputs.
+
+    Args:
+        model: The trained network.
+        x: Preprocessed inputs on the model's device.
+        batch_size: Rows per forward pass.
+
+    Returns:
+        Per-head probability tensors, each of shape (rows, classes).
+    """
+    model.eval()
+    parts = [model(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
+    return HeadLogits(
+        *(torch.cat([getattr(p, head) for p in parts]).softmax(1) for head in HeadLogits._fields)
+    )

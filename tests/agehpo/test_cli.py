@@ -1,0 +1,106 @@
+"""The CLI, MLproject and conda.yaml describe the same parameters and dependencies."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agehpo.cli import build_parser, main, study_config
+from agehpo.study import StudyConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mlproject() -> dict:
+    return yaml.safe_load((ROOT / "MLproject").read_text())
+
+
+def _subcommand_defaults(name: str) -> dict[str, object]:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    sub = subparsers.choices[name]  # type: ignore[attr-defined]
+    return {a.dest: a.default for a in sub._actions if a.dest != "help"}
+
+
+def test_mlproject_main_maps_every_cli_flag_one_to_one() -> None:
+    main_entry = _mlproject()["entry_points"]["main"]
+    cli_defaults = _subcommand_defaults("study")
+    assert set(main_entry["parameters"]) == set(cli_defaults)
+    for name, spec in main_entry["parameters"].items():
+        default = cli_defaults[name]
+        expected = "{}" if name == "sampler_kwargs" else default
+        assert str(spec["default"]) == str(expected) or float(spec["default"]) == float(expected), (
+            name
+        )
+        flag = f"--{name.replace('_', '-')} {{{name}}}"
+        assert flag in main_entry["command"], f"{flag!r} missing from MLproject's main command"
+
+
+def test_cli_defaults_are_the_design_defaults() -> None:
+    config = study_config(build_parser().parse_args(["study"]))
+    assert config == StudyConfig()
+    assert (config.sampler, config.pruner, config.n_trials, config.n_epochs) == (
+        "tpe",
+        "median",
+        20,
+        50,
+    )
+    assert (config.storage, config.data, config.n_samples) == (
+        "sqlite:///optuna.db",
+        "synthetic",
+        23705,
+    )
+    assert (config.img_size, config.batch_size, config.seed) == (24, 128, 13)
+    assert (config.model_name, config.device, config.study_name) == (
+        "age-predictor",
+        "auto",
+        "age-prediction",
+    )
+
+
+def test_mlflow_style_float_values_parse_as_integers() -> None:
+    # MLflow passes integer parameters declared as float through unchanged, e.g. "5".
+    config = study_config(build_parser().parse_args(["study", "--n-trials", "5", "--seed", "7"]))
+    assert (config.n_trials, config.seed) == (5, 7)
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("{bad", "is not valid JSON"), ("[1, 2]", "is a JSON list; expected an object")],
+)
+def test_bad_sampler_kwargs_get_one_line(
+    value: str, fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "--sampler-kwargs", value])
+    assert exit_info.value.code == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(error_lines) == 1
+    assert fragment in error_lines[0] and "sampler_kwargs" in error_lines[0]
+
+
+def test_unknown_sampler_exits_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["study", "--sampler", "nope", "--storage", f"sqlite:///{tmp_path}/o.db"])
+    assert status == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "sampler='nope'" in err and "skopt" in err
+
+
+def test_conda_env_pins_the_same_dependencies_as_pyproject() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    assert "python=3.11" in conda["dependencies"]
+    pip_list = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert sorted(p for p in pip_list if not p.startswith("-e")) == sorted(
+        pyproject["project"]["dependencies"]
+    )
+    for requirement in pyproject["project"]["dependencies"]:
+        assert re.search(r">=\d", requirement), f"{requirement} has no lower bound"
+    assert _mlproject()["conda_env"] == "conda.yaml"

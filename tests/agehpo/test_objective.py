@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+import torch
+
+from agehpo.data import PreparedData
+from agehpo.objective import EPOCH_METRIC_NAMES, NonFiniteLossError, Objective
+from agehpo.storage import BudgetLock
+from agehpo.runner import TrialRunner
+
+SEED_BEST = {
+    "num_fc_layers": 5,
+    **{f"fc_output_feat_{i}": s for i, s in enumerate([55, 53, 62, 62, 28])},
+    **{f"fc_dropout_{i}": p for i, p in enumerate([0.13, 0.15, 0.07, 0.04, 0.39])},
+    "last_fc": 55,
+    "optimizer": "Adam",
+    "lr": 0.00268,
+}
+
+
+def _objective(data: PreparedData, n_epochs: int = 3, hooks: list | None = None) -> Objective:
+    return Objective(
+        data,
+        n_epochs=n_epochs,
+        batch_size=64,
+        device=torch.device("cpu"),
+        seed=1,
+        epoch_hooks=hooks or [],
+    )
+
+
+def test_reports_every_epoch_and_hands_metrics_to_the_hooks(tiny_data: PreparedData) -> None:
+    seen: list[tuple[int, int, dict[str, float]]] = []
+    objective = _objective(
+        tiny_data, hooks=[lambda trial, epoch, m: seen.append((trial.number, epoch, dict(m)))]
+    )
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial(SEED_BEST)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
+    assert [epoch for _, epoch, _ in seen] == [1, 2, 3]
+    assert set(seen[0][2]) == set(EPOCH_METRIC_NAMES)
+    assert trial.value == seen[-1][2]["val_age_accuracy"] == trial.intermediate_values[3]
+    assert all(0.0 <= m[name] <= 1.0 for _, _, m in seen for name in m if "accuracy" in name)
+    kept = objective.pop_model(0)
+    assert kept is not None and kept.params == SEED_BEST
+    assert objective.pop_model(0) is None
+
+
+def test_prunes_when_the_pruner_says_so(tiny_data: PreparedData) -> None:
+    # Accuracy can never reach 2.0, so the threshold pruner prunes at the first epoch.
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
+    )
+    study.optimize(_objective(tiny_data), n_trials=2)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert all(sorted(t.intermediate_values) == [1] for t in study.trials)
+
+
+def test_a_nonfinite_loss_fails_the_trial_and_the_study_goes_on(
+    tiny_data: PreparedData, tmp_path
+) -> None:
+    poisoned = dataclasses.replace(
+        tiny_data,
+        train=dataclasses.replace(
+            tiny_data.train, x=torch.full_like(tiny_data.train.x, float("inf"))
+        ),
+    )
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path}/o.db")
+    runner = TrialRunner(
+        study,
+        _objective(poisoned, n_epochs=1),
+        n_trials=2,
+        budget_lock=BudgetLock(f"sqlite:///{tmp_path}/o.db", "x"),
+    )
+    runner.run()
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert "loss is not finite at epoch 1" in study.trials[0].user_attrs["fail_reason"]
+
+
+def test_nonfinite_loss_raises_a_named_error(tiny_data: PreparedData) -> None:
+    poisoned = dataclasses.replace(
+        tiny_data,
+        train=dataclasses.replace(
+            tiny_data.train, x=torch.full_like(tiny_data.train.x, float("nan"))
+        ),
+    )
+    with pytest.raises(NonFiniteLossError, match="diverged"):
+        _objective(poisoned, n_epochs=1)(optuna.trial.FixedTrial(SEED_BEST))

@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny data, throwaway stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agehpo.data import PreparedData, make_synthetic, prepare
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parsed-CSV caches of one test must not serve another.
+    monkeypatch.setenv("AGEHPO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> PreparedData:
+    """A few hundred synthetic faces at 12x12: enough to train a step, fast to make."""
+    return prepare(make_synthetic(400, seed=3), img_size=12)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlflow.db"
