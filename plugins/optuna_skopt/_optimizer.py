@@ -1,0 +1,221 @@
+"""Conversion between Optuna search spaces and a scikit-optimize ``Optimizer``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from optuna_skopt._config import build_optimizer, import_skopt
+
+Observation = tuple[list[Any], float]
+
+
+def _n_steps(distribution: IntDistribution | FloatDistribution) -> int:
+    assert distribution.step is not None
+    return round((distribution.high - distribution.low) / distribution.step)
+
+
+def to_dimension(distribution: BaseDistribution, space: ModuleType) -> Any:
+    """Convert an Optuna distribution to a skopt dimension.
+
+    Args:
+        distribution: A distribution that is not single-valued.
+        space: The ``skopt.space`` module.
+
+    Returns:
+        A ``Real``, ``Integer`` or ``Categorical`` dimension.
+    """
+    if isinstance(distribution, CategoricalDistribution):
+        # Indices, not the choices: skopt's encoders hash and compare categories, which
+        # conflates 1, 1.0 and True and turns mixed types such as None and floats into strings.
+        return space.Categorical(list(range(len(distribution.choices))))
+    if not isinstance(distribution, (IntDistribution, FloatDistribution)):
+        raise ValueError(f"SkoptSampler cannot handle {type(distribution).__name__}.")
+    if distribution.log:
+        cls = space.Integer if isinstance(distribution, IntDistribution) else space.Real
+        return cls(distribution.low, distribution.high, prior="log-uniform")
+    if isinstance(distribution, IntDistribution) or distribution.step is not None:
+        # Optimizing over the grid index keeps every proposal on the grid.
+        return space.Integer(0, _n_steps(distribution))
+    return space.Real(distribution.low, distribution.high)
+
+
+def encode(distribution: BaseDistribution, value: Any) -> Any | None:
+    """Map an Optuna parameter value into the matching skopt dimension.
+
+    Args:
+        distribution: The distribution of the current search space.
+        value: The trial's value in Optuna's external representation.
+
+    Returns:
+        The skopt value, or ``None`` if ``value`` lies outside ``distribution``.
+    """
+    if isinstance(distribution, CategoricalDistribution):
+        try:
+            return int(distribution.to_internal_repr(value))
+        except ValueError:
+            return None
+    assert isinstance(distribution, (IntDistribution, FloatDistribution))
+    if not distribution.low <= value <= distribution.high:
+        return None
+    if distribution.log:
+        return int(value) if isinstance(distribution, IntDistribution) else float(value)
+    if distribution.step is not None:
+        return round((value - distribution.low) / distribution.step)
+    return float(value)
+
+
+def decode(distribution: BaseDistribution, value: Any) -> Any:
+    """Map a skopt value back to Optuna's external representation.
+
+    Args:
+        distribution: The distribution the dimension was built from.
+        value: A value proposed by skopt, possibly a numpy scalar.
+
+    Returns:
+        A plain Python value contained in ``distribution``.
+    """
+    if isinstance(distribution, CategoricalDistribution):
+        return distribution.choices[int(value)]
+    assert isinstance(distribution, (IntDistribution, FloatDistribution))
+    low, high = distribution.low, distribution.high
+    if isinstance(distribution, IntDistribution):
+        result = int(value) if distribution.log else low + int(value) * distribution.step
+        return int(min(max(result, low), high))
+    if distribution.step is not None:
+        return float(min(low + int(value) * distribution.step, high))
+    return float(min(max(float(value), low), high))
+
+
+class _Optimizer:
+    """One ``skopt.Optimizer`` over a fixed search space, fed observations incrementally.
+
+    Single-valued distributions are not given to skopt (its dimensions need two distinct
+    bounds); their value is returned as is.
+
+    Args:
+        search_space: The relative search space, in a fixed order.
+        skopt_kwargs: Validated keyword arguments for ``skopt.Optimizer``.
+        random_state: Seed for skopt's random state and the default surrogates.
+    """
+
+    def __init__(
+        self,
+        search_space: Mapping[str, BaseDistribution],
+        skopt_kwargs: dict[str, Any],
+        random_state: int,
+    ) -> None:
+        skopt = import_skopt()
+        self.search_space = dict(search_space)
+        self._fixed = {
+            name: _single_value(dist) for name, dist in search_space.items() if dist.single()
+        }
+        self._distributions = {
+            name: dist for name, dist in search_space.items() if not dist.single()
+        }
+        self._told: dict[int, Observation] = {}
+        # Points proposed since the last tell; see ``_next_point``.
+        self._pending: list[list[Any]] = []
+        self._skopt: Any = None
+        if self._distributions:
+            dimensions = [to_dimension(d, skopt.space) for d in self._distributions.values()]
+            self._skopt = build_optimizer(skopt, dimensions, skopt_kwargs, random_state)
+
+    @property
+    def n_told(self) -> int:
+        """Number of observations told so far."""
+        return len(self._told)
+
+    def observe(self, params: Mapping[str, Any], value: float) -> Observation | None:
+        """Convert a trial's parameters and value into a skopt observation.
+
+        Args:
+            params: The trial's parameters.
+            value: The value to minimize.
+
+        Returns:
+            ``(x, y)``, or ``None`` if the trial lacks a parameter of the space or one of its
+            values lies outside it (a conditional parameter, or a changed range).
+        """
+        x = []
+        for name, distribution in self._distributions.items():
+            if name not in params:
+                return None
+            encoded = encode(distribution, params[name])
+            if encoded is None:
+                return None
+            x.append(encoded)
+        return x, value
+
+    def sync(self, observations: Mapping[int, Observation]) -> bool:
+        """Tell skopt the observations it has not seen yet, in one batch.
+
+        Args:
+            observations: Observations keyed by trial number.
+
+        Returns:
+            ``False``, telling nothing, if a trial told earlier is missing or changed, in which
+            case this optimizer is stale and must be rebuilt; ``True`` otherwise.
+        """
+        if any(observations.get(number) != obs for number, obs in self._told.items()):
+            return False
+        new = {n: obs for n, obs in observations.items() if n not in self._told}
+        if new and self._skopt is not None:
+            # One batched tell: skopt refits the surrogate and reruns the acquisition search
+            # on every call.
+            self._skopt.tell([x for x, _ in new.values()], [y for _, y in new.values()])
+            self._pending.clear()
+        self._told.update(new)
+        return True
+
+    def ask(self) -> dict[str, Any]:
+        """Propose parameters for the next trial.
+
+        Returns:
+            A value for every parameter of the search space.
+        """
+        proposed: dict[str, Any] = {}
+        if self._skopt is not None:
+            x = self._next_point()
+            for (name, distribution), value in zip(self._distributions.items(), x, strict=True):
+                proposed[name] = decode(distribution, value)
+        return {
+            name: self._fixed[name] if name in self._fixed else proposed[name]
+            for name in self.search_space
+        }
+
+    def _next_point(self) -> list[Any]:
+        opt = self._skopt
+        fitted_phase = opt.base_estimator_ is not None and len(opt.yi) >= opt.n_initial_points_
+        if fitted_phase and not opt.models:
+            # Nothing told and no initial points requested: skopt has no model to ask.
+            x = opt.space.rvs(random_state=opt.rng)[0]
+        else:
+            with warnings.catch_warnings():
+                # skopt already replaces a proposal that repeats an evaluated point with a
+                # random one; its warning about that would fire on most asks in small spaces.
+                warnings.filterwarnings("ignore", "The objective has been evaluated", UserWarning)
+                x = opt.ask()
+            if x in self._pending:
+                # skopt computes its proposal during tell, so asking again before a new result
+                # arrives (parallel workers, or a failed trial) would repeat a point already
+                # being evaluated; explore instead.
+                x = opt.space.rvs(random_state=opt.rng)[0]
+        self._pending.append(x)
+        return list(x)
+
+
+def _single_value(distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return distribution.choices[0]
+    assert isinstance(distribution, (IntDistribution, FloatDistribution))
+    return distribution.low

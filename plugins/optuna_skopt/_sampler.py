@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+from optuna_skopt._config import validate_skopt_kwargs
+from optuna_skopt._optimizer import Observation, _Optimizer
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial
+
+
+# A child of Optuna's logger, so optuna.logging.set_verbosity and Optuna's handler apply to it.
+_logger = optuna.logging.get_logger(f"optuna.{__name__}")
+
+
+@dataclass
+class _StudyState:
+    """What the sampler remembers about the study it last served."""
+
+    key: tuple[int, int, str, int | None]
+    search_space: IntersectionSearchSpace = field(default_factory=IntersectionSearchSpace)
+    optimizer: _Optimizer | None = None
+
+
+class SkoptSampler(BaseSampler):
+    """Sampler using `scikit-optimize <https://scikit-optimize.github.io/>`__ as the backend.
+
+    Parameters in the intersection search space of the completed trials are sampled jointly by
+    a ``skopt.Optimizer``; other parameters (e.g. conditional ones) are sampled by
+    ``independent_sampler``. One ``skopt.Optimizer`` is cached per study and told only the
+    trials it has not seen; it is rebuilt whenever the search space changes or a trial it was
+    told no longer matches the storage, so trials added by other processes are picked up.
+
+    Example:
+
+        .. code-block:: python
+
+            import optuna
+            from optuna_skopt import SkoptSampler
+
+
+            def objective(trial):
+                x = trial.suggest_float("x", -10, 10)
+                y = trial.suggest_int("y", 0, 10)
+                return x**2 + y
+
+
+            sampler = SkoptSampler(skopt_kwargs={"base_estimator": "ET", "n_initial_points": 10})
+            study = optuna.create_study(sampler=sampler)
+            study.optimize(objective, n_trials=30)
+
+    Args:
+        independent_sampler:
+            Sampler for parameters outside the relative search space, and for every parameter
+            during the startup phase. Defaults to :class:`~optuna.samplers.RandomSampler`
+            seeded with ``seed``.
+        warn_independent_sampling:
+            Whether to log a warning when a parameter is sampled independently after the
+            startup phase.
+        skopt_kwargs:
+            Keyword arguments for ``skopt.Optimizer`` except ``dimensions``, e.g.
+            ``base_estimator`` (``"ET"``, ``"RF"``, ``"GP"``, ``"GBRT"`` or a regressor),
+            ``n_initial_points``, ``acq_func``, ``acq_func_kwargs`` or ``acq_optimizer``.
+            A ``random_state`` here takes precedence over ``seed``.
+        n_startup_trials:
+            Number of finished trials (complete, plus pruned ones when
+            ``consider_pruned_trials`` is set) before relative sampling starts.
+        consider_pruned_trials:
+            Whether to tell skopt the last intermediate value of pruned trials.
+        seed:
+            Seed for the independent sampler and for skopt.
+
+    Raises:
+        ImportError: If scikit-optimize is not installed.
+        ValueError: If ``skopt_kwargs`` has an unknown key, ``dimensions``, or a value skopt
+            rejects.
+    """
+
+    def __init__(
+        self,
+        independent_sampler: BaseSampler | None = None,
+        warn_independent_sampling: bool = True,
+        skopt_kwargs: Mapping[str, Any] | None = None,
+        n_startup_trials: int = 1,
+        *,
+        consider_pruned_trials: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        kwargs = validate_skopt_kwargs(skopt_kwargs)
+        random_state = kwargs.pop("random_state", seed)
+        self._skopt_kwargs = kwargs
+        # Each (re)built skopt.Optimizer gets a fresh seed from this stream, so a rebuild does
+        # not replay the random points an earlier optimizer already proposed.
+        self._rng = (
+            random_state
+            if isinstance(random_state, np.random.RandomState)
+            else np.random.RandomState(random_state)
+        )
+        self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
+        self._warn_independent_sampling = warn_independent_sampling
+        self._n_startup_trials = n_startup_trials
+        self._consider_pruned_trials = consider_pruned_trials
+        # Optuna calls samplers from several threads when n_jobs > 1; the cached optimizer and
+        # the incremental search space are not thread-safe.
+        self._lock = threading.Lock()
+        self._state: _StudyState | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_state"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def reseed_rng(self) -> None:
+        with self._lock:
+            self._independent_sampler.reseed_rng()
+            self._rng = np.random.RandomState()
+            self._state = None
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        _check_single_objective(study)
+        with self._lock:
+            search_space = self._state_for(study).search_space.calculate(study)
+        # Trial answers single-valued distributions itself, so skopt never needs them.
+        return {name: dist for name, dist in search_space.items() if not dist.single()}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        _check_single_objective(study)
+        if not search_space:
+            return {}
+        finished = self._finished_values(study)
+        if len(finished) < self._n_startup_trials:
+            return {}
+        with self._lock:
+            state = self._state_for(study)
+            optimizer = state.optimizer
+            # sync() tells the cached optimizer only the trials it has not seen, and refuses
+            # when one it was told has changed; then, as for a new space, start afresh.
+            if (
+                optimizer is None
+                or optimizer.search_space != search_space
+                or not optimizer.sync(_observations(optimizer, finished))
+            ):
+                optimizer = _Optimizer(
+                    search_space, self._skopt_kwargs, int(self._rng.randint(2**31 - 1))
+                )
+                optimizer.sync(_observations(optimizer, finished))
+                state.optimizer = optimizer
+            return optimizer.ask()
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        _check_single_objective(study)
+        if self._warn_independent_sampling:
+            # The per-ask trial cache is enough here: staleness could only shift a warning.
+            n_finished = len(self._finished_values(study, use_cache=True))
+            if n_finished >= max(self._n_startup_trials, 1):
+                _logger.warning(
+                    f"Parameter '{param_name}' of trial {trial.number} is outside the relative "
+                    f"search space of SkoptSampler (e.g. it is conditional), so it is sampled "
+                    f"by {type(self._independent_sampler).__name__} instead; optimization may "
+                    "be less effective. Pass warn_independent_sampling=False to SkoptSampler "
+                    "if this is intended."
+                )
+        return self._independent_sampler.sample_independent(
+            study, trial, param_name, param_distribution
+        )
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._independent_sampler.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._independent_sampler.after_trial(study, trial, state, values)
+
+    def _state_for(self, study: Study) -> _StudyState:
+        # The storage object is part of the key because every InMemoryStorage numbers its
+        # studies from the same start; the study name guards against reused ids. Hyperband
+        # hands samplers a per-bracket view of the study, whose trials differ.
+        key = (
+            id(study._storage),
+            study._study_id,
+            study.study_name,
+            getattr(study, "_bracket_id", None),
+        )
+        if self._state is None or self._state.key != key:
+            self._state = _StudyState(key)
+        return self._state
+
+    def _finished_values(
+        self, study: Study, use_cache: bool = False
+    ) -> list[tuple[FrozenTrial, float]]:
+        """The trials skopt may learn from, with the value it should minimize."""
+        sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+        result = []
+        for trial in study._get_trials(deepcopy=False, use_cache=use_cache):
+            if trial.state == TrialState.COMPLETE:
+                value = trial.value
+            elif (
+                trial.state == TrialState.PRUNED
+                and self._consider_pruned_trials
+                and trial.intermediate_values
+            ):
+                value = trial.intermediate_values[max(trial.intermediate_values)]
+            else:
+                continue
+            # skopt's surrogates cannot fit NaN or infinite targets.
+            if value is not None and math.isfinite(value):
+                result.append((trial, sign * value))
+        return result
+
+
+def _observations(
+    optimizer: _Optimizer, finished: list[tuple[FrozenTrial, float]]
+) -> dict[int, Observation]:
+    observations = {}
+    for trial, value in finished:
+        observation = optimizer.observe(trial.params, value)
+        if observation is not None:
+            observations[trial.number] = observation
+    return observations
+
+
+def _check_single_objective(study: Study) -> None:
+    if len(study.directions) > 1:
+        raise ValueError(
+            "SkoptSampler supports only single-objective studies, but this study has "
+            f"{len(study.directions)} objectives."
+        )
