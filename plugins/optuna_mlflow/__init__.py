@@ -1,0 +1,43 @@
+"""Optuna -> MLflow: every trial as a nested run, live or imported after the fact.
+
+Optuna's storage is the source of truth and MLflow mirrors it. The live
+:class:`MLflowCallback`, the crash reconciler (:func:`reconcile_study`) and the study
+importer share one trial writer (:class:`TrialRunWriter`), so a trial looks the same in
+MLflow however it got there. This package imports nothing from any application.
+"""
+
+from __future__ import annotations
+
+from optuna_mlflow._artifacts import PLOTS, log_study_artifacts
+from optuna_mlflow._callback import MLflowCallback
+from optuna_mlflow._datasets import log_dataset
+from optuna_mlflow._importer import ImportedStudy, import_study
+from optuna_mlflow._open_storage import (
+    NotAnOptunaStorageError,
+    OldSchemaError,
+    StorageNotFoundError,
+    StudyImportError,
+    UnknownStudyError,
+)
+from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
+from optuna_mlflow._redact import redact_url
+from optuna_mlflow._writer import TrialRunWriter, run_status_for
+
+__all__ = [
+    "PLOTS",
+    "ImportedStudy",
+    "MLflowCallback",
+    "NotAnOptunaStorageError",
+    "OldSchemaError",
+    "ReconcileReport",
+    "StorageNotFoundError",
+    "StudyImportError",
+    "TrialRunWriter",
+    "UnknownStudyError",
+    "import_study",
+    "log_dataset",
+    "log_study_artifacts",
+    "reconcile_study",
+    "redact_url",
+    "run_status_for",
+]

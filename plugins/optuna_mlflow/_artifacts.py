@@ -1,0 +1,174 @@
+"""Study-level artifacts and summary metrics on the parent run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_mlflow._batch import log_batch_chunked
+from optuna_mlflow._keys import resolve_metric_names, safe_key
+
+__all__ = ["PLOTS", "log_study_artifacts"]
+
+_logger = logging.getLogger(__name__)
+
+_MAX_LEGEND = 20
+PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+
+
+def _why_not(name: str, study: optuna.Study) -> str | None:
+    """Why Optuna cannot draw plot ``name`` for this study, or None if it can."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if name == "intermediate_values":
+        if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            return "no trial reported intermediate values"
+        return None
+    if not complete:
+        return "no COMPLETE trial"
+    if name == "param_importances":
+        if len(complete) < 2:
+            return "param importances need at least 2 COMPLETE trials"
+        varied = {p for t in complete for p in t.params if t.params[p] != complete[0].params.get(p)}
+        if not varied:
+            return "no parameter varies across the COMPLETE trials"
+    if name == "parallel_coordinate" and not any(t.params for t in complete):
+        return "the COMPLETE trials have no params"
+    return None
+
+
+def _plot_kwargs(name: str, study: optuna.Study, names: Sequence[str]) -> dict[str, Any]:
+    # Multi-objective studies need a target: the first objective, named like its metric.
+    if len(study.directions) == 1 or name == "intermediate_values":
+        return {"target_name": names[0]} if name != "intermediate_values" else {}
+
+    def first(trial: FrozenTrial) -> float:
+        assert trial.values is not None
+        return trial.values[0]
+
+    return {"target": first, "target_name": names[0]}
+
+
+def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) -> None:
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # headless; never steal the backend of an app that chose one
+    import matplotlib.pyplot as plt
+    import optuna.visualization as vis
+    import optuna.visualization.matplotlib as vis_mpl
+
+    kwargs = _plot_kwargs(name, study, names)
+    with warnings.catch_warnings():
+        # Experimental-API notices, importance-evaluator caveats and matplotlib layout
+        # notes are not news to someone looking at a plot.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        plotly_fn: Callable[..., Any] = getattr(vis, f"plot_{name}")
+        plotly_fn(study, **kwargs).write_html(folder / f"{name}.html", include_plotlyjs="cdn")
+        axes = getattr(vis_mpl, f"plot_{name}")(study, **kwargs)
+        figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+        try:
+            for ax in figure.axes:
+                legend = ax.get_legend()
+                # One entry per trial: unreadable past a few dozen, and most of the cost.
+                if legend is not None and len(legend.get_texts()) > _MAX_LEGEND:
+                    legend.remove()
+            figure.savefig(folder / f"{name}.png", dpi=100)
+        finally:
+            plt.close(figure)
+
+
+def log_study_artifacts(
+    study: optuna.Study,
+    run_id: str,
+    *,
+    client: MlflowClient | None = None,
+    metric_name: str | Sequence[str] = "value",
+    plots: Sequence[str] = PLOTS,
+) -> dict[str, str]:
+    """Log a study's plots, trial table, best params and summary metrics on a run.
+
+    Artifacts: ``plots/{name}.html`` (plotly, loading plotly.js from its CDN to keep files
+    small) and ``plots/{name}.png`` (matplotlib) for each plot, ``trials.csv``
+    (``study.trials_dataframe()``) and ``best_params.json``. Metrics:
+    ``n_trials_complete``, ``n_trials_pruned``, ``n_trials_failed`` and
+    ``best_{metric_name}`` (one per objective; for several objectives the best trials'
+    maximum/minimum is not one point, so ``n_best_trials`` is logged instead).
+
+    Args:
+        study: The study.
+        run_id: The run to log into (the study's parent run).
+        client: Client of the tracking store; None uses MLflow's default.
+        metric_name: Name(s) of the objective metric(s), as given to the callback.
+        plots: Which plots to draw (see ``PLOTS``).
+
+    Returns:
+        Plot name -> why it was skipped, for every plot Optuna could not draw.
+    """
+    client = client or MlflowClient()
+    trials = study.get_trials(deepcopy=False)
+    names = resolve_metric_names(metric_name, len(study.directions))
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    summary: dict[str, float] = {
+        "n_trials_complete": counts[TrialState.COMPLETE],
+        "n_trials_pruned": counts[TrialState.PRUNED],
+        "n_trials_failed": counts[TrialState.FAIL],
+    }
+    best_params: Any = {}
+    if counts[TrialState.COMPLETE]:
+        if len(study.directions) == 1:
+            summary[safe_key(f"best_{names[0]}")] = study.best_value
+            best_params = study.best_params
+        else:
+            summary["n_best_trials"] = len(study.best_trials)
+            best_params = [
+                {"number": t.number, "values": t.values, "params": t.params}
+                for t in study.best_trials
+            ]
+    stamp = int(time.time() * 1000)
+    log_batch_chunked(
+        client, run_id, metrics=[Metric(key, float(v), stamp, 0) for key, v in summary.items()]
+    )
+
+    skipped: dict[str, str] = {}
+    # Plots read the trials many times; an in-memory snapshot spares the storage.
+    snapshot = optuna.create_study(directions=study.directions, study_name=study.study_name)
+    snapshot.add_trials([t for t in trials if t.state.is_finished()])
+    if study.metric_names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            snapshot.set_metric_names(study.metric_names)
+    with tempfile.TemporaryDirectory(prefix="optuna_mlflow_") as tmp:
+        root = Path(tmp)
+        folder = root / "plots"
+        folder.mkdir()
+        for name in plots:
+            reason = _why_not(name, snapshot)
+            if reason is None:
+                try:
+                    _draw(name, snapshot, folder, names)
+                except Exception as exc:  # a plot is a nicety; never fail the study for it
+                    reason = f"{type(exc).__name__}: {exc}"
+            if reason is not None:
+                skipped[name] = reason
+                _logger.warning("Plot %s skipped: %s", name, reason)
+        if skipped:
+            (folder / "skipped.txt").write_text(
+                "".join(f"{name}: {why}\n" for name, why in skipped.items())
+            )
+        study.trials_dataframe().to_csv(root / "trials.csv", index=False)
+        (root / "best_params.json").write_text(json.dumps(best_params, indent=2, default=str))
+        client.log_artifacts(run_id, tmp)
+    return skipped

@@ -1,0 +1,88 @@
+"""Record which data a study was tuned on, as an MLflow dataset input of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+from optuna_mlflow._redact import redact_url
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["log_dataset"]
+
+
+def log_dataset(
+    run_id: str,
+    name: str,
+    *,
+    df: pd.DataFrame | None = None,
+    digest: str | None = None,
+    source: str = "",
+    source_type: str = "local",
+    context: str | None = "training",
+    schema: Mapping[str, Any] | None = None,
+    profile: Mapping[str, Any] | None = None,
+    client: MlflowClient | None = None,
+) -> Dataset:
+    """Log a dataset (a DataFrame, or just its metadata) as an input of a run.
+
+    With ``df`` MLflow computes the digest, schema and profile itself; without it the
+    dataset is described by ``name``, ``digest`` and ``source`` alone (enough for a file
+    that is too large to hash again, or synthetic data defined by its seed).
+
+    Args:
+        run_id: The run to attach the dataset to (usually the study's parent run).
+        name: Dataset name shown in the UI.
+        df: The data itself, optional.
+        digest: Content digest; defaults to MLflow's for ``df``, else a hash of the
+            metadata.
+        source: Where the data comes from (path, URL, ``synthetic:seed=13``); URLs are
+            logged without passwords.
+        source_type: MLflow source type (``local``, ``http``, ``code``, ...).
+        context: Dataset context tag (``training``, ``validation``, ...), None for none.
+        schema: JSON-able schema, when ``df`` is not given.
+        profile: JSON-able profile (e.g. ``{"num_rows": 23705}``), when ``df`` is not
+            given.
+        client: Client of the tracking store; None uses MLflow's default.
+
+    Returns:
+        The logged dataset entity.
+    """
+    client = client or MlflowClient()
+    source = redact_url(source)
+    if df is not None:
+        from mlflow.data.pandas_dataset import from_pandas
+
+        # from_pandas resolves a missing source itself (to the calling code).
+        extra: dict[str, Any] = {"source": source} if source else {}
+        with warnings.catch_warnings():
+            # MLflow warns that a local path matches two equal source types; it picks one.
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+            dataset = from_pandas(df, name=name, digest=digest, **extra)
+        entity = dataset._to_mlflow_entity()
+    else:
+        meta = json.dumps(
+            {"name": name, "source": source, "schema": schema, "profile": profile},
+            sort_keys=True,
+            default=str,
+        )
+        entity = Dataset(
+            name=name,
+            digest=digest or hashlib.sha256(meta.encode()).hexdigest()[:8],
+            source_type=source_type,
+            source=json.dumps({"uri": source}),
+            schema=json.dumps(schema, default=str) if schema is not None else None,
+            profile=json.dumps(profile, default=str) if profile is not None else None,
+        )
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)] if context else []
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
+    return entity

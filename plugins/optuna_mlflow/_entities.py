@@ -1,0 +1,158 @@
+"""What a trial's run holds: its params, metrics and tags as MLflow entities."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from mlflow.entities import Metric, Param
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_mlflow import _keys as k
+
+__all__ = ["now_ms", "to_ms", "trial_metrics", "trial_params", "trial_tags"]
+
+_logger = logging.getLogger(__name__)
+
+# Optuna >= 3 keeps no reason in its storage; only the process that ran the trial knew it.
+UNKNOWN_FAILURE = "not recorded (the objective raised or returned an invalid value)"
+
+
+def to_ms(moment: datetime | None) -> int | None:
+    """Milliseconds since the epoch of a (naive, local) Optuna datetime."""
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, now."""
+    return int(time.time() * 1000)
+
+
+def trial_params(trial: FrozenTrial, have: Mapping[str, str]) -> list[Param]:
+    """The trial's params as strings (as ``mlflow.log_param`` stores them), minus ``have``.
+
+    Args:
+        trial: The trial.
+        have: Params the run already holds.
+
+    Returns:
+        The params to send.
+    """
+    params: list[Param] = []
+    for name, value in trial.params.items():
+        key = k.safe_key(name)
+        text = k.truncate(value, MAX_PARAM_VAL_LENGTH)
+        if key in have:
+            if have[key] != text:
+                # MLflow params are immutable; the storage stays the source of truth.
+                _logger.warning(
+                    "Trial %d keeps param %s=%s in MLflow; Optuna says %s.",
+                    trial.number,
+                    key,
+                    have[key],
+                    text,
+                )
+            continue
+        params.append(Param(key, text))
+    return params
+
+
+def trial_metrics(
+    trial: FrozenTrial,
+    curve_key: str,
+    value_keys: Sequence[str],
+    *,
+    skip_steps: Iterable[int] = (),
+    have: Mapping[str, float] | None = None,
+) -> list[Metric]:
+    """Intermediate values, objective value(s) and ``pruned_at_epoch`` as metrics.
+
+    Args:
+        trial: The trial.
+        curve_key: Metric that gets the intermediate values as history (step = the step
+            reported to Optuna).
+        value_keys: One metric name per objective value.
+        skip_steps: Steps of ``curve_key`` already in the run.
+        have: Latest metric values already in the run.
+
+    Returns:
+        The metrics to send.
+    """
+    have = have or {}
+    skip = set(skip_steps)
+    start = to_ms(trial.datetime_start) or now_ms()
+    end = to_ms(trial.datetime_complete) or max(now_ms(), start)
+    steps = sorted(trial.intermediate_values)
+    metrics: list[Metric] = []
+    last_ts = start
+    for i, step in enumerate(steps):
+        # Optuna keeps no report times; spreading the points over the trial's lifetime
+        # keeps them deterministic, so a rewrite hits MLflow's duplicate check.
+        last_ts = start + (end - start) * (i + 1) // (len(steps) + 1)
+        if step not in skip:
+            metrics.append(Metric(curve_key, float(trial.intermediate_values[step]), last_ts, step))
+    last_step = steps[-1] if steps else 0
+    for i, (name, value) in enumerate(zip(value_keys, trial.values or (), strict=True)):
+        on_curve = i == 0 and name == curve_key and steps
+        if (on_curve and trial.intermediate_values[last_step] == value) or have.get(name) == value:
+            continue
+        # At the last step with the newest timestamp, so that MLflow's "latest value" of
+        # the metric is the trial's value, not its last epoch's.
+        metrics.append(Metric(name, float(value), max(end, last_ts + 1), last_step))
+    if trial.state == TrialState.PRUNED and steps:
+        metrics.append(Metric("pruned_at_epoch", float(last_step), end, 0))
+    return metrics
+
+
+def trial_tags(
+    trial: FrozenTrial,
+    base: Mapping[str, str],
+    *,
+    fail_reason: str | None = None,
+    user_attrs: bool = True,
+    legacy_directions: Sequence[StudyDirection] | None = None,
+) -> dict[str, str]:
+    """The run's tags: user attrs, then ``base`` (which wins), then the fail reason.
+
+    Args:
+        trial: The trial.
+        base: The writer's tags (study name, trial number, state, direction, ...).
+        fail_reason: Why a FAIL trial failed, when Optuna's storage does not say.
+        user_attrs: Include the trial's user attrs.
+        legacy_directions: When not None, also write ``optuna_integration``'s tags, with
+            these directions.
+
+    Returns:
+        Tag key -> value.
+    """
+    tags: dict[str, str] = {}
+    if legacy_directions is not None:
+        tags.update(_legacy_tags(trial, legacy_directions))
+    if user_attrs:
+        for name, value in trial.user_attrs.items():
+            tags[k.safe_key(name)] = k.truncate(value, MAX_TAG_VAL_LENGTH)
+    tags.update(base)
+    if trial.state == TrialState.FAIL:
+        reason = fail_reason or trial.system_attrs.get("fail_reason") or UNKNOWN_FAILURE
+        tags[k.FAIL_REASON] = k.truncate(reason, MAX_TAG_VAL_LENGTH)
+    return tags
+
+
+def _legacy_tags(trial: FrozenTrial, directions: Sequence[StudyDirection]) -> dict[str, str]:
+    tags = {
+        "number": str(trial.number),
+        "datetime_start": str(trial.datetime_start),
+        "datetime_complete": str(trial.datetime_complete),
+    }
+    if trial.state.is_finished():
+        tags["state"] = trial.state.name
+    if directions:
+        names = [d.name for d in directions]
+        tags["direction"] = str(names) if len(names) != 1 else names[0]
+    for name, dist in trial.distributions.items():
+        tags[k.safe_key(f"{name}_distribution")] = k.truncate(dist, MAX_TAG_VAL_LENGTH)
+    return tags

@@ -1,0 +1,218 @@
+"""Bookkeeping of the trial runs a live process has open: buffers, flushes, endings."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from optuna.trial import FrozenTrial
+
+from optuna_mlflow import _keys as k
+from optuna_mlflow._batch import log_batch_chunked
+from optuna_mlflow._session import StudySession
+
+__all__ = ["LiveTrialRuns"]
+
+PROCESS_STOPPED = (
+    "the process stopped before the trial finished (still RUNNING in Optuna's storage)"
+)
+
+
+@dataclass
+class LiveRun:
+    """One trial run opened by this process.
+
+    Attributes:
+        run_id: The MLflow run.
+        trial_id: Optuna's storage id of the trial (to re-read it on close).
+        session: The study's session.
+        buffer: :meth:`LiveTrialRuns.log` metrics not sent yet.
+        logged: Steps logged per metric key (intermediate values there are not resent).
+        last_flush: ``time.monotonic()`` of the last send.
+        fail_reason: The exception that ended the objective, if any.
+        done: The run has been ended.
+    """
+
+    run_id: str
+    trial_id: int
+    session: StudySession
+    buffer: list[Metric] = field(default_factory=list)
+    logged: dict[str, set[int]] = field(default_factory=dict)
+    last_flush: float = field(default_factory=time.monotonic)
+    fail_reason: str | None = None
+    done: bool = False
+
+
+class LiveTrialRuns:
+    """The trial runs of one callback, keyed by (study name, trial number).
+
+    Every method takes ``lock``; MLflow calls are made while holding it, which also keeps
+    several threads from writing one SQLite store at the same instant.
+
+    Args:
+        client: Client of the tracking store.
+        lock: The callback's lock (re-entrant).
+        flush_interval: Minimum seconds between sends of a trial's buffered metrics.
+        heartbeat_interval: Minimum seconds between heartbeat tags on a parent run.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        lock: threading.RLock,
+        flush_interval: float,
+        heartbeat_interval: float,
+    ) -> None:
+        self.client = client
+        self.lock = lock
+        self.flush_interval = flush_interval
+        self.heartbeat_interval = heartbeat_interval
+        self._runs: dict[tuple[str, int], LiveRun] = {}
+
+    def get(self, study_name: str, number: int) -> LiveRun | None:
+        """The run of a trial, if this process opened one."""
+        with self.lock:
+            return self._runs.get((study_name, number))
+
+    def run_id_for(self, number: int, study_name: str | None = None) -> str | None:
+        """Run id of trial ``number`` (of ``study_name``, or of any study)."""
+        with self.lock:
+            for (name, num), live in self._runs.items():
+                if num == number and study_name in (None, name):
+                    return live.run_id
+        return None
+
+    def open(self, session: StudySession, number: int, trial_id: int) -> LiveRun:
+        """The trial's run, created (RUNNING, start time now) on first use."""
+        with self.lock:
+            key = (session.writer.study_name, number)
+            live = self._runs.get(key)
+            if live is None:
+                live = LiveRun(session.writer.create_run(number), trial_id, session)
+                self._runs[key] = live
+            return live
+
+    def log(self, live: LiveRun, step: int, metrics: Mapping[str, float]) -> None:
+        """Buffer per-step metrics; send them when ``flush_interval`` has passed."""
+        now = time.monotonic()
+        stamp = int(time.time() * 1000)
+        entries = [Metric(k.safe_key(n), float(v), stamp, int(step)) for n, v in metrics.items()]
+        with self.lock:
+            live.buffer.extend(entries)
+            for metric in entries:
+                live.logged.setdefault(metric.key, set()).add(metric.step)
+            if live.done or now - live.last_flush >= self.flush_interval:
+                self.flush(live)
+
+    def flush(self, live: LiveRun) -> None:
+        """Send a trial's buffered metrics now."""
+        with self.lock:
+            if live.buffer:
+                pending, live.buffer = live.buffer, []
+                log_batch_chunked(self.client, live.run_id, metrics=pending)
+            live.last_flush = time.monotonic()
+            self.heartbeat(live.session)
+
+    def flush_all(self) -> None:
+        """Send every trial's buffered metrics now."""
+        with self.lock:
+            for live in self._runs.values():
+                if live.buffer:
+                    self.flush(live)
+
+    def write(self, session: StudySession, trial: FrozenTrial) -> LiveRun:
+        """Write a finished trial with its buffer into its run (created if none); no end."""
+        with self.lock:
+            live = self._runs.get((session.writer.study_name, trial.number))
+            if live is None:
+                run_id = session.writer.write(trial, search=False, terminate=False)
+                live = LiveRun(run_id, trial._trial_id, session)
+                self._runs[(session.writer.study_name, trial.number)] = live
+            else:
+                self._write(live, trial, terminate=False)
+            self.heartbeat(session)
+            return live
+
+    def end(self, live: LiveRun, trial: FrozenTrial) -> None:
+        """End the run with the status of the trial's state."""
+        with self.lock:
+            live.session.writer.terminate(live.run_id, trial)
+            self._forget(live)
+
+    def reopen(self, live: LiveRun, *, quiet: bool = False) -> None:
+        """Mark a run RUNNING again after MLflow's fluent API ended it.
+
+        Leaving ``mlflow.start_run`` ends the run, but the trial is not over until the
+        callback has written it and run the hooks (or close() has).
+
+        Args:
+            live: The run.
+            quiet: Swallow MLflow errors (an exception is already propagating).
+        """
+        try:
+            with self.lock:
+                self.client.update_run(live.run_id, status="RUNNING")
+        except Exception:
+            if not quiet:
+                raise
+
+    def close_open(self) -> list[BaseException]:
+        """Rewrite every still-open run from Optuna's storage and end it.
+
+        Returns:
+            The errors met (the other runs are still closed).
+        """
+        errors: list[BaseException] = []
+        with self.lock:
+            open_runs = [live for live in self._runs.values() if not live.done]
+        for live in open_runs:
+            try:
+                with self.lock:
+                    trial = live.session.study._storage.get_trial(live.trial_id)
+                    if trial.state.is_finished():
+                        self._write(live, trial, terminate=True)
+                    else:
+                        tags = {k.END_REASON: PROCESS_STOPPED}
+                        self._write(live, trial, terminate=True, status="FAILED", tags=tags)
+                    self._forget(live)
+            except Exception as exc:  # keep closing the others
+                errors.append(exc)
+        return errors
+
+    def heartbeat(self, session: StudySession) -> None:
+        """Refresh the parent's heartbeat tag when ``heartbeat_interval`` has passed."""
+        now = time.time()
+        if now - session.last_heartbeat >= self.heartbeat_interval:
+            self.client.set_tag(session.parent_run_id, k.HEARTBEAT, str(int(now)), synchronous=True)
+            session.last_heartbeat = now
+
+    def _write(
+        self,
+        live: LiveRun,
+        trial: FrozenTrial,
+        *,
+        terminate: bool,
+        status: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        pending, live.buffer = live.buffer, []
+        live.session.writer.write(
+            trial,
+            run_id=live.run_id,
+            search=False,
+            terminate=terminate,
+            status=status,
+            extra_metrics=pending,
+            skip_steps=live.logged,
+            fail_reason=live.fail_reason,
+            extra_tags=tags,
+        )
+
+    def _forget(self, live: LiveRun) -> None:
+        live.done = True
+        live.buffer = []
+        live.logged = {}

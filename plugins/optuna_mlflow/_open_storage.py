@@ -1,0 +1,219 @@
+"""Open an existing Optuna storage for reading, without ever changing it.
+
+A SQLite file is read through a temporary copy (made with SQLite's backup API, so a WAL
+file is honoured): opening an RDB storage with current Optuna may create tables or stamp
+versions, and an old schema (Optuna 2.x) has to be upgraded first, which is done on the
+copy only. Journal files are only ever opened for reading. Other RDB URLs are opened as
+they are; an old schema there gets the ``optuna storage upgrade`` command to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from optuna_mlflow._redact import redact_url
+from optuna_mlflow._session import storage_url
+
+__all__ = [
+    "NotAnOptunaStorageError",
+    "OldSchemaError",
+    "OpenedStorage",
+    "StorageNotFoundError",
+    "StudyImportError",
+    "UnknownStudyError",
+    "open_storage",
+]
+
+_logger = logging.getLogger(__name__)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "oracle", "mssql")
+
+
+class StudyImportError(ValueError):
+    """A study could not be imported; the message is one line that says why."""
+
+
+class StorageNotFoundError(StudyImportError, FileNotFoundError):
+    """The storage file does not exist."""
+
+
+class NotAnOptunaStorageError(StudyImportError):
+    """The file exists but is neither an Optuna RDB (SQLite) nor an Optuna journal."""
+
+
+class UnknownStudyError(StudyImportError):
+    """The storage has no study of that name."""
+
+
+class OldSchemaError(StudyImportError):
+    """A server database written by an older Optuna needs ``optuna storage upgrade``."""
+
+
+@dataclass
+class OpenedStorage:
+    """A storage opened for reading.
+
+    Attributes:
+        storage: The Optuna storage.
+        source: Password-free description of where it came from.
+        upgraded_from: The old schema version when a temporary copy was upgraded.
+    """
+
+    storage: BaseStorage
+    source: str
+    upgraded_from: str | None = None
+
+
+@contextlib.contextmanager
+def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[OpenedStorage]:
+    """Open a storage for reading; temporary copies are removed on exit.
+
+    Args:
+        storage: An RDB URL (``sqlite:///optuna.db``, ``postgresql://...``), a path to a
+            SQLite file or a journal file (``file://`` URLs too), or a storage object.
+
+    Yields:
+        The opened storage.
+
+    Raises:
+        StorageNotFoundError: No such file.
+        NotAnOptunaStorageError: The file is not an Optuna storage.
+        OldSchemaError: A non-SQLite database needs ``optuna storage upgrade`` first.
+    """
+    if isinstance(storage, BaseStorage):
+        yield OpenedStorage(storage, storage_url(storage) or type(storage).__name__)
+        return
+    text = os.fspath(storage)
+    scheme = text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else ""
+    if scheme == "file":
+        text, scheme = text[len("file://") :], ""
+    if scheme == "sqlite":
+        path = _sqlite_path(text)
+        if path is None:  # in-memory SQLite: nothing to protect, nothing to import
+            raise NotAnOptunaStorageError(f"{text} is an in-memory database; nothing to import")
+        with _sqlite_copy(path) as (copy, old):
+            yield OpenedStorage(copy, redact_url(text), old)
+        return
+    if scheme in _RDB_SCHEMES:
+        yield OpenedStorage(_open_server(text), redact_url(text))
+        return
+    if scheme:
+        raise NotAnOptunaStorageError(
+            f"{redact_url(text)}: unsupported storage URL scheme {scheme!r} "
+            f"(use one of {', '.join(_RDB_SCHEMES)}, or a file path)"
+        )
+    path = Path(text).expanduser()
+    kind = _file_kind(path)
+    if kind == "sqlite":
+        with _sqlite_copy(path) as (copy, old):
+            yield OpenedStorage(copy, str(path), old)
+    else:
+        yield OpenedStorage(JournalStorage(JournalFileBackend(str(path))), str(path))
+
+
+def _sqlite_path(url: str) -> Path | None:
+    rest = url.split("://", 1)[1]
+    if not rest.startswith("/") or rest in ("/", "/:memory:"):
+        return None
+    return Path(rest[1:].split("?", 1)[0]).expanduser()
+
+
+def _file_kind(path: Path) -> str:
+    if not path.exists():
+        raise StorageNotFoundError(f"Optuna storage {path} not found (no such file)")
+    if path.is_dir():
+        raise NotAnOptunaStorageError(f"{path} is a directory, not an Optuna storage file")
+    with path.open("rb") as f:
+        head = f.read(len(_SQLITE_MAGIC))
+        if head == _SQLITE_MAGIC:
+            return "sqlite"
+        f.seek(0)
+        first = f.readline(1 << 20)
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if isinstance(record, dict) and "op_code" in record:
+        return "journal"
+    what = "an empty file" if not first else "neither a SQLite database nor an Optuna journal"
+    raise NotAnOptunaStorageError(f"{path} is not an Optuna storage ({what})")
+
+
+@contextlib.contextmanager
+def _sqlite_copy(path: Path) -> Iterator[tuple[BaseStorage, str | None]]:
+    if _file_kind(path) != "sqlite":
+        raise NotAnOptunaStorageError(f"{path} is not an Optuna storage (not a SQLite database)")
+    with tempfile.TemporaryDirectory(prefix="optuna_mlflow_import_") as tmp:
+        copy = Path(tmp) / "storage.db"
+        # mode=ro: reading must not even create a journal beside the user's file.
+        source = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        target = sqlite3.connect(copy)
+        try:
+            tables = {r[0] for r in source.execute("select name from sqlite_master")}
+            if not {"studies", "trials"} <= tables:
+                raise NotAnOptunaStorageError(
+                    f"{path} is not an Optuna storage (a SQLite database without Optuna's tables)"
+                )
+            source.backup(target)
+        except sqlite3.DatabaseError as exc:
+            raise NotAnOptunaStorageError(
+                f"{path} is not a readable SQLite database: {exc}"
+            ) from exc
+        finally:
+            source.close()
+            target.close()
+        url = f"sqlite:///{copy}"
+        rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
+        current, head = rdb.get_current_version(), rdb.get_head_version()
+        upgraded_from = None
+        if current != head:
+            upgraded_from = current
+            if current not in rdb.get_all_versions():
+                raise StudyImportError(
+                    f"{path} was written by a newer Optuna (schema {current}); "
+                    "upgrade Optuna: pip install -U optuna"
+                )
+            _logger.info(
+                "%s has Optuna schema %s; upgraded a temporary copy to %s and read that "
+                "(the file itself is untouched).",
+                path,
+                current,
+                head,
+            )
+            rdb.upgrade()
+        rdb.engine.dispose()
+        storage = RDBStorage(url, skip_table_creation=True)
+        try:
+            yield storage, upgraded_from
+        finally:
+            storage.engine.dispose()
+
+
+def _open_server(url: str) -> BaseStorage:
+    shown = redact_url(url)
+    try:
+        rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
+        current, head = rdb.get_current_version(), rdb.get_head_version()
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudyImportError(f"cannot read Optuna storage {shown}: {first}") from exc
+    if current != head:
+        rdb.engine.dispose()
+        hint = " (with the real password)" if "***" in shown else ""
+        raise OldSchemaError(
+            f"{shown} has Optuna schema {current}, this Optuna needs {head}; upgrade it "
+            f"first: optuna storage upgrade --storage {shown}{hint}"
+        )
+    return optuna.storages.RDBStorage(url, skip_table_creation=True)

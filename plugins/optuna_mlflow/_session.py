@@ -1,0 +1,189 @@
+"""Where a study's runs go: the experiment and the parent run, resolved once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
+
+from optuna_mlflow import _keys as k
+from optuna_mlflow._redact import redact_url
+from optuna_mlflow._writer import TrialRunWriter
+
+__all__ = ["StudySession", "storage_url"]
+
+
+def storage_url(storage: object) -> str | None:
+    """Best-effort, password-free description of an Optuna storage.
+
+    Args:
+        storage: An Optuna storage object.
+
+    Returns:
+        The redacted RDB URL or journal file path, or None for in-memory storages.
+    """
+    backend = getattr(storage, "_backend", storage)  # _CachedStorage and JournalStorage wrap
+    url = getattr(backend, "url", None) or getattr(backend, "_file_path", None)
+    return redact_url(str(url)) if url else None
+
+
+@dataclass
+class StudySession:
+    """The resolved MLflow home of one study: experiment, parent run, trial writer.
+
+    Attributes:
+        study: The live study (its storage is re-read when runs are closed).
+        writer: The trial writer bound to the experiment and parent.
+        owns_parent: Whether the parent run was started here (and is ended by close()).
+        last_heartbeat: Time of the last heartbeat tag on the parent (``time.time()``).
+    """
+
+    study: optuna.Study
+    writer: TrialRunWriter
+    owns_parent: bool
+    last_heartbeat: float = 0.0
+
+    @property
+    def parent_run_id(self) -> str:
+        """The parent run under which the study's trial runs are nested."""
+        assert self.writer.parent_run_id is not None
+        return self.writer.parent_run_id
+
+    @classmethod
+    def open(
+        cls,
+        client: MlflowClient,
+        study: optuna.Study,
+        *,
+        metric_name: str | list[str] | tuple[str, ...],
+        parent_run_id: str | None,
+        create_experiment: bool,
+        mlflow_kwargs: Mapping[str, Any],
+        context_tags: Mapping[str, str],
+        tag_study_user_attrs: bool,
+        tag_trial_user_attrs: bool,
+        legacy_tags: bool,
+    ) -> StudySession:
+        """Resolve (and create if needed) the experiment and the parent run of ``study``.
+
+        Args:
+            client: Client of the tracking store.
+            study: The study.
+            metric_name: See ``MLflowCallback``.
+            parent_run_id: An existing run to nest trials under (e.g. the MLflow Project
+                run); its experiment is used. None starts a parent run named after the
+                study.
+            create_experiment: Use (creating if needed) an experiment named after the
+                study when there is no parent run and no ``experiment_id``.
+            mlflow_kwargs: ``experiment_id``, ``run_name`` (of the parent run) and
+                ``tags`` (added to every trial run) are honoured.
+            context_tags: MLflow source/user tags, added to the runs created here.
+            tag_study_user_attrs: Add the study's user attrs to every trial run's tags.
+            tag_trial_user_attrs: Add each trial's user attrs to its run's tags.
+            legacy_tags: See ``TrialRunWriter``.
+
+        Returns:
+            The session.
+        """
+        directions = list(study.directions)
+        owns_parent = parent_run_id is None
+        if parent_run_id is not None:
+            experiment_id = client.get_run(parent_run_id).info.experiment_id
+        else:
+            experiment_id = _experiment_id(
+                client, study.study_name, create_experiment, mlflow_kwargs
+            )
+        run_tags: dict[str, str] = dict(context_tags)
+        run_tags.update({str(key): str(v) for key, v in (mlflow_kwargs.get("tags") or {}).items()})
+        if tag_study_user_attrs:
+            # As in optuna_integration: study user attrs supersede the trial's.
+            run_tags.update({k.safe_key(key): str(v) for key, v in study.user_attrs.items()})
+        parent_tags = {
+            k.STUDY_NAME: study.study_name,
+            k.ROLE: "parent",
+            k.DIRECTION: ",".join(d.name for d in directions),
+        }
+        url = storage_url(getattr(study, "_storage", None))
+        if url:
+            parent_tags[k.STORAGE] = url
+        if parent_run_id is None:
+            parent = client.create_run(
+                experiment_id,
+                tags={**context_tags, **parent_tags},
+                run_name=str(mlflow_kwargs.get("run_name") or study.study_name),
+            )
+            parent_run_id = parent.info.run_id
+        else:
+            client.log_batch(
+                parent_run_id,
+                tags=[RunTag(key, v) for key, v in parent_tags.items()],
+                synchronous=True,
+            )
+        writer = TrialRunWriter(
+            client,
+            experiment_id,
+            study.study_name,
+            metric_name=metric_name,
+            parent_run_id=parent_run_id,
+            directions=directions,
+            tag_user_attrs=tag_trial_user_attrs,
+            legacy_tags=legacy_tags,
+            run_tags=run_tags,
+        )
+        return cls(study=study, writer=writer, owns_parent=owns_parent)
+
+
+def _experiment_id(
+    client: MlflowClient,
+    study_name: str,
+    create_experiment: bool,
+    mlflow_kwargs: Mapping[str, Any],
+) -> str:
+    if mlflow_kwargs.get("experiment_id") is not None:
+        return str(mlflow_kwargs["experiment_id"])
+    if create_experiment:
+        return get_or_create_experiment(client, study_name)
+    # Same fallbacks as MLflow's fluent API, without relying on its private helpers.
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return get_or_create_experiment(client, os.environ["MLFLOW_EXPERIMENT_NAME"])
+    import mlflow.tracking.fluent as fluent
+
+    active = getattr(fluent, "_active_experiment_id", None)
+    return str(active) if active else "0"
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """Id of the experiment called ``name``, creating it when missing (race-safe).
+
+    Args:
+        client: Client of the tracking store.
+        name: Experiment name.
+
+    Returns:
+        The experiment id.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"MLflow experiment {name!r} is deleted; restore it "
+                f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
+                "or use another name."
+            )
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:
+        # Another worker created it between our lookup and create.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
