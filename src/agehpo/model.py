@@ -51,9 +51,9 @@ class AgeNet(nn.Module):
             width = size
         layers.append(nn.Linear(width, last_fc))
         self.body = nn.Sequential(*layers)
-        self.age_head = nn.Linear(last_fc, N_AGE_BINS)
-        self.ethnicity_head = nn.Linear(last_fc, N_ETHNICITIES)
-        self.gender_head = nn.Linear(last_fc, N_GENDERS)
+        # The three heads are independent linear maps of the same features; one Linear with
+        # their outputs side by side computes exactly that in one kernel instead of three.
+        self.heads = nn.Linear(last_fc, N_AGE_BINS + N_ETHNICITIES + N_GENDERS)
 
     def forward(self, x: torch.Tensor) -> HeadLogits:
         """Score a batch.
@@ -64,10 +64,10 @@ class AgeNet(nn.Module):
         Returns:
             The logits of the age, ethnicity and gender heads.
         """
-        features = self.body(x)
-        return HeadLogits(
-            self.age_head(features), self.ethnicity_head(features), self.gender_head(features)
+        age, ethnicity, gender = self.heads(self.body(x)).split(
+            (N_AGE_BINS, N_ETHNICITIES, N_GENDERS), dim=1
         )
+        return HeadLogits(age, ethnicity, gender)
 
 
 def build_model(params: Mapping[str, Any], in_features: int) -> AgeNet:
