@@ -13,14 +13,22 @@ from typing import Any
 
 from agehpo.data import DataError
 from agehpo.plugins import PluginError
+from agehpo.pyfunc import PredictionInputError
 from agehpo.storage import StorageError
 from agehpo.study import StudyConfig
+from agehpo.tracking import TrackingError
 
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 # Errors that are the user's input, not a bug: one line, no traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, PluginError, StorageError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    PluginError,
+    StorageError,
+    PredictionInputError,
+    TrackingError,
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -102,10 +110,21 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from agehpo.study import format_summary, run_study
+    from agehpo.workers import check_parallel_storage
 
     config = study_config(args)
-    result = run_study(config)
+    check_parallel_storage(config)
+    role = "launcher" if config.n_workers > 1 else "single"
+    result = run_study(config, track=True, role=role)
     print(format_summary(result, config))
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from agehpo.study import run_study
+
+    result = run_study(study_config(args), track=True, role="worker")
+    print(f"Worker finished: ran trials {result.ran}")
     return 0
 
 
@@ -118,6 +137,32 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import mlflow
+    import pandas as pd
+
+    from agehpo.data import age_to_bin
+
+    try:
+        frame = pd.read_csv(args.data)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError(f"data={args.data!r} cannot be read as CSV: {error}") from error
+    model = mlflow.pyfunc.load_model(args.model)
+    predictions = model.predict(
+        frame.drop(columns=["age", "ethnicity", "gender", "img_name"], errors="ignore")
+    )
+    if args.out:
+        predictions.to_csv(args.out, index=False)
+        print(f"Wrote {len(predictions)} predictions to {args.out}")
+    else:
+        print(predictions.to_string(index=False, max_rows=20))
+    if "age" in frame.columns:
+        truth = age_to_bin(frame["age"].to_numpy())
+        accuracy = float((predictions["age_bin"].to_numpy() == truth).mean())
+        print(f"Age-range accuracy on {len(frame)} labelled rows: {100 * accuracy:.2f} %")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``agehpo`` parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="agehpo", description=__doc__)
@@ -127,11 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_arguments(study)
     study.set_defaults(handler=_cmd_study)
 
+    worker = commands.add_parser(
+        "worker", help="run trials of an existing study until its budget is met (no summary)"
+    )
+    add_study_arguments(worker)
+    worker.set_defaults(handler=_cmd_worker)
+
     make_data = commands.add_parser("make-data", help="write the synthetic faces as a CSV")
     make_data.add_argument("--out", required=True, help="CSV path to write")
     make_data.add_argument("--n-samples", type=_positive_int, default=StudyConfig.n_samples)
     make_data.add_argument("--seed", type=int, default=StudyConfig.seed)
     make_data.set_defaults(handler=_cmd_make_data)
+
+    predict = commands.add_parser("predict", help="predict age ranges with a logged model")
+    predict.add_argument("--model", default="models:/age-predictor@champion", help="model URI")
+    predict.add_argument("--data", required=True, help="CSV with a pixels column")
+    predict.add_argument("--out", help="write predictions here instead of printing them")
+    predict.set_defaults(handler=_cmd_predict)
     return parser
 
 

@@ -41,11 +41,16 @@ def save_weights(
 
 
 def signature() -> ModelSignature:
-    """Input: the CSV's ``pixels`` string; output: labels and age-bin probabilities."""
+    """Output columns only: labels and age-bin probabilities.
+
+    The input is left without a schema on purpose: MLflow would enforce one column layout,
+    but the model takes either a ``pixels`` string column or 2304 numeric columns and
+    validates them itself (the logged input example shows the ``pixels`` form).
+    """
     outputs = [ColSpec("long", "age_bin"), ColSpec("string", "age_range")]
     outputs += [ColSpec("long", "ethnicity"), ColSpec("long", "gender")]
     outputs += [ColSpec("double", column) for column in PROBABILITY_COLUMNS]
-    return ModelSignature(inputs=Schema([ColSpec("string", "pixels")]), outputs=Schema(outputs))
+    return ModelSignature(inputs=None, outputs=Schema(outputs))
 
 
 def pixels_from_frame(frame: pd.DataFrame) -> np.ndarray:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
@@ -31,7 +31,7 @@ TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat while it runs, so a dead worker's trial goes stale."""
     storage = study._storage
-    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
+    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
     if not interval:
         yield
         return
@@ -91,8 +91,10 @@ class TrialRunner:
         """
         if time.monotonic() >= self.deadline:
             return None
-        if isinstance(self.study._storage, RDBStorage):
-            optuna.storages.fail_stale_trials(self.study)
+        if isinstance(self.study._storage, BaseHeartbeat):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
         with self.budget_lock.hold():
             trials = self.study.get_trials(deepcopy=False)
             waiting = any(trial.state == TrialState.WAITING for trial in trials)

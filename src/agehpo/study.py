@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from agehpo.objective import Objective, TrainedModel
 from agehpo.plugins import create_pruner, create_sampler
 from agehpo.runner import TrialCallback, TrialRunner
 from agehpo.storage import BudgetLock, open_storage
-from agehpo.train import EpochMetrics, evaluate, resolve_device
+from agehpo.train import EpochMetrics, configure_cpu_threads, evaluate, resolve_device
 
 _logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -117,6 +117,7 @@ def load_data(config: StudyConfig) -> PreparedData:
     table = load_table(config.data, n_samples=config.n_samples, seed=config.seed)
     prepared = prepare(table, img_size=config.img_size)
     device = resolve_device(config.device)
+    configure_cpu_threads(device)
     return PreparedData(
         train=prepared.train.to(device),
         val=prepared.val.to(device),
@@ -128,15 +129,20 @@ def load_data(config: StudyConfig) -> PreparedData:
 
 
 def best_model(
-    study: optuna.Study, objective: Objective, keeper: BestModelKeeper
+    study: optuna.Study,
+    objective: Objective,
+    keeper: BestModelKeeper,
+    fetch_logged: Callable[[int], TrainedModel | None] | None = None,
 ) -> tuple[TrainedModel, str] | None:
     """The best trial's weights, and how they were obtained.
 
-    The weights kept from training are used when this process ran the best trial. Otherwise
-    (another worker ran it) the configuration is retrained with the trial's own seed.
+    In order: the weights kept from training when this process ran the best trial; the
+    model another worker logged for it (``fetch_logged``); else the configuration is
+    retrained with the trial's own seed.
 
     Returns:
-        The model and ``"kept"`` or ``"retrained"``, or None when nothing completed.
+        The model and ``"kept"``, ``"logged"`` or ``"retrained"``; None when nothing
+        completed.
     """
     try:
         best = study.best_trial
@@ -144,6 +150,9 @@ def best_model(
         return None
     if keeper.best is not None and keeper.best[0] == best.number:
         return keeper.best[1], "kept"
+    logged = fetch_logged(best.number) if fetch_logged is not None else None
+    if logged is not None:
+        return logged, "logged"
     objective(optuna.trial.FixedTrial(best.params, number=best.number))
     model = objective.pop_model(best.number)
     return (model, "retrained") if model is not None else None
@@ -167,32 +176,45 @@ class StudyResult:
     counts: dict[str, int]
     test: EpochMetrics | None = None
     test_source: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 def run_study(
     config: StudyConfig,
     *,
-    epoch_hooks: Sequence[Callable[..., None]] = (),
-    callbacks: Sequence[TrialCallback] = (),
+    track: bool = False,
+    parent_run_id: str | None = None,
+    sampler_seed: int | None = None,
     data: PreparedData | None = None,
     out: Callable[[str], None] = print,
+    role: str = "single",
 ) -> StudyResult:
     """Run the study until its budget is met, then score the best configuration on test.
 
     Args:
         config: The run's parameters.
-        epoch_hooks: Receivers of per-epoch metrics (e.g. MLflow tracking).
-        callbacks: Called after each trial.
+        track: Track the study in MLflow (parent run, trial runs, plots, best model).
+        parent_run_id: MLflow run to nest the trial runs under; None uses the MLflow
+            Project run, or starts one named after the study.
+        sampler_seed: Seed of the sampler; ``config.seed`` when None (the data and the
+            training seeds stay ``config.seed`` either way).
         data: Preprocessed data; loaded from ``config`` when None.
         out: Where progress lines go.
+        role: ``single`` runs trials and finishes the study (test score, registry, plots);
+            ``worker`` only runs trials; ``launcher`` starts ``config.n_workers`` worker
+            processes instead of running trials itself, then finishes the study.
 
     Returns:
         The study, the trials this call ran and the test metrics of the best trial.
     """
-    study = open_study(config)
-    counts = count_trials(study)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if track:
+        from agehpo.tracking import check_tracking_server
+
+        check_tracking_server()
+    study = open_study(config, sampler_seed=sampler_seed)
     already = len(study.trials)
-    if already >= config.n_trials and not counts["WAITING"]:
+    if already >= config.n_trials and not count_trials(study)["WAITING"] and role != "worker":
         out(
             f"Study {config.study_name!r} already holds {already} trials (n_trials="
             f"{config.n_trials}): the budget is met, no trial to run. Raise n_trials to continue."
@@ -205,27 +227,57 @@ def run_study(
         batch_size=config.batch_size,
         device=data.train.x.device,
         seed=config.seed,
-        epoch_hooks=epoch_hooks,
     )
     keeper = BestModelKeeper(objective)
+    callbacks: list[TrialCallback] = [keeper]
+    tracker = None
+    if track:
+        from agehpo.tracking import StudyTracker
+
+        tracker = StudyTracker(config, keeper, parent_run_id=parent_run_id)
+        if role == "worker":
+            tracker.callback.start(study)
+        else:
+            tracker.start(study, data)
+        objective.epoch_hooks.append(tracker.epoch_hook)
+        callbacks.append(tracker.callback)
     runner = TrialRunner(
         study,
         objective,
         n_trials=config.n_trials,
         budget_lock=BudgetLock(config.storage, config.study_name),
-        callbacks=[keeper, *callbacks],
+        callbacks=callbacks,
         timeout=config.timeout,
     )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tqdm(
-        total=config.n_trials, initial=min(already, config.n_trials), desc="trials", unit="trial"
-    ) as progress:
-        runner.run(config.n_jobs, progress)
+    try:
+        with tqdm(
+            total=config.n_trials,
+            initial=min(already, config.n_trials),
+            desc="trials",
+            unit="trial",
+        ) as progress:
+            if role == "launcher":
+                from agehpo.workers import run_workers
+
+                parent = tracker.callback.parent_run_id if tracker is not None else None
+                runner.ran = run_workers(config, study, parent_run_id=parent, progress=progress)
+            else:
+                runner.run(config.n_jobs, progress)
+    except BaseException as error:
+        if tracker is not None:
+            tracker.callback.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
     result = StudyResult(study, runner.ran, count_trials(study))
-    found = best_model(study, objective, keeper)
+    if role == "worker":
+        if tracker is not None:
+            tracker.callback.close("FINISHED")
+        return result
+    found = best_model(study, objective, keeper, tracker.fetch_logged(study) if tracker else None)
     if found is not None:
         result.test = test_metrics(data, found[0])
         result.test_source = found[1]
+    if tracker is not None:
+        result.notes = tracker.finish(study, found[0] if found else None, result.test)
     return result
 
 
@@ -254,6 +306,10 @@ def format_summary(result: StudyResult, config: StudyConfig) -> str:
         *(f"    {name}: {value}" for name, value in sorted(best.params.items())),
     ]
     if result.test is not None:
-        how = "its kept weights" if result.test_source == "kept" else "retrained from best_params"
+        how = {
+            "kept": "its kept weights",
+            "logged": "its weights logged by another worker",
+            "retrained": "retrained from best_params",
+        }[result.test_source]
         lines.append(f"  Test age accuracy ({how}): {100 * result.test.age_accuracy:.2f} %")
-    return "\n".join(lines)
+    return "\n".join([*lines, *result.notes])

@@ -8,8 +8,8 @@ import torch
 
 from agehpo.data import PreparedData
 from agehpo.objective import EPOCH_METRIC_NAMES, NonFiniteLossError, Objective
-from agehpo.storage import BudgetLock
 from agehpo.runner import TrialRunner
+from agehpo.storage import BudgetLock
 
 SEED_BEST = {
     "num_fc_layers": 5,

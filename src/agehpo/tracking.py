@@ -1,0 +1,328 @@
+"""agehpo's use of the optuna_mlflow plugin: the parent run, the best model, the registry.
+
+The plugin knows Optuna and MLflow; this module adds what only agehpo knows: which params
+describe a run, how a trained AgeNet becomes an MLflow model, and which model is champion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import mlflow
+import optuna
+from mlflow.entities import Metric, Param
+from optuna.trial import FrozenTrial, TrialState
+
+from agehpo.data import PreparedData
+from agehpo.objective import TrainedModel
+from agehpo.pyfunc import PARAMS_FILE, WEIGHTS_FILE, save_weights, signature
+from agehpo.study import BestModelKeeper, StudyConfig
+from agehpo.train import EpochMetrics
+from optuna_mlflow import MLflowCallback, redact_url
+
+METRIC_NAME = "val_age_accuracy"
+MODEL_ARTIFACT_NAME = "age-model"
+CHAMPION = "champion"
+_MODEL_TAG = "agehpo.model_id"
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking server cannot be reached. One-line message."""
+
+
+def check_tracking_server(tracking_uri: str | None = None, timeout_s: float = 10.0) -> None:
+    """Fail fast, before any training, when an HTTP tracking server does not answer.
+
+    MLflow's client retries a refused connection for minutes; a server that is down for good
+    should stop the study at once with one line instead.
+
+    Raises:
+        TrackingError: When ``GET <uri>/health`` fails.
+    """
+    import urllib.error
+    import urllib.request
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={redact_url(uri)!r} is unreachable ({reason}); start the "
+            "server (mlflow server --host ... --port ...) or point MLFLOW_TRACKING_URI at it"
+        ) from error
+
+
+def _input_example(data: PreparedData) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"pixels": [" ".join(["128"] * 2304)]})
+
+
+class StudyTracker:
+    """Tracks one study invocation in MLflow.
+
+    Args:
+        config: The run's parameters (logged on the parent run, storage redacted).
+        keeper: Holds this process's best weights; its trial's model is logged when the trial
+            becomes the study's best.
+        tracking_uri: The store; None means MLflow's own default (``MLFLOW_TRACKING_URI``).
+        parent_run_id: Run to nest trial runs under; None: the MLflow Project run, else a
+            new run named after the study.
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        keeper: BestModelKeeper,
+        tracking_uri: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.keeper = keeper
+        self.callback = MLflowCallback(
+            tracking_uri=tracking_uri,
+            metric_name=METRIC_NAME,
+            trial_end_hooks=[self._log_model_if_best],
+            legacy_tags=False,
+            parent_run_id=parent_run_id,
+        )
+        self.client = self.callback.client
+        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        self.img_size = config.img_size
+        self._data: PreparedData | None = None
+        self._lock = threading.Lock()
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self, study: optuna.Study, data: PreparedData) -> str:
+        """Open the parent run, repair what a killed earlier run left, describe the run.
+
+        Returns:
+            The parent run id.
+        """
+        self._data = data
+        parent = self.callback.start(study)
+        self.callback.reconcile(study)
+        tags = {
+            "optuna.study_name": study.study_name,
+            "optuna.sampler": self.config.sampler,
+            "optuna.pruner": self.config.pruner,
+        }
+        run = self.client.get_run(parent)
+        for key, value in tags.items():
+            self.client.set_tag(parent, key, value)
+        params = {
+            name: redact_url(value)
+            if name == "storage"
+            else json.dumps(value)
+            if isinstance(value, dict)
+            else str(value)
+            for name, value in dataclasses.asdict(self.config).items()
+        }
+        # Under `mlflow run` MLflow already logged the -P values; params are write-once.
+        missing = [Param(k, v) for k, v in params.items() if k not in run.data.params]
+        if missing:
+            self.client.log_batch(parent, params=missing)
+        self.callback.log_dataset(
+            study,
+            "synthetic-faces" if data.source.startswith("synthetic") else Path(data.source).name,
+            digest=data.digest,
+            source=data.source,
+        )
+        return parent
+
+    def epoch_hook(self, trial: optuna.Trial, epoch: int, metrics: Any) -> None:
+        """Per-epoch metrics of a running trial, buffered into its run."""
+        self.callback.log_step(trial, epoch, metrics)
+
+    # -- the best model -------------------------------------------------------------------
+
+    def _log_model_if_best(self, study: optuna.Study, trial: FrozenTrial, run_id: str) -> None:
+        if trial.state != TrialState.COMPLETE or self.keeper.best is None:
+            return
+        number, trained = self.keeper.best
+        if number == trial.number:
+            self.log_model(trained, run_id)
+
+    def log_model(self, trained: TrainedModel, run_id: str) -> str:
+        """Log weights as an MLflow 3 LoggedModel linked to the trial's run.
+
+        Returns:
+            The model id.
+        """
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        logged = self.client.create_logged_model(
+            experiment_id,
+            name=MODEL_ARTIFACT_NAME,
+            source_run_id=run_id,
+            params={k: str(v) for k, v in trained.params.items()},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp, "weights")
+            save_weights(weights, trained.params, trained.state_dict, self.img_size)
+            model_dir = Path(tmp, "model")
+            mlflow.pyfunc.save_model(
+                model_dir,
+                loader_module="agehpo.pyfunc",
+                data_path=str(weights),
+                signature=signature(),
+                input_example=_input_example(self._data) if self._data else None,
+                pip_requirements=["agehpo", "torch", "safetensors", "pandas", "numpy"],
+                mlflow_model=mlflow.models.Model(model_id=logged.model_id),
+            )
+            self.client.log_model_artifacts(logged.model_id, str(model_dir))
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        self.client.set_tag(run_id, _MODEL_TAG, logged.model_id)
+        return logged.model_id
+
+    def logged_model_id(self, run_id: str) -> str | None:
+        """The model logged for a trial's run, by this or any other worker."""
+        return self.client.get_run(run_id).data.tags.get(_MODEL_TAG)
+
+    def load_logged(self, model_id: str) -> TrainedModel:
+        """Read a logged model's weights back (for a best trial another worker ran)."""
+        from safetensors.torch import load_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    f"models:/{model_id}", dst_path=tmp, tracking_uri=self.tracking_uri
+                )
+            )
+            params_file = next(local.rglob(PARAMS_FILE))
+            params = json.loads(params_file.read_text())
+            state_dict = load_file(params_file.with_name(WEIGHTS_FILE))
+        img_size = int(params.pop("img_size"))
+        return TrainedModel(params, state_dict, img_size * img_size)
+
+    def best_run_id(self, study: optuna.Study) -> str | None:
+        """The MLflow run of the study's best trial."""
+        number = study.best_trial.number
+        run_id = self.callback.run_id_for(number)
+        if run_id is None:
+            run = self.callback.session(study).writer.find_run(number)
+            run_id = run.info.run_id if run is not None else None
+        return run_id
+
+    def register_champion(
+        self, study: optuna.Study, model_id: str, run_id: str, test: EpochMetrics | None
+    ) -> Any:
+        """Register the best trial's model and point ``champion`` at it; idempotent."""
+        name = self.config.model_name
+        try:
+            self.client.get_registered_model(name)
+        except mlflow.exceptions.MlflowException:
+            self.client.create_registered_model(
+                name, description="Age-range classifier tuned by agehpo"
+            )
+        existing = [
+            v
+            for v in self.client.search_model_versions(f"name = '{name}'")
+            if v.run_id == run_id and getattr(v, "model_id", None) in (model_id, None)
+        ]
+        version = (
+            existing[0]
+            if existing
+            else self.client.create_model_version(
+                name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+            )
+        )
+        self.client.set_registered_model_alias(name, CHAMPION, version.version)
+        tags = {
+            "optuna.study_name": study.study_name,
+            "optuna.trial_number": str(study.best_trial.number),
+        }
+        if test is not None:
+            tags.update(
+                {
+                    "test_age_accuracy": f"{test.age_accuracy:.4f}",
+                    "test_ethnicity_accuracy": f"{test.ethnicity_accuracy:.4f}",
+                    "test_gender_accuracy": f"{test.gender_accuracy:.4f}",
+                    "test_all_accuracy": f"{test.all_accuracy:.4f}",
+                }
+            )
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version.version, key, value)
+        return version
+
+    # -- end ----------------------------------------------------------------------------
+
+    def fetch_logged(self, study: optuna.Study) -> Callable[[int], TrainedModel | None]:
+        """A lookup of the model logged for a trial of ``study``, by any worker."""
+
+        def fetch(number: int) -> TrainedModel | None:
+            run = self.callback.session(study).writer.find_run(number)
+            model_id = run.data.tags.get(_MODEL_TAG) if run is not None else None
+            return self.load_logged(model_id) if model_id else None
+
+        return fetch
+
+    def finish(
+        self, study: optuna.Study, best: TrainedModel | None, test: EpochMetrics | None
+    ) -> list[str]:
+        """Register the champion, log plots and summary metrics, end the runs.
+
+        Args:
+            study: The study.
+            best: The best trial's weights, logged now if no worker logged them yet.
+            test: Their held-out test metrics.
+
+        Returns:
+            Lines that tell the user how to look at the results.
+        """
+        parent = self.callback.start(study)
+        lines: list[str] = []
+        run_id = self.best_run_id(study) if best is not None else None
+        if best is not None and run_id is not None:
+            model_id = self.logged_model_id(run_id) or self.log_model(best, run_id)
+            version = self.register_champion(study, model_id, run_id, test)
+            lines.append(
+                f"Registered models:/{self.config.model_name}@{CHAMPION} "
+                f"(version {version.version}, trial {study.best_trial.number})"
+            )
+        with warnings.catch_warnings():
+            # Importance estimates on a few trials warn per parameter; the plot is still right.
+            warnings.simplefilter("ignore", UserWarning)
+            self.callback.log_study_artifacts(study)
+        if test is not None:
+            self.client.log_batch(
+                parent,
+                metrics=[
+                    Metric(f"test_{name}", value, int(time.time() * 1000), 0)
+                    for name, value in (
+                        ("age_accuracy", test.age_accuracy),
+                        ("ethnicity_accuracy", test.ethnicity_accuracy),
+                        ("gender_accuracy", test.gender_accuracy),
+                        ("all_accuracy", test.all_accuracy),
+                    )
+                ],
+            )
+        self.callback.close("FINISHED")
+        return [*lines, *self.ui_hint()]
+
+    def ui_hint(self) -> list[str]:
+        """The `mlflow ui` command for the store in use and the experiment's runs link."""
+        uri = self.tracking_uri
+        experiment_id = self.callback.experiment_id
+        if urlsplit(uri).scheme in ("http", "https"):
+            base, command = uri.rstrip("/"), None
+        else:
+            base, command = "http://127.0.0.1:5000", f"mlflow ui --backend-store-uri {uri}"
+        lines = ["See the trials in MLflow:"]
+        if command:
+            lines.append(f"  {command}")
+        lines.append(f"  {base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+        return lines
