@@ -60,13 +60,14 @@ class SeedStyleDataset(Dataset):
         return tensor.flatten(), torch.from_numpy(self.labels[index])
 
 
-def seed_style_epoch(loader: DataLoader, img_size: int) -> float:
+def seed_style_epoch(loader: DataLoader, img_size: int, device: str = "cpu") -> float:
     torch.manual_seed(0)
-    model = build_model(SEED_BEST, img_size * img_size)
+    model = build_model(SEED_BEST, img_size * img_size).to(device)
     optimizer = make_optimizer("Adam", model.parameters(), SEED_BEST["lr"])
     model.train()
     start = time.perf_counter()
-    for x, y in loader:
+    for x_cpu, y_cpu in loader:
+        x, y = x_cpu.to(device), y_cpu.to(device)
         logits = model(x)
         loss = (
             functional.cross_entropy(logits.age, y[:, 0])

@@ -7,6 +7,7 @@ and ask whether to prune. Everything else it measures goes to the epoch hooks it
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -16,11 +17,13 @@ from typing import Any
 import optuna
 import torch
 
+from agehpo.cuda_graph import CAPTURABLE_OPTIMIZERS, GraphTrainStep
 from agehpo.data import PreparedData
 from agehpo.model import build_model
 from agehpo.search_space import suggest
 from agehpo.train import EpochMetrics, evaluate, make_optimizer, train_epoch
 
+_logger = logging.getLogger(__name__)
 EpochHook = Callable[[optuna.Trial, int, Mapping[str, float]], None]
 """Called after each epoch with the trial, the 1-based epoch and DESIGN.md's six metrics."""
 
@@ -70,6 +73,8 @@ class Objective:
         device: Where the model trains.
         seed: Base seed; trial ``k`` trains with ``seed + k`` so it is reproducible on CPU.
         epoch_hooks: Receivers of the per-epoch metrics.
+        cuda_graphs: Capture each trial's train step as a CUDA graph (CUDA devices only;
+            optimizers torch cannot capture, like MADGRAD, train eagerly).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Objective:
         device: torch.device,
         seed: int,
         epoch_hooks: Sequence[EpochHook] = (),
+        cuda_graphs: bool = False,
     ) -> None:
         self.data = data
         self.n_epochs = n_epochs
@@ -88,21 +94,52 @@ class Objective:
         self.device = device
         self.seed = seed
         self.epoch_hooks = list(epoch_hooks)
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self._finished: dict[int, TrainedModel] = {}
         self._lock = threading.Lock()
+        self._capture_lock = threading.Lock()
+        self._warned_eager: set[str] = set()
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.device.type != "cuda":
+            return self._train(trial)
+        # Each trial (thread, with n_jobs) gets its own stream so concurrent trials overlap.
+        with torch.cuda.stream(torch.cuda.Stream(self.device)):
+            return self._train(trial)
+
+    def _epoch_runner(
+        self, model: torch.nn.Module, params: dict[str, Any]
+    ) -> Callable[[torch.Generator], float]:
+        """One epoch of training: a replayed CUDA graph where possible, else eager."""
+        name = params["optimizer"]
+        if self.cuda_graphs and name in CAPTURABLE_OPTIMIZERS:
+            optimizer = make_optimizer(name, model.parameters(), params["lr"], capturable=True)
+            step = GraphTrainStep(
+                model,
+                optimizer,
+                self.data.train,
+                batch_size=self.batch_size,
+                capture_lock=self._capture_lock,
+            )
+            return step.epoch
+        if self.cuda_graphs and name not in self._warned_eager:
+            self._warned_eager.add(name)
+            _logger.warning("%s cannot be captured in a CUDA graph; training it eagerly", name)
+        optimizer = make_optimizer(name, model.parameters(), params["lr"])
+        return lambda generator: train_epoch(
+            model, optimizer, self.data.train, batch_size=self.batch_size, generator=generator
+        )
+
+    def _train(self, trial: optuna.Trial) -> float:
         params = suggest(trial)
         torch.manual_seed(self.seed + trial.number)
         in_features = self.data.train.x.shape[1]
         model = build_model(params, in_features).to(self.device)
-        optimizer = make_optimizer(params["optimizer"], model.parameters(), params["lr"])
+        run_epoch = self._epoch_runner(model, params)
         generator = torch.Generator(device=self.device).manual_seed(self.seed + trial.number)
         val_age_accuracy = 0.0
         for epoch in range(1, self.n_epochs + 1):
-            train_loss = train_epoch(
-                model, optimizer, self.data.train, batch_size=self.batch_size, generator=generator
-            )
+            train_loss = run_epoch(generator)
             val = evaluate(model, self.data.val)
             if not (math.isfinite(train_loss) and math.isfinite(val.loss)):
                 raise NonFiniteLossError(

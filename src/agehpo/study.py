@@ -227,6 +227,7 @@ def run_study(
         batch_size=config.batch_size,
         device=data.train.x.device,
         seed=config.seed,
+        cuda_graphs=config.device in ("auto", "cuda-graph"),
     )
     keeper = BestModelKeeper(objective)
     callbacks: list[TrialCallback] = [keeper]

@@ -75,7 +75,7 @@ def configure_cpu_threads(device: torch.device) -> int:
 
 
 def make_optimizer(
-    name: str, parameters: Iterable[nn.Parameter], lr: float
+    name: str, parameters: Iterable[nn.Parameter], lr: float, *, capturable: bool = False
 ) -> torch.optim.Optimizer:
     """Create one of the seed's optimizers.
 
@@ -83,6 +83,7 @@ def make_optimizer(
         name: One of Adam, Adadelta, RMSprop, SGD, MADGRAD.
         parameters: The model parameters to optimize.
         lr: Learning rate.
+        capturable: Build it so its step can be captured in a CUDA graph (not MADGRAD).
 
     Returns:
         The optimizer.
@@ -102,10 +103,13 @@ def make_optimizer(
     if name in ("Adam", "SGD"):
         # The fused kernels update all parameters in one call: fewer launches per step.
         optimizer_class: type[torch.optim.Optimizer] = getattr(torch.optim, name)
+        if capturable and name == "Adam":
+            return optimizer_class(parameters, lr=lr, capturable=True, foreach=True)
         return optimizer_class(parameters, lr=lr, fused=True)
     if name in ("Adadelta", "RMSprop"):
         optimizer_class = getattr(torch.optim, name)
-        return optimizer_class(parameters, lr=lr, foreach=True)
+        extra = {"capturable": True} if capturable else {}
+        return optimizer_class(parameters, lr=lr, foreach=True, **extra)
     raise ValueError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
 
 
