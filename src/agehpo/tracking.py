@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tempfile
 import threading
 import time
@@ -101,7 +102,6 @@ class StudyTracker:
         )
         self.client = self.callback.client
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
-        self.img_size = config.img_size
         self._data: PreparedData | None = None
         self._lock = threading.Lock()
 
@@ -172,7 +172,9 @@ class StudyTracker:
         )
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp, "weights")
-            save_weights(weights, trained.params, trained.state_dict, self.img_size)
+            save_weights(
+                weights, trained.params, trained.state_dict, math.isqrt(trained.in_features)
+            )
             model_dir = Path(tmp, "model")
             mlflow.pyfunc.save_model(
                 model_dir,
