@@ -17,6 +17,7 @@ from agehpo.pyfunc import PredictionInputError
 from agehpo.storage import StorageError
 from agehpo.study import StudyConfig
 from agehpo.tracking import TrackingError
+from optuna_mlflow import StudyImportError
 
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
@@ -28,6 +29,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StorageError,
     PredictionInputError,
     TrackingError,
+    StudyImportError,
 )
 
 
@@ -163,6 +165,33 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from agehpo.compare import parse_samplers, run_compare
+
+    run_compare(study_config(args), parse_samplers(args.samplers), args.repeats)
+    return 0
+
+
+def _cmd_import_study(args: argparse.Namespace) -> int:
+    from optuna_mlflow import import_study
+
+    imported = import_study(
+        args.storage, args.study_name or None, experiment_name=args.experiment_name or None
+    )
+    for study in imported:
+        note = (
+            f" (read an upgraded copy of a v{study.upgraded_from} schema)"
+            if study.upgraded_from
+            else ""
+        )
+        print(
+            f"Imported study {study.study_name!r} into experiment {study.experiment_id}: "
+            f"{study.created} new trial runs, {study.updated} completed, "
+            f"{study.unchanged} unchanged{note}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``agehpo`` parser with all subcommands."""
     parser = argparse.ArgumentParser(prog="agehpo", description=__doc__)
@@ -177,6 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_study_arguments(worker)
     worker.set_defaults(handler=_cmd_worker)
+
+    compare = commands.add_parser(
+        "compare", help="compare samplers on the same budget, several seeded repeats each"
+    )
+    compare.add_argument(
+        "--samplers", default="skopt,random,tpe", help="comma-separated sampler names"
+    )
+    compare.add_argument("--repeats", type=_positive_int, default=3, help="studies per sampler")
+    add_study_arguments(compare)
+    compare.set_defaults(handler=_cmd_compare)
+
+    import_parser = commands.add_parser(
+        "import-study", help="mirror existing Optuna studies into MLflow, without rerunning"
+    )
+    import_parser.add_argument(
+        "--storage", default=StudyConfig.storage, help="Optuna storage URL or file"
+    )
+    import_parser.add_argument("--study-name", default="", help="one study (default: all)")
+    import_parser.add_argument(
+        "--experiment-name", default="", help="MLflow experiment (default: the study's name)"
+    )
+    import_parser.set_defaults(handler=_cmd_import_study)
 
     make_data = commands.add_parser("make-data", help="write the synthetic faces as a CSV")
     make_data.add_argument("--out", required=True, help="CSV path to write")

@@ -104,3 +104,18 @@ def test_conda_env_pins_the_same_dependencies_as_pyproject() -> None:
     for requirement in pyproject["project"]["dependencies"]:
         assert re.search(r">=\d", requirement), f"{requirement} has no lower bound"
     assert _mlproject()["conda_env"] == "conda.yaml"
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "subcommand"), [("compare", "compare"), ("import_study", "import-study")]
+)
+def test_other_entry_points_match_their_subcommands(entry_point: str, subcommand: str) -> None:
+    entry = _mlproject()["entry_points"][entry_point]
+    cli_defaults = _subcommand_defaults(subcommand)
+    assert set(entry["parameters"]) == set(cli_defaults)
+    for name, spec in entry["parameters"].items():
+        default = cli_defaults[name]
+        if name != "sampler_kwargs":
+            assert str(spec["default"]) == str(default) or float(spec["default"]) == float(default)
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
+    assert entry["command"].startswith(f"python -m agehpo {subcommand}")
