@@ -15,12 +15,11 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial
 
-from optuna_mlflow import _keys as k
 from optuna_mlflow._artifacts import log_study_artifacts
 from optuna_mlflow._datasets import log_dataset
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
-from optuna_mlflow._session import StudySession
+from optuna_mlflow._session import StudySession, context_tags
 
 __all__ = ["MLflowCallback"]
 
@@ -61,7 +60,8 @@ class MLflowCallback:
         flush_interval: Seconds between writes of buffered :meth:`log_step` metrics while a
             trial runs; everything is written when the trial ends.
         trial_end_hooks: Callables ``(study, frozen_trial, run_id)`` run after a trial's
-            data is written and before its run is ended (e.g. to log its model).
+            data is written and before its run is ended (e.g. to log its model). A hook's
+            exception propagates (after the run has been ended).
         legacy_tags: Also write the tags ``optuna_integration`` wrote (``number``,
             ``state``, ``direction``, ``datetime_*``, ``{param}_distribution``).
         heartbeat_interval: Minimum seconds between updates of the parent's
@@ -108,7 +108,6 @@ class MLflowCallback:
         self._sessions: dict[str, StudySession] = {}
         self._closed: list[StudySession] = []
         self._live = LiveTrialRuns(self.client, self._lock, flush_interval, heartbeat_interval)
-        self._context_tags: dict[str, str] | None = None
         self._fluent_experiment: str | None = None
 
     # -- where runs go --------------------------------------------------------------------
@@ -356,7 +355,7 @@ class MLflowCallback:
                     parent_run_id=self._given_parent,
                     create_experiment=self._create_experiment,
                     mlflow_kwargs=self._mlflow_kwargs,
-                    context_tags=self._resolve_context_tags(),
+                    context_tags=context_tags(),
                     tag_study_user_attrs=self._tag_study_user_attrs,
                     tag_trial_user_attrs=self._tag_trial_user_attrs,
                     legacy_tags=self._legacy_tags,
@@ -364,19 +363,6 @@ class MLflowCallback:
                 session.last_heartbeat = time.time()
                 self._sessions[study.study_name] = session
             return session
-
-    def _resolve_context_tags(self) -> dict[str, str]:
-        if self._context_tags is None:
-            from mlflow.tracking.context.registry import resolve_tags
-
-            # Once per callback: the git lookup behind these is slow.
-            tags = resolve_tags({})
-            self._context_tags = {
-                key: str(v)
-                for key, v in tags.items()
-                if key not in (k.MLFLOW_RUN_NAME, k.MLFLOW_PARENT_RUN_ID)
-            }
-        return self._context_tags
 
     def _prepare_fluent(self, session: StudySession) -> None:
         """Point MLflow's fluent API at our store and experiment (lock held).

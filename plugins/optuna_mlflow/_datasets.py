@@ -67,8 +67,10 @@ def log_dataset(
         with warnings.catch_warnings():
             # MLflow warns that a local path matches two equal source types; it picks one.
             warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+            # ...and hints that integer columns cannot hold NaN: this is no model schema.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
             dataset = from_pandas(df, name=name, digest=digest, **extra)
-        entity = dataset._to_mlflow_entity()
+            entity = dataset._to_mlflow_entity()
     else:
         meta = json.dumps(
             {"name": name, "source": source, "schema": schema, "profile": profile},

@@ -137,7 +137,13 @@ def trial_tags(
             tags[k.safe_key(name)] = k.truncate(value, MAX_TAG_VAL_LENGTH)
     tags.update(base)
     if trial.state == TrialState.FAIL:
-        reason = fail_reason or trial.system_attrs.get("fail_reason") or UNKNOWN_FAILURE
+        # Optuna 5 records no reason itself; objectives conventionally leave one in an attr.
+        reason = (
+            fail_reason
+            or trial.system_attrs.get("fail_reason")
+            or trial.user_attrs.get("fail_reason")
+            or UNKNOWN_FAILURE
+        )
         tags[k.FAIL_REASON] = k.truncate(reason, MAX_TAG_VAL_LENGTH)
     return tags
 

@@ -96,6 +96,32 @@ def import_study(
             unknown study (with the available names), old server schema.
     """
     client = client or MlflowClient(tracking_uri)
+    with warnings.catch_warnings():
+        # Optuna 2.x trials carry deprecated distribution classes (read while upgrading
+        # the copy and while loading); reading them is exactly what an import is for.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+        return _import_all(
+            client,
+            storage,
+            study_name,
+            experiment_name,
+            metric_name,
+            log_artifacts,
+            tag_user_attrs,
+            max_workers,
+        )
+
+
+def _import_all(
+    client: MlflowClient,
+    storage: str | os.PathLike[str] | BaseStorage,
+    study_name: str | None,
+    experiment_name: str | None,
+    metric_name: str | Sequence[str] | None,
+    log_artifacts: bool,
+    tag_user_attrs: bool,
+    max_workers: int,
+) -> list[ImportedStudy]:
     with open_storage(storage) as opened:
         names = [s.study_name for s in opened.storage.get_all_studies()]
         if study_name is not None and study_name not in names:
@@ -108,20 +134,16 @@ def import_study(
         reports = []
         for name in [study_name] if study_name is not None else names:
             study = optuna.load_study(study_name=name, storage=opened.storage)
-            with warnings.catch_warnings():
-                # Trials of Optuna 2.x carry deprecated distribution classes; reading
-                # them is exactly what an import is for.
-                warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-                report = _import_one(
-                    client,
-                    study,
-                    source=opened.source,
-                    experiment_name=experiment_name or name,
-                    metric_name=metric_name,
-                    log_artifacts=log_artifacts,
-                    tag_user_attrs=tag_user_attrs,
-                    max_workers=max_workers,
-                )
+            report = _import_one(
+                client,
+                study,
+                source=opened.source,
+                experiment_name=experiment_name or name,
+                metric_name=metric_name,
+                log_artifacts=log_artifacts,
+                tag_user_attrs=tag_user_attrs,
+                max_workers=max_workers,
+            )
             report.upgraded_from = opened.upgraded_from
             _logger.info(
                 "Imported study %s: %d runs created, %d updated, %d unchanged.",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +18,24 @@ from optuna_mlflow import _keys as k
 from optuna_mlflow._redact import redact_url
 from optuna_mlflow._writer import TrialRunWriter
 
-__all__ = ["StudySession", "storage_url"]
+__all__ = ["StudySession", "context_tags", "get_or_create_experiment", "storage_url"]
+
+
+@functools.cache
+def context_tags() -> dict[str, str]:
+    """MLflow's source/user/git tags for runs of this process, resolved once.
+
+    Returns:
+        Tag key -> value (never the run name or parent, which are per run).
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+
+    # Once per process: the git lookup behind these is slow.
+    return {
+        key: str(v)
+        for key, v in resolve_tags({}).items()
+        if key not in (k.MLFLOW_RUN_NAME, k.MLFLOW_PARENT_RUN_ID)
+    }
 
 
 def storage_url(storage: object) -> str | None:
@@ -108,6 +127,7 @@ class StudySession:
             k.STUDY_NAME: study.study_name,
             k.ROLE: "parent",
             k.DIRECTION: ",".join(d.name for d in directions),
+            k.HEARTBEAT: str(int(time.time())),
         }
         url = storage_url(getattr(study, "_storage", None))
         if url:

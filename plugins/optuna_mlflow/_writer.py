@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_mlflow import _keys as k
 from optuna_mlflow._batch import log_batch_chunked
 from optuna_mlflow._entities import now_ms, to_ms, trial_metrics, trial_params, trial_tags
+from optuna_mlflow._search import index_trial_runs, quote, search_runs
 
 __all__ = ["TrialRunWriter", "run_status_for"]
 
@@ -29,7 +30,6 @@ _STATUS = {
     TrialState.PRUNED: "FINISHED",
     TrialState.FAIL: "FAILED",
 }
-_SEARCH_PAGE = 5000
 
 
 def run_status_for(state: TrialState) -> str:
@@ -43,10 +43,6 @@ def run_status_for(state: TrialState) -> str:
         that never finished (its process died).
     """
     return _STATUS.get(state, "KILLED")
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class TrialRunWriter:
@@ -149,22 +145,18 @@ class TrialRunWriter:
 
     # -- finding runs ---------------------------------------------------------------------
 
-    def find_runs(self) -> dict[int, Run]:
-        """All trial runs of this study in the experiment, by trial number.
-
-        One paged search, so callers that handle many trials (importer, reconciler) never
-        search per trial.
+    def search_study_runs(self) -> list[Run]:
+        """Every active run of the experiment tagged with this study (parents included).
 
         Returns:
-            Trial number -> run (see :meth:`index_trial_runs`).
+            The runs, from one paged search.
         """
-        return self.index_trial_runs(self.search_study_runs())
+        return search_runs(
+            self.client, self.experiment_id, f"tags.`{k.STUDY_NAME}` = {quote(self.study_name)}"
+        )
 
     def index_trial_runs(self, runs: Iterable[Run]) -> dict[int, Run]:
-        """Trial runs by trial number; parents and foreign runs are left out.
-
-        When a trial has several runs, the one under ``parent_run_id`` wins, then the
-        oldest.
+        """Trial runs by number; of several for one trial, the one under our parent wins.
 
         Args:
             runs: Runs of the study, e.g. from :meth:`search_study_runs`.
@@ -172,15 +164,15 @@ class TrialRunWriter:
         Returns:
             Trial number -> run.
         """
-        found: dict[int, Run] = {}
-        for run in runs:
-            number_tag = run.data.tags.get(k.TRIAL_NUMBER)
-            if number_tag is None or not number_tag.lstrip("-").isdigit():
-                continue
-            number = int(number_tag)
-            if number not in found or self._prefer(run, found[number]):
-                found[number] = run
-        return found
+        return index_trial_runs(runs, self.parent_run_id)
+
+    def find_runs(self) -> dict[int, Run]:
+        """All trial runs of this study in the experiment, by trial number (one search).
+
+        Returns:
+            Trial number -> run.
+        """
+        return self.index_trial_runs(self.search_study_runs())
 
     def find_run(self, number: int) -> Run | None:
         """The run of trial ``number`` of this study, if one exists.
@@ -191,46 +183,13 @@ class TrialRunWriter:
         Returns:
             The run, or None.
         """
-        runs = self._search(
-            f"tags.`{k.STUDY_NAME}` = {_quote(self.study_name)} "
-            f"and tags.`{k.TRIAL_NUMBER}` = '{number}'"
+        runs = search_runs(
+            self.client,
+            self.experiment_id,
+            f"tags.`{k.STUDY_NAME}` = {quote(self.study_name)} "
+            f"and tags.`{k.TRIAL_NUMBER}` = '{number}'",
         )
-        best: Run | None = None
-        for run in runs:
-            if best is None or self._prefer(run, best):
-                best = run
-        return best
-
-    def _prefer(self, run: Run, other: Run) -> bool:
-        mine = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID) == self.parent_run_id
-        theirs = other.data.tags.get(k.MLFLOW_PARENT_RUN_ID) == self.parent_run_id
-        if mine != theirs:
-            return mine
-        return (run.info.start_time or 0) < (other.info.start_time or 0)
-
-    def search_study_runs(self) -> list[Run]:
-        """Every active run of the experiment tagged with this study (parents included).
-
-        Returns:
-            The runs, from one paged search.
-        """
-        return self._search(f"tags.`{k.STUDY_NAME}` = {_quote(self.study_name)}")
-
-    def _search(self, filter_string: str) -> list[Run]:
-        runs: list[Run] = []
-        token: str | None = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=filter_string,
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=_SEARCH_PAGE,
-                page_token=token,
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return self.index_trial_runs(runs).get(number)
 
     # -- writing --------------------------------------------------------------------------
 

@@ -206,12 +206,7 @@ def test_a_failing_trial_is_a_failed_run_with_its_reason_and_the_study_finishes(
         assert client.search_registered_models() == []
         assert "No trial completed" in format_summary(result, config)
         reasons = [run.data.tags["optuna.fail_reason"] for run in found.trials.values()]
-        if not all("loss is not finite" in reason for reason in reasons):
-            # Everything else above holds; only the contract tag lacks the reason.
-            pytest.xfail(
-                "bug: optuna.fail_reason reads only system_attrs['fail_reason'], but agehpo's "
-                f"runner stores the reason in user_attrs; got {reasons[0]!r}"
-            )
+        assert all("loss is not finite" in reason for reason in reasons), reasons
 
 
 # -- secrets ------------------------------------------------------------------------------

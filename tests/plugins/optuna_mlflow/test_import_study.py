@@ -83,6 +83,7 @@ def test_single_objective_sqlite_file(tmp_path: Path, client: MlflowClient) -> N
     assert {a.path for a in client.list_artifacts(parent)} >= {"plots", "trials.csv"}
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_metric_names_of_the_study_and_plain_path(tmp_path: Path, client: MlflowClient) -> None:
     path = tmp_path / "named.db"
     study = _sqlite_study(path, "named", n_trials=3)
