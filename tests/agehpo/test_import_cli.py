@@ -1,0 +1,58 @@
+"""`agehpo import-study`, the CLI face of optuna_mlflow.import_study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from agehpo.cli import main
+
+
+def _study(storage: str) -> optuna.Study:
+    study = optuna.create_study(study_name="old-work", storage=storage, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        for step in (1, 2):
+            trial.report(x * step, step)
+        return x
+
+    study.optimize(objective, n_trials=3)
+    return study
+
+
+def test_import_study_mirrors_trials_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    storage = f"sqlite:///{tmp_path}/old.db"
+    study = _study(storage)
+    assert main(["import-study", "--storage", storage]) == 0
+    assert "3 new trial runs" in capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("old-work")
+    runs = client.search_runs([experiment.experiment_id])
+    trial_runs = {
+        r.data.tags["optuna.trial_number"]: r for r in runs if "mlflow.parentRunId" in r.data.tags
+    }
+    assert sorted(trial_runs) == ["0", "1", "2"]
+    for trial in study.trials:
+        run = trial_runs[str(trial.number)]
+        assert float(run.data.params["x"]) == pytest.approx(trial.params["x"])
+    assert main(["import-study", "--storage", storage]) == 0
+    assert "0 new trial runs" in capsys.readouterr().out
+
+
+def test_unknown_study_is_one_line_listing_the_studies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = f"sqlite:///{tmp_path}/old.db"
+    _study(storage)
+    assert main(["import-study", "--storage", storage, "--study-name", "nope"]) == 2
+    errors = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("agehpo: error:")
+    ]
+    assert len(errors) == 1 and "nope" in errors[0] and "old-work" in errors[0]
