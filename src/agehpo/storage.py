@@ -99,7 +99,9 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-            if float(trial.system_attrs.get(_HEARTBEAT_ATTR, started)) < deadline:
+            # A retry inherits the dead trial's last heartbeat; its own start counts too.
+            last = max(started, float(trial.system_attrs.get(_HEARTBEAT_ATTR, started)))
+            if last < deadline:
                 stale.append(trial._trial_id)
         return stale
 
@@ -133,7 +135,9 @@ def repair_journal(path: Path) -> Path | None:
         data = path.read_bytes()
         if data.endswith(b"\n"):
             return None
-        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        backup = path.with_name(
+            f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.bak"
+        )
         shutil.copy2(path, backup)
         with path.open("r+b") as journal:
             journal.truncate(data.rfind(b"\n") + 1)
@@ -289,7 +293,9 @@ class BudgetLock:
         )
         key: int | str = self._key if postgres else f"agehpo-{self._key}"
         with self._engine.connect() as connection:
-            connection.execute(sqlalchemy.text(lock), {"key": key})
+            # GET_LOCK gives up after its timeout and returns 0; pg_advisory_lock never does.
+            while connection.execute(sqlalchemy.text(lock), {"key": key}).scalar() == 0:
+                pass
             try:
                 yield
             finally:

@@ -236,10 +236,6 @@ def run_study(
         from agehpo.tracking import StudyTracker
 
         tracker = StudyTracker(config, keeper, parent_run_id=parent_run_id)
-        if role == "worker":
-            tracker.callback.start(study)
-        else:
-            tracker.start(study, data)
         objective.epoch_hooks.append(tracker.epoch_hook)
         callbacks.append(tracker.callback)
     runner = TrialRunner(
@@ -251,6 +247,8 @@ def run_study(
         timeout=config.timeout,
     )
     try:
+        if tracker is not None:
+            tracker.start(study, data, describe=role != "worker")
         with tqdm(
             total=config.n_trials,
             initial=min(already, config.n_trials),
@@ -266,12 +264,12 @@ def run_study(
                 runner.run(config.n_jobs, progress)
     except BaseException as error:
         if tracker is not None:
-            tracker.callback.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            tracker.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     result = StudyResult(study, runner.ran, count_trials(study))
     if role == "worker":
         if tracker is not None:
-            tracker.callback.close("FINISHED")
+            tracker.close("FINISHED")
         return result
     found = best_model(study, objective, keeper, tracker.fetch_logged(study) if tracker else None)
     if found is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import tempfile
 import threading
@@ -15,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import mlflow
@@ -26,11 +27,15 @@ from optuna.trial import FrozenTrial, TrialState
 from agehpo.data import PreparedData
 from agehpo.objective import TrainedModel
 from agehpo.pyfunc import PARAMS_FILE, WEIGHTS_FILE, save_weights, signature
+from agehpo.storage import BudgetLock, heartbeat_settings
 from agehpo.study import BestModelKeeper, StudyConfig
 from agehpo.train import EpochMetrics
 from optuna_mlflow import MLflowCallback, redact_url
 
+_T = TypeVar("_T")
+_logger = logging.getLogger(__name__)
 METRIC_NAME = "val_age_accuracy"
+HEARTBEAT_TAG = "optuna_mlflow.heartbeat"
 MODEL_ARTIFACT_NAME = "age-model"
 CHAMPION = "champion"
 _MODEL_TAG = "agehpo.model_id"
@@ -64,6 +69,29 @@ def check_tracking_server(tracking_uri: str | None = None, timeout_s: float = 10
             f"MLFLOW_TRACKING_URI={redact_url(uri)!r} is unreachable ({reason}); start the "
             "server (mlflow server --host ... --port ...) or point MLFLOW_TRACKING_URI at it"
         ) from error
+
+
+def _param_text(value: object) -> str:
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _retry_conflicts(write: Callable[[], _T], attempts: int = 5) -> _T:
+    """Run an MLflow write that can collide with another process writing the same row.
+
+    Concurrent workers create the same registered model, dataset or tag; the loser of such a
+    race gets a unique-key error, after which the row exists and a retry succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            return write()
+        except mlflow.exceptions.MlflowException as error:
+            conflict = any(
+                hint in str(error) for hint in ("duplicate key", "UNIQUE", "already exists")
+            )
+            if not conflict or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _input_example(data: PreparedData) -> Any:
@@ -103,46 +131,72 @@ class StudyTracker:
         self.client = self.callback.client
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         self._data: PreparedData | None = None
-        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     # -- start --------------------------------------------------------------------------
 
-    def start(self, study: optuna.Study, data: PreparedData) -> str:
+    def start(self, study: optuna.Study, data: PreparedData, *, describe: bool = True) -> str:
         """Open the parent run, repair what a killed earlier run left, describe the run.
+
+        Args:
+            study: The study.
+            data: The data the trials train on (logged as the parent's input).
+            describe: Log params, tags and the dataset, and repair stale runs: the first
+                process of a parent does this; the workers it starts do not.
 
         Returns:
             The parent run id.
         """
         self._data = data
         parent = self.callback.start(study)
-        self.callback.reconcile(study)
-        tags = {
+        if describe:
+            interval, grace = heartbeat_settings()
+            self.callback.reconcile(study, stale_after=max(grace, 3 * interval))
+            self._describe(study, parent, data)
+            self._start_heartbeat(parent, interval)
+        return parent
+
+    def _describe(self, study: optuna.Study, parent: str, data: PreparedData) -> None:
+        run = self.client.get_run(parent)
+        for key, value in {
             "optuna.study_name": study.study_name,
             "optuna.sampler": self.config.sampler,
             "optuna.pruner": self.config.pruner,
-        }
-        run = self.client.get_run(parent)
-        for key, value in tags.items():
+        }.items():
             self.client.set_tag(parent, key, value)
         params = {
-            name: redact_url(value)
-            if name == "storage"
-            else json.dumps(value)
-            if isinstance(value, dict)
-            else str(value)
+            name: redact_url(value) if name == "storage" else _param_text(value)
             for name, value in dataclasses.asdict(self.config).items()
         }
         # Under `mlflow run` MLflow already logged the -P values; params are write-once.
         missing = [Param(k, v) for k, v in params.items() if k not in run.data.params]
         if missing:
             self.client.log_batch(parent, params=missing)
-        self.callback.log_dataset(
-            study,
-            "synthetic-faces" if data.source.startswith("synthetic") else Path(data.source).name,
-            digest=data.digest,
-            source=data.source,
+        name = "synthetic-faces" if data.source.startswith("synthetic") else Path(data.source).name
+        _retry_conflicts(
+            lambda: self.callback.log_dataset(study, name, digest=data.digest, source=data.source)
         )
-        return parent
+
+    def _start_heartbeat(self, parent: str, interval: int) -> None:
+        """Keep telling the reconciler of later runs that this parent is alive."""
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.client.set_tag(parent, HEARTBEAT_TAG, str(time.time()))
+                except Exception:  # a missed beat only risks being reconciled later
+                    _logger.debug("parent heartbeat failed", exc_info=True)
+
+        self._heartbeat = threading.Thread(target=beat, name="mlflow-parent-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Stop the heartbeat, flush buffers and end every run this process opened."""
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        self.callback.close(status)
 
     def epoch_hook(self, trial: optuna.Trial, epoch: int, metrics: Any) -> None:
         """Per-epoch metrics of a running trial, buffered into its run."""
@@ -290,7 +344,11 @@ class StudyTracker:
         run_id = self.best_run_id(study) if best is not None else None
         if best is not None and run_id is not None:
             model_id = self.logged_model_id(run_id) or self.log_model(best, run_id)
-            version = self.register_champion(study, model_id, run_id, test)
+            # Workers finishing together must not register the same version twice.
+            with BudgetLock(self.config.storage, f"{self.config.model_name}/registry").hold():
+                version = _retry_conflicts(
+                    lambda: self.register_champion(study, model_id, run_id, test)
+                )
             lines.append(
                 f"Registered models:/{self.config.model_name}@{CHAMPION} "
                 f"(version {version.version}, trial {study.best_trial.number})"
@@ -312,7 +370,7 @@ class StudyTracker:
                     )
                 ],
             )
-        self.callback.close("FINISHED")
+        self.close("FINISHED")
         return [*lines, *self.ui_hint()]
 
     def ui_hint(self) -> list[str]:
