@@ -4,7 +4,7 @@ Parsing: no per-row Python split. The pixel fields of ~100 rows are joined into 
 string and decoded with numpy byte arithmetic (digit mask, place values, one compaction);
 a sentinel at every newline proves each row's value count. A chunk failing any fast check
 (stray byte, value out of range, wrong count) is re-read row by row only to name the first
-bad line. Two threads share the chunks (numpy releases the GIL inside each kernel).
+bad line. Up to four threads share the chunks (numpy releases the GIL inside each kernel).
 
 Cache: ``<cache_dir>/csv-<path hash>-<key>-<content digest>.npy``, one flat uint8 array
 (pixels, age, ethnicity, gender). The key hashes the file's size, its mtime in ns and
@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import mmap
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -165,6 +165,10 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
             f"data: CSV file not found: '{path}' "
             "(accepted: 'synthetic' or the path of an age_gender.csv file)"
         ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(
+            f"data: '{path}' is not a file (accepted: the path of an age_gender.csv file)"
+        )
     if st.st_size == 0:
         raise _empty(path)
     source = str(path.resolve())
@@ -179,9 +183,11 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
                 pixels = flat[: n * PIXELS_PER_IMAGE].reshape(n, PIXELS_PER_IMAGE)
                 age, eth, gender = flat[n * PIXELS_PER_IMAGE :].reshape(3, n).astype(np.int64)
                 return FaceTable(pixels, age, eth, gender, source, hit.stem.rsplit("-", 1)[1])
-    # a read-only mapping spares copying the whole file into memory first
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        arrays = _parse_csv(mapped, str(path))
+    try:  # (read, not mapped: a mapped file truncated by another process would SIGBUS)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"data: cannot read '{path}': {exc.strerror or exc}") from None
+    arrays = _parse_csv(raw, str(path))
     return FaceTable(*arrays, source=source, digest=_cache_store(cache, stem, key, arrays))
 
 
@@ -234,9 +240,7 @@ def _cache_store(cache: Path, stem: str, key: str, arrays: Sequence[np.ndarray])
         return digest.result()
 
 
-def _parse_csv(
-    data: bytes | mmap.mmap, name: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Parse CSV bytes into pixels (uint8 (N, 2304)) and age, ethnicity, gender (int64)."""
     start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
     eol = data.find(b"\n", start) % (len(data) + 1)  # no newline: the header is everything
@@ -265,9 +269,7 @@ def _parse_csv(
 class _Rows:
     """Line numbers and field offsets of the data rows, and the chunked field decoder."""
 
-    def __init__(
-        self, data: bytes | mmap.mmap, pos: int, ncols: int, wanted: Sequence[int], name: str
-    ):
+    def __init__(self, data: bytes, pos: int, ncols: int, wanted: Sequence[int], name: str):
         self.data, self.name, self.ncols = data, name, ncols
         # flat int lists, not tuples: nothing here for the cyclic GC to traverse over and over
         self.lines: list[int] = []
@@ -276,20 +278,23 @@ class _Rows:
         find, n, lineno = data.find, len(data), 1
         while pos < n:
             lineno += 1
-            end = find(b"\n", pos) % (n + 1)
+            end = find(b"\n", pos)
+            end = n if end < 0 else end
             stop = end - 1 if end > pos and data[end - 1] == 13 else end  # CRLF
             if stop > pos:  # blank lines are skipped, but still counted
-                cuts = [pos - 1]
+                cut, cuts = pos - 1, [pos - 1]
                 for _ in range(ncols - 1):
-                    cuts.append(find(b",", cuts[-1] + 1, stop))
-                    if cuts[-1] < 0:
+                    cut = find(b",", cut + 1, stop)
+                    if cut < 0:
                         self._bad_fields(lineno, pos, stop)
+                    cuts.append(cut)
                 cuts.append(stop)
                 for (starts, ends), col in zip(self.fields, wanted, strict=True):
                     s, e = cuts[col] + 1, cuts[col + 1]
-                    quoted = e - s >= 2 and data[s] == 34 and data[e - 1] == 34
-                    starts.append(s + quoted)
-                    ends.append(e - quoted)
+                    if e - s >= 2 and data[s] == 34 and data[e - 1] == 34:  # "quoted"
+                        s, e = s + 1, e - 1
+                    starts.append(s)
+                    ends.append(e)
                 self.lines.append(lineno)
                 self.bounds[0].append(pos)
                 self.bounds[1].append(stop)
@@ -331,13 +336,9 @@ class _Rows:
 
         chunks = range(0, size, step)
         threads = min(4, os.cpu_count() or 1, len(chunks))
-        try:
-            with ThreadPoolExecutor(threads) as pool:
-                parts = pool.map(run, [chunks[t::threads] for t in range(threads)])
-                failed = sorted(i for part in parts for i in part)
-        finally:
-            if isinstance(src, memoryview):
-                src.release()  # a mapped file cannot close while views on it exist
+        with ThreadPoolExecutor(threads) as pool:
+            parts = pool.map(run, [chunks[t::threads] for t in range(threads)])
+            failed = sorted(i for part in parts for i in part)
         for i in failed:  # exact re-read, in file order, to name the first bad line
             for j in range(i, min(i + step, size)):
                 out[j] = self._exact_row(j, int(starts[j]), int(ends[j]), per_row, column, lo, hi)

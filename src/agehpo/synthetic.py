@@ -85,7 +85,11 @@ def make_synthetic(
 
 
 def age_weights() -> np.ndarray:
-    """Relative frequency of each age 1..116 inside its bin, shaped like UTKFace's."""
+    """Relative frequency of each age 1..116 inside its bin, shaped like UTKFace's.
+
+    Returns:
+        116 weights, for ages 1..116 in order (normalised per bin by the caller).
+    """
     a = np.arange(1, 117, dtype=np.float64)
     heaping = np.where(a % 5 == 0, 1.5, 1.0)  # real ages cluster on round numbers after 30
     w = np.select(
@@ -102,7 +106,15 @@ def age_weights() -> np.ndarray:
 
 
 def sample_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw age, ethnicity and gender with the real set's marginals."""
+    """Draw age, ethnicity and gender with the real set's marginals.
+
+    Args:
+        n: Number of rows.
+        rng: The generator to draw from.
+
+    Returns:
+        int64 arrays of ages (1..116), ethnicities (0..4) and genders (0 male, 1 female).
+    """
     bins = rng.choice(len(AGE_BIN_SHARES), size=n, p=np.array(AGE_BIN_SHARES) / sum(AGE_BIN_SHARES))
     ages = np.arange(1, 117)
     weights = age_weights()

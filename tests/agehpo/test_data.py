@@ -80,6 +80,14 @@ def test_reader_accepts_crlf_quotes_blank_lines_and_tabs(tmp_path: Path) -> None
     assert back.age.tolist() == [30, 40] and back.gender.tolist() == [0, 1]
 
 
+def test_last_row_without_newline_and_empty_last_field(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("\n".join([HEADER, good_row(0), good_row(1)]))  # no final newline
+    assert data.read_csv(path, cache_dir=tmp_path / "cache").age.tolist() == [20, 21]
+    path.write_text("\n".join([HEADER, good_row(0), "30,1,0,empty.jpg,"]))
+    assert "line 3: expected 2304 pixel values, got 0" in read_error(path, tmp_path)
+
+
 def test_column_order_does_not_matter(tmp_path: Path) -> None:
     path = write_rows(
         tmp_path / "x.csv", [f"{pixel_text()},n.jpg,1,3,33"], "pixels,img_name,gender,ethnicity,age"
@@ -168,6 +176,10 @@ def test_default_cache_dir_follows_the_environment(
 def test_missing_file(tmp_path: Path) -> None:
     message = read_error(tmp_path / "nope.csv", tmp_path)
     assert "not found" in message and "nope.csv" in message
+
+
+def test_directory_is_not_a_csv(tmp_path: Path) -> None:
+    assert "is not a file" in read_error(tmp_path, tmp_path)
 
 
 def test_empty_file(tmp_path: Path) -> None:
