@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agehpo import data
+from agehpo import data, facecsv
 from agehpo.data import DataError, FaceTable
 
 HEADER = "age,ethnicity,gender,img_name,pixels"
@@ -111,7 +111,7 @@ def test_second_read_comes_from_the_cache(
     def no_parse(*args: object) -> None:
         raise AssertionError("parsed again despite a valid cache")
 
-    monkeypatch.setattr(data, "_parse_csv", no_parse)
+    monkeypatch.setattr(facecsv, "_parse_csv", no_parse)
     second = data.read_csv(path, cache_dir=cache)
     np.testing.assert_array_equal(second.pixels, first.pixels)
     np.testing.assert_array_equal(second.age, first.age)
