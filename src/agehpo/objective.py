@@ -24,7 +24,7 @@ from agehpo.search_space import suggest
 from agehpo.train import EpochMetrics, evaluate, make_optimizer, train_epoch
 
 _logger = logging.getLogger(__name__)
-EpochHook = Callable[[optuna.Trial, int, Mapping[str, float]], None]
+EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]
 """Called after each epoch with the trial, the 1-based epoch and DESIGN.md's six metrics."""
 
 
@@ -100,12 +100,31 @@ class Objective:
         self._capture_lock = threading.Lock()
         self._warned_eager: set[str] = set()
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+        return self._on_own_stream(trial, self.epoch_hooks)
+
+    def retrain(self, params: dict[str, Any], number: int) -> TrainedModel | None:
+        """Train a finished trial's configuration again with its seed, reporting nowhere.
+
+        Args:
+            params: The trial's params.
+            number: The trial's number (it selects the seed).
+
+        Returns:
+            The weights, or None if the configuration diverged this time.
+        """
+        try:
+            self._on_own_stream(optuna.trial.FixedTrial(params, number=number), hooks=())
+        except NonFiniteLossError:
+            return None
+        return self.pop_model(number)
+
+    def _on_own_stream(self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook]) -> float:
         if self.device.type != "cuda":
-            return self._train(trial)
+            return self._train(trial, hooks)
         # Each trial (thread, with n_jobs) gets its own stream so concurrent trials overlap.
         with torch.cuda.stream(torch.cuda.Stream(self.device)):
-            return self._train(trial)
+            return self._train(trial, hooks)
 
     def _epoch_runner(
         self, model: torch.nn.Module, params: dict[str, Any]
@@ -130,7 +149,7 @@ class Objective:
             model, optimizer, self.data.train, batch_size=self.batch_size, generator=generator
         )
 
-    def _train(self, trial: optuna.Trial) -> float:
+    def _train(self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook]) -> float:
         params = suggest(trial)
         torch.manual_seed(self.seed + trial.number)
         in_features = self.data.train.x.shape[1]
@@ -147,7 +166,7 @@ class Objective:
                     f"val_loss={val.loss}): {params['optimizer']} at lr={params['lr']:.3g} diverged"
                 )
             metrics = epoch_metrics(train_loss, val)
-            for hook in self.epoch_hooks:
+            for hook in hooks:
                 hook(trial, epoch, metrics)
             val_age_accuracy = val.age_accuracy
             trial.report(val_age_accuracy, epoch)

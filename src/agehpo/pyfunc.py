@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, Schema, TensorSpec
 from safetensors.torch import load_file, save_file
 
 from agehpo.data import AGE_RANGES, PIXELS_PER_IMAGE, preprocess
@@ -47,7 +47,10 @@ def signature() -> ModelSignature:
     but the model takes either a ``pixels`` string column or 2304 numeric columns and
     validates them itself (the logged input example shows the ``pixels`` form).
     """
-    outputs = [ColSpec("long", "age_bin"), ColSpec("string", "age_range")]
+    outputs: list[ColSpec | TensorSpec] = [
+        ColSpec("long", "age_bin"),
+        ColSpec("string", "age_range"),
+    ]
     outputs += [ColSpec("long", "ethnicity"), ColSpec("long", "gender")]
     outputs += [ColSpec("double", column) for column in PROBABILITY_COLUMNS]
     return ModelSignature(inputs=None, outputs=Schema(outputs))

@@ -31,10 +31,10 @@ TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat while it runs, so a dead worker's trial goes stale."""
     storage = study._storage
-    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
-    if not interval:
+    if not isinstance(storage, BaseHeartbeat) or not storage.get_heartbeat_interval():
         yield
         return
+    interval = storage.get_heartbeat_interval()
     stop = threading.Event()
 
     def beat() -> None:

@@ -9,7 +9,7 @@ import optuna
 OPTIMIZER_NAMES = ("Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD")
 
 
-def suggest(trial: optuna.Trial) -> dict[str, Any]:
+def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
     """Sample one configuration in the seed's order, names and ranges.
 
     The per-layer parameters exist only for layers the trial has, so the space is

@@ -153,8 +153,7 @@ def best_model(
     logged = fetch_logged(best.number) if fetch_logged is not None else None
     if logged is not None:
         return logged, "logged"
-    objective(optuna.trial.FixedTrial(best.params, number=best.number))
-    model = objective.pop_model(best.number)
+    model = objective.retrain(best.params, best.number)
     return (model, "retrained") if model is not None else None
 
 

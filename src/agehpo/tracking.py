@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -198,9 +198,12 @@ class StudyTracker:
             self._heartbeat.join()
         self.callback.close(status)
 
-    def epoch_hook(self, trial: optuna.Trial, epoch: int, metrics: Any) -> None:
-        """Per-epoch metrics of a running trial, buffered into its run."""
-        self.callback.log_step(trial, epoch, metrics)
+    def epoch_hook(
+        self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
+    ) -> None:
+        """Per-epoch metrics of a running study trial, buffered into its run."""
+        if isinstance(trial, optuna.Trial):
+            self.callback.log_step(trial, epoch, metrics)
 
     # -- the best model -------------------------------------------------------------------
 

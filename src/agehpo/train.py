@@ -8,9 +8,9 @@ and read once per epoch, which keeps the CUDA path free of per-batch host syncs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -102,13 +102,13 @@ def make_optimizer(
         return MADGRAD(parameters, lr=lr)
     if name in ("Adam", "SGD"):
         # The fused kernels update all parameters in one call: fewer launches per step.
-        optimizer_class: type[torch.optim.Optimizer] = getattr(torch.optim, name)
+        optimizer_class: Callable[..., torch.optim.Optimizer] = getattr(torch.optim, name)
         if capturable and name == "Adam":
             return optimizer_class(parameters, lr=lr, capturable=True, foreach=True)
         return optimizer_class(parameters, lr=lr, fused=True)
     if name in ("Adadelta", "RMSprop"):
         optimizer_class = getattr(torch.optim, name)
-        extra = {"capturable": True} if capturable else {}
+        extra: dict[str, Any] = {"capturable": True} if capturable else {}
         return optimizer_class(parameters, lr=lr, foreach=True, **extra)
     raise ValueError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
 
