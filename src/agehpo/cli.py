@@ -17,6 +17,7 @@ from agehpo.pyfunc import PredictionInputError
 from agehpo.storage import StorageError
 from agehpo.study import StudyConfig
 from agehpo.tracking import TrackingError
+from agehpo.train import DeviceError
 from optuna_mlflow import StudyImportError
 
 EXIT_USAGE = 2
@@ -30,6 +31,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     PredictionInputError,
     TrackingError,
     StudyImportError,
+    DeviceError,
 )
 
 

@@ -207,6 +207,7 @@ def run_study(
         The study, the trials this call ran and the test metrics of the best trial.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    resolve_device(config.device)  # a bad device stops here, before any store is touched
     if track:
         from agehpo.tracking import check_tracking_server
 

@@ -25,6 +25,10 @@ OPTIMIZERS = ("Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD")
 EVAL_BATCH_SIZE = 8192
 
 
+class DeviceError(ValueError):
+    """The device parameter names no device this machine has. One-line message."""
+
+
 @dataclass(frozen=True)
 class EpochMetrics:
     """What one evaluation pass measured. Accuracies are fractions in [0, 1]."""
@@ -46,7 +50,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         The device tensors and models go to.
 
     Raises:
-        ValueError: For an unknown name, or a CUDA name on a machine without CUDA.
+        DeviceError: For an unknown name, or a CUDA name on a machine without CUDA.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,9 +58,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name in ("cuda", "cuda-graph"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device={name!r} needs CUDA, but torch sees no CUDA device; use cpu")
+            raise DeviceError(
+                f"device={name!r} needs CUDA, but torch sees no CUDA device; use auto or cpu"
+            )
         return torch.device("cuda")
-    raise ValueError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
+    raise DeviceError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
 
 
 def configure_cpu_threads(device: torch.device) -> int:
