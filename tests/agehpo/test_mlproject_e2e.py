@@ -68,3 +68,45 @@ def test_a_malformed_csv_stops_mlflow_run_with_one_line(tmp_path: Path) -> None:
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("agehpo: error:")]
     assert len(errors) == 1 and "line 2" in errors[0]
+
+
+@pytest.mark.slow
+def test_mlflow_run_compare_nests_four_studies_under_one_parent(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    run = mlflow_run(
+        tmp_path,
+        "samplers=skopt,random",
+        "repeats=2",
+        "n_trials=6",
+        "n_epochs=2",
+        "n_samples=600",
+        "img_size=12",
+        f"storage=sqlite:///{tmp_path}/optuna.db",
+        entry_point="compare",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    by_id = {r.info.run_id: r for r in runs}
+    roots = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(roots) == 1
+    compare_parent = roots[0]
+    studies = [
+        r for r in runs if r.data.tags.get("mlflow.parentRunId") == compare_parent.info.run_id
+    ]
+    assert sorted(r.info.run_name for r in studies) == [
+        "age-prediction-random-r1",
+        "age-prediction-random-r2",
+        "age-prediction-skopt-r1",
+        "age-prediction-skopt-r2",
+    ]
+    for study_run in studies:
+        trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study_run.info.run_id]
+        assert len(trials) == 6
+        assert all(by_id[t.info.run_id].info.status == "FINISHED" for t in trials)
+    artifacts = {a.path for a in client.list_artifacts(compare_parent.info.run_id)}
+    plots = {a.path for a in client.list_artifacts(compare_parent.info.run_id, "plots")}
+    assert {"compare_table.csv", "compare_table.md", "verdict.txt"} <= artifacts
+    assert {"plots/convergence.png", "plots/convergence.html"} <= plots
+    assert {"plots/pruning.png", "plots/pruning.html"} <= plots
