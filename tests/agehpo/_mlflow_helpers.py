@@ -29,16 +29,10 @@ from mlflow.entities import Run, ViewType
 from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 
+from agehpo.objective import EPOCH_METRIC_NAMES as EPOCH_METRICS
+
 ROOT = Path(__file__).resolve().parents[2]
 PARENT_RUN_ID = "mlflow.parentRunId"
-EPOCH_METRICS = (
-    "train_loss",
-    "val_loss",
-    "val_age_accuracy",
-    "val_ethnicity_accuracy",
-    "val_gender_accuracy",
-    "val_all_accuracy",
-)
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 

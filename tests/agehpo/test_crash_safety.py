@@ -33,18 +33,12 @@ from _procs import (
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from agehpo.objective import EPOCH_METRIC_NAMES as EPOCH_METRICS
+
 pytestmark = pytest.mark.slow
 
 STUDY = "age-prediction"
 HEARTBEAT_ATTR = "agehpo:heartbeat"
-EPOCH_METRICS = (
-    "train_loss",
-    "val_loss",
-    "val_age_accuracy",
-    "val_ethnicity_accuracy",
-    "val_gender_accuracy",
-    "val_all_accuracy",
-)
 # Trials long enough (~0.2 s per epoch, 30 epochs) to be caught mid-trial.
 LONG = (
     "--n-samples",

@@ -32,6 +32,17 @@ def _objective(data: PreparedData, n_epochs: int = 3, hooks: list | None = None)
     )
 
 
+def test_epoch_metric_names_are_the_design_contract() -> None:
+    assert EPOCH_METRIC_NAMES == (
+        "train_loss",
+        "val_loss",
+        "val_age_accuracy",
+        "val_ethnicity_accuracy",
+        "val_gender_accuracy",
+        "val_all_accuracy",
+    )
+
+
 def test_reports_every_epoch_and_hands_metrics_to_the_hooks(tiny_data: PreparedData) -> None:
     seen: list[tuple[int, int, dict[str, float]]] = []
     objective = _objective(
