@@ -1,7 +1,8 @@
 """Read back what a tracked study left in MLflow and check it against Optuna's storage.
 
-Shared by the in-process tracking tests, the serving test and the end-to-end runs against a
-SQLite store and a real ``mlflow server`` (DESIGN.md, "What lands in MLflow").
+Shared by the in-process tracking tests, the serving test, the multi-process tests and the
+end-to-end runs against a SQLite store and a real ``mlflow server`` (DESIGN.md, "What lands
+in MLflow"). Starting processes and servers is ``_procs``'s job.
 """
 
 from __future__ import annotations
@@ -9,15 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,103 +25,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from agehpo.objective import EPOCH_METRIC_NAMES as EPOCH_METRICS
 
-ROOT = Path(__file__).resolve().parents[2]
 PARENT_RUN_ID = "mlflow.parentRunId"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
-
-
-# -- processes and stores ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, process: subprocess.Popen[str], *, timeout: float = 60.0) -> None:
-    """Poll ``url`` until it answers 200; fail early when ``process`` exits, late at timeout."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"{process.args!r} exited with {process.returncode}: {tail(process)}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-                last = f"HTTP {response.status}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            last = repr(error)
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f} s (last: {last})")
-
-
-def tail(process: subprocess.Popen[str], n: int = 3000) -> str:
-    """The end of a finished process's output (its stdout file, when it was given one)."""
-    log = getattr(process, "log_path", None)
-    if log is not None and Path(log).exists():
-        return Path(log).read_text(errors="replace")[-n:]
-    return ""
-
-
-@contextlib.contextmanager
-def background(
-    command: Sequence[str], *, log: Path, env: Mapping[str, str], cwd: Path
-) -> Iterator[subprocess.Popen[str]]:
-    """Start a server process with its output in ``log``; terminate it (and wait) on exit."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            list(command),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            cwd=cwd,
-            text=True,
-            start_new_session=True,
-        )
-        process.log_path = log  # type: ignore[attr-defined]
-        try:
-            yield process
-        finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    """Terminate a process we started and its workers (own session); kill after 20 s."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, 15)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        process.wait(timeout=20)
-
-
-def mlflow_run(
-    tracking_uri: str, cwd: Path, *params: str, timeout: float = 540
-) -> subprocess.CompletedProcess[str]:
-    """``mlflow run <repo> --env-manager local -P ...`` as a user runs it, stores in ``cwd``."""
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "AGEHPO_CACHE_DIR": str(cwd / "cache"),
-    }
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local"]
-    for param in params:
-        command += ["-P", param]
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 # -- reading MLflow back -----------------------------------------------------------------
@@ -137,6 +37,38 @@ def all_runs(client: MlflowClient) -> list[Run]:
     """Every active run of every experiment of the store."""
     ids = [e.experiment_id for e in client.search_experiments()]
     return list(client.search_runs(ids, run_view_type=ViewType.ACTIVE_ONLY, max_results=5000))
+
+
+def study_runs(tracking_uri: str, study_name: str) -> list[Run]:
+    """Every active run of every experiment tagged with the study's name."""
+    runs = all_runs(MlflowClient(tracking_uri))
+    return [r for r in runs if r.data.tags.get("optuna.study_name") == study_name]
+
+
+def split_runs(runs: Sequence[Run]) -> tuple[list[Run], dict[int, list[Run]]]:
+    """Parent runs, and trial runs by ``optuna.trial_number`` (a list, to see duplicates)."""
+    parents = [r for r in runs if "optuna.trial_number" not in r.data.tags]
+    trials: dict[int, list[Run]] = {}
+    for run in runs:
+        if "optuna.trial_number" in run.data.tags:
+            trials.setdefault(int(run.data.tags["optuna.trial_number"]), []).append(run)
+    return parents, trials
+
+
+def describe(runs: Sequence[Run]) -> list[tuple[str | None, str, str | None]]:
+    """(run name, status, parent run id) of each run, for assertion messages."""
+    return [(r.info.run_name, r.info.status, r.data.tags.get("mlflow.parentRunId")) for r in runs]
+
+
+def load_study(storage: str, study_name: str = "age-prediction") -> optuna.Study:
+    """The study as a fresh reader sees it (journal file or database URL), no heartbeats."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if "://" not in storage:
+        return optuna.load_study(
+            study_name=study_name, storage=JournalStorage(JournalFileBackend(storage))
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def metric_steps(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:

@@ -1,4 +1,5 @@
-"""Subprocess helpers for the multi-process tests: agehpo commands, servers, bounded waits.
+"""Subprocess helpers for the multi-process tests: agehpo and MLflow commands, servers,
+bounded waits.
 
 Every process is started in its own session, so it and its children can be stopped as a
 group; every wait has a deadline.
@@ -19,11 +20,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import optuna
-from mlflow import MlflowClient
-from mlflow.entities import Run, ViewType
-
 T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Small, fast studies: a few seconds per trial on one CPU core.
 SMALL = ("--n-samples", "600", "--img-size", "12", "--n-epochs", "2")
@@ -62,6 +61,53 @@ def agehpo_env(tmp_path: Path, tracking_uri: str, **extra: str) -> dict[str, str
 def agehpo_command(subcommand: str, *args: str) -> list[str]:
     """``python -m agehpo <subcommand> <args>`` with this interpreter."""
     return [sys.executable, "-m", "agehpo", subcommand, *args]
+
+
+def mlflow_server_command(backend: str, artifacts: Path, port: int) -> list[str]:
+    """``mlflow server`` on ``127.0.0.1:port``, one worker, proxying artifacts to ``artifacts``."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(artifacts),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def mlflow_run(
+    tracking_uri: str,
+    cwd: Path,
+    *params: str,
+    entry_point: str | None = None,
+    timeout: float = 540,
+) -> subprocess.CompletedProcess[str]:
+    """``mlflow run <repo> --env-manager local [-e entry_point] -P ...`` as a user runs it,
+    stores in ``cwd``."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "AGEHPO_CACHE_DIR": str(cwd / "cache"),
+    }
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local"]
+    if entry_point is not None:
+        command += ["-e", entry_point]
+    for param in params:
+        command += ["-P", param]
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 class Proc:
@@ -183,40 +229,3 @@ def wait_http(url: str, proc: Proc, *, timeout: float) -> None:
             return False
 
     wait_for(probe, timeout=timeout, what=f"{url} to answer", alive=proc)
-
-
-# -- reading the stores back --------------------------------------------------------------
-
-
-def study_runs(tracking_uri: str, study_name: str) -> list[Run]:
-    """Every active run of every experiment tagged with the study's name."""
-    client = MlflowClient(tracking_uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, run_view_type=ViewType.ACTIVE_ONLY, max_results=5000)
-    return [r for r in runs if r.data.tags.get("optuna.study_name") == study_name]
-
-
-def split_runs(runs: Sequence[Run]) -> tuple[list[Run], dict[int, list[Run]]]:
-    """Parent runs, and trial runs by ``optuna.trial_number`` (a list, to see duplicates)."""
-    parents = [r for r in runs if "optuna.trial_number" not in r.data.tags]
-    trials: dict[int, list[Run]] = {}
-    for run in runs:
-        if "optuna.trial_number" in run.data.tags:
-            trials.setdefault(int(run.data.tags["optuna.trial_number"]), []).append(run)
-    return parents, trials
-
-
-def describe(runs: Sequence[Run]) -> list[tuple[str | None, str, str | None]]:
-    """(run name, status, parent run id) of each run, for assertion messages."""
-    return [(r.info.run_name, r.info.status, r.data.tags.get("mlflow.parentRunId")) for r in runs]
-
-
-def load_study(storage: str, study_name: str = "age-prediction") -> optuna.Study:
-    """The study as a fresh reader sees it (journal file or database URL), no heartbeats."""
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    if "://" not in storage:
-        return optuna.load_study(
-            study_name=study_name, storage=JournalStorage(JournalFileBackend(storage))
-        )
-    return optuna.load_study(study_name=study_name, storage=storage)

@@ -14,20 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
+from _mlflow_helpers import describe, load_study, split_runs, study_runs
 from _procs import (
     COMMON,
     SMALL,
     TERMINAL,
     agehpo_command,
     agehpo_env,
-    describe,
     kill_group,
-    load_study,
     run,
-    split_runs,
     start,
     stop,
-    study_runs,
     wait_for,
 )
 from mlflow import MlflowClient

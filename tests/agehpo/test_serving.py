@@ -14,7 +14,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from _mlflow_helpers import background, default_store, free_port, wait_http
+from _mlflow_helpers import default_store
+from _procs import free_port, running, wait_http
 
 from agehpo.data import PreparedData, make_synthetic
 from agehpo.pyfunc import PROBABILITY_COLUMNS
@@ -77,7 +78,7 @@ def test_the_served_champion_answers_like_the_loaded_one(
         "1",
     ]
     base = f"http://127.0.0.1:{port}"
-    with background(command, log=tmp_path / "serve.log", env=env, cwd=tmp_path) as server:
+    with running(command, env=env, cwd=tmp_path, log=tmp_path / "serve.log") as server:
         wait_http(f"{base}/ping", server, timeout=120)
         status, body = _post(
             f"{base}/invocations",

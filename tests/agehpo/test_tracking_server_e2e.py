@@ -14,14 +14,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from _mlflow_helpers import (
-    TrackedStudy,
-    background,
-    check_tracked_study,
-    free_port,
-    mlflow_run,
-    wait_http,
-)
+from _mlflow_helpers import TrackedStudy, check_tracked_study
+from _procs import free_port, mlflow_run, mlflow_server_command, running, wait_http
 from mlflow import MlflowClient
 
 from agehpo.data import make_synthetic, write_csv
@@ -97,25 +91,9 @@ def _predict_in_a_fresh_process(tracking_uri: str, tmp_path: Path) -> pd.DataFra
 def test_mlflow_run_against_a_tracking_server(tmp_path: Path) -> None:
     port = free_port()
     server_uri = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination",
-        str(tmp_path / "artifacts"),
-        "--serve-artifacts",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    command = mlflow_server_command(f"sqlite:///{tmp_path}/server.db", tmp_path / "artifacts", port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with background(command, log=tmp_path / "server.log", env=env, cwd=tmp_path) as server:
+    with running(command, env=env, cwd=tmp_path, log=tmp_path / "server.log") as server:
         wait_http(f"{server_uri}/health", server, timeout=60)
         study, stdout = _acceptance_run(server_uri, tmp_path)
         found = _check(MlflowClient(server_uri), study, stdout, ui_base=server_uri)

@@ -8,10 +8,10 @@ with a real ``mlflow server`` on another fresh PostgreSQL database.
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from _mlflow_helpers import describe, load_study, split_runs, study_runs
 from _pg import fresh_database
 from _procs import (
     COMMON,
@@ -20,15 +20,12 @@ from _procs import (
     Proc,
     agehpo_command,
     agehpo_env,
-    describe,
     free_port,
-    load_study,
+    mlflow_server_command,
     run,
     running,
-    split_runs,
     start,
     stop,
-    study_runs,
     wait_http,
 )
 from mlflow.entities import Run
@@ -123,23 +120,7 @@ def test_cold_start_on_postgres_three_invocations_at_once(tmp_path: Path) -> Non
         port = free_port()
         server_env = agehpo_env(tmp_path, "")
         server_env.pop("MLFLOW_TRACKING_URI")
-        server = (
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--serve-artifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        )
+        server = mlflow_server_command(backend, tmp_path / "artifacts", port)
         with running(
             server,
             env=server_env,
