@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from agehpo.data import PreparedData, load_table, prepare
+from agehpo.model import build_model
 from agehpo.objective import Objective, TrainedModel
 from agehpo.plugins import create_pruner, create_sampler
 from agehpo.runner import TrialCallback, TrialRunner
@@ -157,10 +158,8 @@ def best_model(
     return (model, "retrained") if model is not None else None
 
 
-def test_metrics(data: PreparedData, trained: TrainedModel, device: str = "auto") -> EpochMetrics:
+def test_metrics(data: PreparedData, trained: TrainedModel) -> EpochMetrics:
     """Score a trained model on the held-out test split."""
-    from agehpo.model import build_model
-
     model = build_model(trained.params, trained.in_features)
     model.load_state_dict(trained.state_dict)
     return evaluate(model.to(data.test.x.device), data.test)

@@ -24,7 +24,7 @@ import optuna
 from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
-from agehpo.data import PreparedData
+from agehpo.data import PreparedData, make_synthetic
 from agehpo.objective import TrainedModel
 from agehpo.pyfunc import PARAMS_FILE, WEIGHTS_FILE, save_weights, signature
 from agehpo.storage import BudgetLock, heartbeat_settings
@@ -94,10 +94,12 @@ def _retry_conflicts(write: Callable[[], _T], attempts: int = 5) -> _T:
     raise AssertionError("unreachable")
 
 
-def _input_example(data: PreparedData) -> Any:
+def _input_example() -> Any:
+    """One synthetic face in the CSV's ``pixels`` form: what a caller of the model sends."""
     import pandas as pd
 
-    return pd.DataFrame({"pixels": [" ".join(["128"] * 2304)]})
+    face = make_synthetic(1, seed=0).pixels[0]
+    return pd.DataFrame({"pixels": [" ".join(map(str, face))]})
 
 
 class StudyTracker:
@@ -130,7 +132,6 @@ class StudyTracker:
         )
         self.client = self.callback.client
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
-        self._data: PreparedData | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -148,7 +149,6 @@ class StudyTracker:
         Returns:
             The parent run id.
         """
-        self._data = data
         parent = self.callback.start(study)
         if describe:
             interval, grace = heartbeat_settings()
@@ -238,7 +238,7 @@ class StudyTracker:
                 loader_module="agehpo.pyfunc",
                 data_path=str(weights),
                 signature=signature(),
-                input_example=_input_example(self._data) if self._data else None,
+                input_example=_input_example(),
                 pip_requirements=["agehpo", "torch", "safetensors", "pandas", "numpy"],
                 mlflow_model=mlflow.models.Model(model_id=logged.model_id),
             )
