@@ -14,6 +14,7 @@ from typing import Any
 from agehpo.data import DataError
 from agehpo.plugins import PluginError
 from agehpo.pyfunc import PredictionInputError
+from agehpo.runner import Terminated
 from agehpo.storage import StorageError
 from agehpo.study import StudyConfig
 from agehpo.tracking import TrackingError
@@ -33,10 +34,6 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StudyImportError,
     DeviceError,
 )
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so trials fail cleanly and buffers flush."""
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

@@ -24,6 +24,12 @@ from agehpo.objective import NonFiniteLossError
 from agehpo.storage import BudgetLock
 
 _logger = logging.getLogger(__name__)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the running trial fails cleanly and runs end."""
+
+
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 

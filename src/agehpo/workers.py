@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from agehpo.runner import Terminated
 from agehpo.storage import StorageError
 from agehpo.study import FINISHED_STATES, StudyConfig
 
@@ -97,9 +98,7 @@ def run_workers(
                 progress.update(finished - seen)
             seen = max(seen, finished)
     except KeyboardInterrupt as interrupt:
-        _stop(
-            workers, signal.SIGTERM if type(interrupt).__name__ == "Terminated" else signal.SIGINT
-        )
+        _stop(workers, signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
         raise
     failed = [(i, w.returncode) for i, w in enumerate(workers) if w.returncode != 0]
     if failed:
