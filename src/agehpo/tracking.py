@@ -1,4 +1,4 @@
-"""agehpo's use of the optuna_mlflow plugin: the parent run, the best model, the registry.
+"""agehpo's use of the optuna_mlflow plugin: the parent run, per-epoch metrics, the summary.
 
 The plugin knows Optuna and MLflow; this module adds what only agehpo knows: which params
 describe a run, how a trained AgeNet becomes an MLflow model, and which model is champion.
@@ -9,14 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import mlflow
@@ -24,9 +22,16 @@ import optuna
 from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
-from agehpo.data import PreparedData, make_synthetic
+from agehpo.data import PreparedData
 from agehpo.objective import TrainedModel
-from agehpo.pyfunc import PARAMS_FILE, WEIGHTS_FILE, save_weights, signature
+from agehpo.registry import (
+    CHAMPION,
+    MODEL_TAG,
+    load_logged,
+    log_model,
+    logged_model_id,
+    register_champion,
+)
 from agehpo.storage import BudgetLock, heartbeat_settings
 from agehpo.study import BestModelKeeper, StudyConfig
 from agehpo.train import EpochMetrics
@@ -36,9 +41,6 @@ _T = TypeVar("_T")
 _logger = logging.getLogger(__name__)
 METRIC_NAME = "val_age_accuracy"
 HEARTBEAT_TAG = "optuna_mlflow.heartbeat"
-MODEL_ARTIFACT_NAME = "age-model"
-CHAMPION = "champion"
-_MODEL_TAG = "agehpo.model_id"
 
 
 class TrackingError(RuntimeError):
@@ -92,14 +94,6 @@ def _retry_conflicts(write: Callable[[], _T], attempts: int = 5) -> _T:
                 raise
             time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-def _input_example() -> Any:
-    """One synthetic face in the CSV's ``pixels`` form: what a caller of the model sends."""
-    import pandas as pd
-
-    face = make_synthetic(1, seed=0).pixels[0]
-    return pd.DataFrame({"pixels": [" ".join(map(str, face))]})
 
 
 class StudyTracker:
@@ -212,60 +206,7 @@ class StudyTracker:
             return
         number, trained = self.keeper.best
         if number == trial.number:
-            self.log_model(trained, run_id)
-
-    def log_model(self, trained: TrainedModel, run_id: str) -> str:
-        """Log weights as an MLflow 3 LoggedModel linked to the trial's run.
-
-        Returns:
-            The model id.
-        """
-        experiment_id = self.client.get_run(run_id).info.experiment_id
-        logged = self.client.create_logged_model(
-            experiment_id,
-            name=MODEL_ARTIFACT_NAME,
-            source_run_id=run_id,
-            params={k: str(v) for k, v in trained.params.items()},
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp, "weights")
-            save_weights(
-                weights, trained.params, trained.state_dict, math.isqrt(trained.in_features)
-            )
-            model_dir = Path(tmp, "model")
-            mlflow.pyfunc.save_model(
-                model_dir,
-                loader_module="agehpo.pyfunc",
-                data_path=str(weights),
-                signature=signature(),
-                input_example=_input_example(),
-                pip_requirements=["agehpo", "torch", "safetensors", "pandas", "numpy"],
-                mlflow_model=mlflow.models.Model(model_id=logged.model_id),
-            )
-            self.client.log_model_artifacts(logged.model_id, str(model_dir))
-        self.client.finalize_logged_model(logged.model_id, "READY")
-        self.client.set_tag(run_id, _MODEL_TAG, logged.model_id)
-        return logged.model_id
-
-    def logged_model_id(self, run_id: str) -> str | None:
-        """The model logged for a trial's run, by this or any other worker."""
-        return self.client.get_run(run_id).data.tags.get(_MODEL_TAG)
-
-    def load_logged(self, model_id: str) -> TrainedModel:
-        """Read a logged model's weights back (for a best trial another worker ran)."""
-        from safetensors.torch import load_file
-
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    f"models:/{model_id}", dst_path=tmp, tracking_uri=self.tracking_uri
-                )
-            )
-            params_file = next(local.rglob(PARAMS_FILE))
-            params = json.loads(params_file.read_text())
-            state_dict = load_file(params_file.with_name(WEIGHTS_FILE))
-        img_size = int(params.pop("img_size"))
-        return TrainedModel(params, state_dict, img_size * img_size)
+            log_model(self.client, trained, run_id)
 
     def best_run_id(self, study: optuna.Study) -> str | None:
         """The MLflow run of the study's best trial."""
@@ -276,47 +217,6 @@ class StudyTracker:
             run_id = run.info.run_id if run is not None else None
         return run_id
 
-    def register_champion(
-        self, study: optuna.Study, model_id: str, run_id: str, test: EpochMetrics | None
-    ) -> Any:
-        """Register the best trial's model and point ``champion`` at it; idempotent."""
-        name = self.config.model_name
-        try:
-            self.client.get_registered_model(name)
-        except mlflow.exceptions.MlflowException:
-            self.client.create_registered_model(
-                name, description="Age-range classifier tuned by agehpo"
-            )
-        existing = [
-            v
-            for v in self.client.search_model_versions(f"name = '{name}'")
-            if v.run_id == run_id and getattr(v, "model_id", None) in (model_id, None)
-        ]
-        version = (
-            existing[0]
-            if existing
-            else self.client.create_model_version(
-                name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
-            )
-        )
-        self.client.set_registered_model_alias(name, CHAMPION, version.version)
-        tags = {
-            "optuna.study_name": study.study_name,
-            "optuna.trial_number": str(study.best_trial.number),
-        }
-        if test is not None:
-            tags.update(
-                {
-                    "test_age_accuracy": f"{test.age_accuracy:.4f}",
-                    "test_ethnicity_accuracy": f"{test.ethnicity_accuracy:.4f}",
-                    "test_gender_accuracy": f"{test.gender_accuracy:.4f}",
-                    "test_all_accuracy": f"{test.all_accuracy:.4f}",
-                }
-            )
-        for key, value in tags.items():
-            self.client.set_model_version_tag(name, version.version, key, value)
-        return version
-
     # -- end ----------------------------------------------------------------------------
 
     def fetch_logged(self, study: optuna.Study) -> Callable[[int], TrainedModel | None]:
@@ -324,8 +224,8 @@ class StudyTracker:
 
         def fetch(number: int) -> TrainedModel | None:
             run = self.callback.session(study).writer.find_run(number)
-            model_id = run.data.tags.get(_MODEL_TAG) if run is not None else None
-            return self.load_logged(model_id) if model_id else None
+            model_id = run.data.tags.get(MODEL_TAG) if run is not None else None
+            return load_logged(model_id, self.tracking_uri) if model_id else None
 
         return fetch
 
@@ -346,11 +246,13 @@ class StudyTracker:
         lines: list[str] = []
         run_id = self.best_run_id(study) if best is not None else None
         if best is not None and run_id is not None:
-            model_id = self.logged_model_id(run_id) or self.log_model(best, run_id)
+            model_id = logged_model_id(self.client, run_id) or log_model(self.client, best, run_id)
             # Workers finishing together must not register the same version twice.
             with BudgetLock(self.config.storage, f"{self.config.model_name}/registry").hold():
                 version = _retry_conflicts(
-                    lambda: self.register_champion(study, model_id, run_id, test)
+                    lambda: register_champion(
+                        self.client, self.config.model_name, study, model_id, run_id, test
+                    )
                 )
             lines.append(
                 f"Registered models:/{self.config.model_name}@{CHAMPION} "

@@ -1,0 +1,151 @@
+"""The best model as an MLflow model: log it, read it back, register it as champion.
+
+A trained AgeNet is logged as an MLflow 3 LoggedModel linked to its trial's run (weights as
+safetensors plus the params JSON, loaded by :mod:`agehpo.pyfunc` without unpickling), and the
+study's best is registered under the model name with the alias ``champion``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from agehpo.data import make_synthetic
+from agehpo.objective import TrainedModel
+from agehpo.pyfunc import PARAMS_FILE, WEIGHTS_FILE, save_weights, signature
+from agehpo.train import EpochMetrics
+
+MODEL_ARTIFACT_NAME = "age-model"
+CHAMPION = "champion"
+MODEL_TAG = "agehpo.model_id"
+
+
+def _input_example() -> Any:
+    """One synthetic face in the CSV's ``pixels`` form: what a caller of the model sends."""
+    import pandas as pd
+
+    face = make_synthetic(1, seed=0).pixels[0]
+    return pd.DataFrame({"pixels": [" ".join(map(str, face))]})
+
+
+def log_model(client: MlflowClient, trained: TrainedModel, run_id: str) -> str:
+    """Log weights as an MLflow 3 LoggedModel linked to the trial's run.
+
+    Args:
+        client: Client of the tracking store.
+        trained: The weights and params.
+        run_id: The trial's run; it gets the tag ``agehpo.model_id``.
+
+    Returns:
+        The model id.
+    """
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(
+        experiment_id,
+        name=MODEL_ARTIFACT_NAME,
+        source_run_id=run_id,
+        params={k: str(v) for k, v in trained.params.items()},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp, "weights")
+        save_weights(weights, trained.params, trained.state_dict, math.isqrt(trained.in_features))
+        model_dir = Path(tmp, "model")
+        mlflow.pyfunc.save_model(
+            model_dir,
+            loader_module="agehpo.pyfunc",
+            data_path=str(weights),
+            signature=signature(),
+            input_example=_input_example(),
+            pip_requirements=["agehpo", "torch", "safetensors", "pandas", "numpy"],
+            mlflow_model=mlflow.models.Model(model_id=logged.model_id),
+        )
+        client.log_model_artifacts(logged.model_id, str(model_dir))
+    client.finalize_logged_model(logged.model_id, "READY")
+    client.set_tag(run_id, MODEL_TAG, logged.model_id)
+    return logged.model_id
+
+
+def logged_model_id(client: MlflowClient, run_id: str) -> str | None:
+    """The model logged for a trial's run, by this or any other worker."""
+    return client.get_run(run_id).data.tags.get(MODEL_TAG)
+
+
+def load_logged(model_id: str, tracking_uri: str) -> TrainedModel:
+    """Read a logged model's weights back (for a best trial another worker ran)."""
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{model_id}", dst_path=tmp, tracking_uri=tracking_uri
+            )
+        )
+        params_file = next(local.rglob(PARAMS_FILE))
+        params = json.loads(params_file.read_text())
+        state_dict = load_file(params_file.with_name(WEIGHTS_FILE))
+    img_size = int(params.pop("img_size"))
+    return TrainedModel(params, state_dict, img_size * img_size)
+
+
+def register_champion(
+    client: MlflowClient,
+    name: str,
+    study: optuna.Study,
+    model_id: str,
+    run_id: str,
+    test: EpochMetrics | None,
+) -> ModelVersion:
+    """Register the study's best model under ``name`` with alias ``champion``; idempotent.
+
+    Args:
+        client: Client of the tracking store.
+        name: Registered model name.
+        study: The study (its best trial is the champion).
+        model_id: The best trial's logged model.
+        run_id: The best trial's run.
+        test: Held-out test metrics, set as version tags.
+
+    Returns:
+        The model version the alias points at.
+    """
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description="Age-range classifier tuned by agehpo")
+    existing = [
+        v
+        for v in client.search_model_versions(f"name = '{name}'")
+        if v.run_id == run_id and getattr(v, "model_id", None) in (model_id, None)
+    ]
+    version = (
+        existing[0]
+        if existing
+        else client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+        )
+    )
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    tags = {
+        "optuna.study_name": study.study_name,
+        "optuna.trial_number": str(study.best_trial.number),
+    }
+    if test is not None:
+        tags.update(
+            {
+                "test_age_accuracy": f"{test.age_accuracy:.4f}",
+                "test_ethnicity_accuracy": f"{test.ethnicity_accuracy:.4f}",
+                "test_gender_accuracy": f"{test.gender_accuracy:.4f}",
+                "test_all_accuracy": f"{test.all_accuracy:.4f}",
+            }
+        )
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    return version
