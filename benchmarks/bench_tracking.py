@@ -38,23 +38,11 @@ import mlflow
 import optuna
 from mlflow import MlflowClient
 
+from agehpo.search_space import OPTIMIZER_NAMES as OPTIMIZERS
+from agehpo.search_space import suggest
 from optuna_mlflow import MLflowCallback
 
 TARGET = 0.25
-OPTIMIZERS = ["Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD"]
-
-
-def suggest(trial: optuna.Trial) -> dict[str, Any]:
-    """The seed's search space."""
-    n_layers = trial.suggest_int("num_fc_layers", 4, 8)
-    params: dict[str, Any] = {"num_fc_layers": n_layers}
-    for i in range(n_layers):
-        params[f"fc_output_feat_{i}"] = trial.suggest_int(f"fc_output_feat_{i}", 8, 64)
-        params[f"fc_dropout_{i}"] = trial.suggest_float(f"fc_dropout_{i}", 0.0, 0.5)
-    params["last_fc"] = trial.suggest_int("last_fc", 8, 64)
-    params["optimizer"] = trial.suggest_categorical("optimizer", OPTIMIZERS)
-    params["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
-    return params
 
 
 def curve(params: dict[str, Any], epoch: int) -> tuple[float, float, float]:
