@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +51,18 @@ def machine() -> str:
     )
 
 
+def code_version() -> str:
+    """The commit the run used, marked dirty when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" (dirty)" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samplers", default="skopt,random,tpe")
@@ -68,6 +81,7 @@ def main() -> int:
     args = parse_args()
     samplers = parse_samplers(args.samplers)
     started = time.perf_counter()
+    code = code_version()  # now: the tree may change while the comparison runs
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.environ.pop("MLFLOW_RUN_ID", None)
@@ -118,6 +132,7 @@ def main() -> int:
         "command": command,
         "date": date,
         "machine": machine(),
+        "code": code,
         "total_wall_s": round(total_s, 1),
         "target_total_wall_s": TARGET_WALL_S,
         "table": json.loads(result.table.to_json(orient="records")),
@@ -149,6 +164,7 @@ def main() -> int:
                 f"training seeds fixed at {args.seed}.",
                 f"- Date: {date}; total wall time {total_s / 60:.1f} min.",
                 f"- Machine: {figures['machine']}.",
+                f"- Code: commit {code}.",
                 "",
                 result.table_markdown,
                 "",
