@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -86,6 +87,8 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     with tempfile.TemporaryDirectory(prefix="bench_import_") as tmp:
+        # A SQLite tracking store puts artifacts under ./mlruns of the working directory.
+        os.chdir(tmp)
         root = Path(tmp)
         study = build_storage(root / "optuna.db", args.n_trials, args.n_steps)
         trials = study.trials

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -162,6 +163,8 @@ def main() -> None:
     studies: dict[str, optuna.Study] = {}
     ways = {"none": way_none, "ours": way_ours, "recipe": way_recipe}
     with tempfile.TemporaryDirectory(prefix="bench_tracking_") as tmp:
+        # A SQLite tracking store puts artifacts under ./mlruns of the working directory.
+        os.chdir(tmp)
         for attempt in range(max(args.repeats, args.recipe_repeats)):
             for name, way in ways.items():
                 limit = args.recipe_repeats if name == "recipe" else args.repeats

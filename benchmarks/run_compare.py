@@ -30,7 +30,7 @@ from agehpo import _compare_report as report
 from agehpo.compare import parse_samplers, run_compare
 from agehpo.study import StudyConfig, load_data
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_WALL_S = 25 * 60  # what fits in a session on 2 shared cores
 
 
@@ -83,6 +83,8 @@ def main() -> int:
     started = time.perf_counter()
     code = code_version()  # now: the tree may change while the comparison runs
     with tempfile.TemporaryDirectory() as tmp:
+        # A SQLite tracking store puts artifacts under ./mlruns of the working directory.
+        os.chdir(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.environ.pop("MLFLOW_RUN_ID", None)
         config = StudyConfig(
