@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import optuna
 from filelock import FileLock
@@ -27,6 +26,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from optuna_mlflow import redact_url as redact
 
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_PERIOD_S = 30
@@ -231,15 +232,6 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
             return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
 
     return _retry_transient(open_once, url)
-
-
-def redact(url: str) -> str:
-    """Hide the password of a URL, so it can be logged or shown."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 class BudgetLock:
