@@ -60,7 +60,8 @@ class GraphTrainStep:
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_STEPS):
                     optimizer.zero_grad(set_to_none=True)
-                    multitask_loss(model(split.x[self.index]), split, self.index).backward()
+                    batch = split.rows(self.index)
+                    multitask_loss(model(batch.x), batch).backward()
                     optimizer.step()
             torch.cuda.current_stream(device).wait_stream(side)
             # Warm-up steps must not count as training: restore the weights and zero the
@@ -74,7 +75,8 @@ class GraphTrainStep:
                             value.zero_()
             optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                self.loss = multitask_loss(model(split.x[self.index]), split, self.index)
+                batch = split.rows(self.index)
+                self.loss = multitask_loss(model(batch.x), batch)
                 self.loss.backward()
                 optimizer.step()
 

@@ -128,11 +128,29 @@ class TensorSplit:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The four tensors, in field order."""
+        return self.x, self.age_bin, self.ethnicity, self.gender
+
     def to(self, device: torch.device | str) -> TensorSplit:
         """A copy of this split on ``device``."""
-        return TensorSplit(
-            *(t.to(device) for t in (self.x, self.age_bin, self.ethnicity, self.gender))
-        )
+        return TensorSplit(*(t.to(device) for t in self.tensors()))
+
+    def rows(self, index: torch.Tensor | slice) -> TensorSplit:
+        """The rows ``index`` of every tensor.
+
+        Args:
+            index: A 1-D tensor of row numbers (gathered into new tensors) or a slice
+                (views, no copy).
+
+        Returns:
+            A split holding just those rows.
+        """
+        if isinstance(index, slice):
+            return TensorSplit(*(t[index] for t in self.tensors()))
+        # index_select is a plain row gather; x[index] goes through advanced indexing, which
+        # cost more than twice as much per batch on the CPU.
+        return TensorSplit(*(t.index_select(0, index) for t in self.tensors()))
 
 
 @dataclass(frozen=True)

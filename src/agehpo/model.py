@@ -25,14 +25,16 @@ class UniformDropout(nn.Dropout):
     """Inverted dropout with its mask drawn from ``rand`` instead of ``bernoulli_``.
 
     Same distribution as :class:`torch.nn.Dropout`; on the CPU torch's uniform sampler is
-    vectorised and its Bernoulli one is not, which made masks a tenth of an epoch.
+    vectorised and its Bernoulli one is not, which made masks a tenth of an epoch. The mask
+    is built as a scaled float tensor with in-place ops outside autograd, so the graph holds
+    one multiply per layer and no bool-to-float copy.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand_like(x) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        scaled_keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * scaled_keep
 
 
 class AgeNet(nn.Module):

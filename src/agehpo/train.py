@@ -119,12 +119,12 @@ def make_optimizer(
     raise ValueError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
 
 
-def multitask_loss(logits: HeadLogits, split: TensorSplit, index: torch.Tensor) -> torch.Tensor:
-    """Sum of the three heads' cross-entropies on the rows ``index`` of ``split``."""
+def multitask_loss(logits: HeadLogits, batch: TensorSplit) -> torch.Tensor:
+    """Sum of the three heads' cross-entropies against the labels of ``batch``."""
     return (
-        functional.cross_entropy(logits.age, split.age_bin[index])
-        + functional.cross_entropy(logits.ethnicity, split.ethnicity[index])
-        + functional.cross_entropy(logits.gender, split.gender[index])
+        functional.cross_entropy(logits.age, batch.age_bin)
+        + functional.cross_entropy(logits.ethnicity, batch.ethnicity)
+        + functional.cross_entropy(logits.gender, batch.gender)
     )
 
 
@@ -155,12 +155,12 @@ def train_epoch(
     order = torch.randperm(n_rows, generator=generator, device=device)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, n_rows, batch_size):
-        index = order[start : start + batch_size]
-        loss = multitask_loss(model(split.x[index]), split, index)
+        batch = split.rows(order[start : start + batch_size])
+        loss = multitask_loss(model(batch.x), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach() * index.numel()
+        loss_sum += loss.detach() * len(batch)
     return float(loss_sum / n_rows)
 
 
@@ -183,12 +183,12 @@ def evaluate(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros(4, device=device, dtype=torch.long)
     for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=device)
-        logits = model(split.x[index])
-        loss_sum += multitask_loss(logits, split, index) * index.numel()
-        age_ok = logits.age.argmax(1) == split.age_bin[index]
-        ethnicity_ok = logits.ethnicity.argmax(1) == split.ethnicity[index]
-        gender_ok = logits.gender.argmax(1) == split.gender[index]
+        batch = split.rows(slice(start, start + batch_size))
+        logits = model(batch.x)
+        loss_sum += multitask_loss(logits, batch) * len(batch)
+        age_ok = logits.age.argmax(1) == batch.age_bin
+        ethnicity_ok = logits.ethnicity.argmax(1) == batch.ethnicity
+        gender_ok = logits.gender.argmax(1) == batch.gender
         all_ok = age_ok & ethnicity_ok & gender_ok
         correct += torch.stack([age_ok.sum(), ethnicity_ok.sum(), gender_ok.sum(), all_ok.sum()])
     n_rows = max(len(split), 1)

@@ -356,3 +356,15 @@ def test_prepare_builds_consistent_splits(table: FaceTable) -> None:
     assert (prepared.img_size, prepared.digest, prepared.source) == (16, table.digest, table.source)
     moved = prepared.val.to("cpu")
     assert len(moved) == len(val) and moved.x.device.type == "cpu"
+
+
+def test_split_rows_gathers_an_index_and_views_a_slice(table: FaceTable) -> None:
+    split = data.prepare(table, img_size=16).train
+    index = torch.tensor([5, 0, 5, len(split) - 1])
+    gathered = split.rows(index)
+    for got, full in zip(gathered.tensors(), split.tensors(), strict=True):
+        torch.testing.assert_close(got, full[index])
+    sliced = split.rows(slice(10, 20))
+    assert len(sliced) == 10
+    assert sliced.x.data_ptr() == split.x[10].data_ptr()
+    assert sliced.gender.tolist() == split.gender[10:20].tolist()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import optuna
 import torch
 
-from agehpo.model import build_model
+from agehpo.model import UniformDropout, build_model
 from agehpo.search_space import suggest
 
 
@@ -42,3 +42,25 @@ def test_layers_follow_the_params() -> None:
     assert dropouts == [0.13, 0.15, 0.07, 0.04, 0.39]
     logits = model(torch.zeros(3, 576))
     assert [t.shape for t in logits] == [(3, 5), (3, 5), (3, 2)]
+
+
+def test_dropout_drops_at_rate_p_and_keeps_the_mean() -> None:
+    torch.manual_seed(0)
+    dropout = UniformDropout(0.3)
+    ones = torch.ones(400, 500)
+    dropped = dropout(ones)
+    kept = dropped != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    torch.testing.assert_close(dropped[kept], torch.full_like(dropped[kept], 1 / 0.7))
+    assert abs(dropped.mean().item() - 1.0) < 0.01
+    dropout.eval()
+    assert dropout(ones) is ones
+
+
+def test_dropout_gradient_flows_through_kept_units_only() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(64, 32, requires_grad=True)
+    out = UniformDropout(0.5)(x)
+    out.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, (out != 0).float() * 2.0)
