@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from optuna_mlflow._artifacts import log_study_artifacts
 from optuna_mlflow._datasets import log_dataset
+from optuna_mlflow._heartbeat import ParentHeartbeat
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
 from optuna_mlflow._session import StudySession, context_tags
@@ -64,9 +65,11 @@ class MLflowCallback:
             exception propagates (after the run has been ended).
         legacy_tags: Also write the tags ``optuna_integration`` wrote (``number``,
             ``state``, ``direction``, ``datetime_*``, ``{param}_distribution``).
-        heartbeat_interval: Minimum seconds between updates of the parent's
+        heartbeat_interval: Seconds between updates of the parent's
             ``optuna_mlflow.heartbeat`` tag, which the reconciler reads to tell a live
-            parent run from one whose process died.
+            parent run from one whose process died. A daemon thread refreshes it while
+            the callback tracks a study (from first use until :meth:`close`), so a live
+            parent keeps beating through long silent trials.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class MLflowCallback:
         self._sessions: dict[str, StudySession] = {}
         self._closed: list[StudySession] = []
         self._live = LiveTrialRuns(self.client, self._lock, flush_interval, heartbeat_interval)
+        self._heartbeat = ParentHeartbeat(self._beat_open_parents, heartbeat_interval)
         self._fluent_experiment: str | None = None
 
     # -- where runs go --------------------------------------------------------------------
@@ -307,6 +311,8 @@ class MLflowCallback:
             end_parent: True also ends a parent run given to the callback (e.g. the MLflow
                 Project run, which MLflow otherwise ends itself); False ends none.
         """
+        # Stopped before taking the lock: a beat in progress holds it.
+        self._heartbeat.stop()
         errors = self._live.close_open()
         with self._lock:
             sessions = list(self._sessions.values())
@@ -362,7 +368,13 @@ class MLflowCallback:
                 )
                 session.last_heartbeat = time.time()
                 self._sessions[study.study_name] = session
+                self._heartbeat.start()
             return session
+
+    def _beat_open_parents(self) -> None:
+        with self._lock:
+            for session in self._sessions.values():
+                self._live.heartbeat(session)
 
     def _prepare_fluent(self, session: StudySession) -> None:
         """Point MLflow's fluent API at our store and experiment (lock held).

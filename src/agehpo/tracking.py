@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -38,9 +36,7 @@ from agehpo.train import EpochMetrics
 from optuna_mlflow import MLflowCallback, redact_url
 
 _T = TypeVar("_T")
-_logger = logging.getLogger(__name__)
 METRIC_NAME = "val_age_accuracy"
-HEARTBEAT_TAG = "optuna_mlflow.heartbeat"
 
 
 class TrackingError(RuntimeError):
@@ -123,11 +119,10 @@ class StudyTracker:
             trial_end_hooks=[self._log_model_if_best],
             legacy_tags=False,
             parent_run_id=parent_run_id,
+            heartbeat_interval=heartbeat_settings()[0],
         )
         self.client = self.callback.client
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
-        self._stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
 
     # -- start --------------------------------------------------------------------------
 
@@ -148,7 +143,6 @@ class StudyTracker:
             interval, grace = heartbeat_settings()
             self.callback.reconcile(study, stale_after=max(grace, 3 * interval))
             self._describe(study, parent, data)
-            self._start_heartbeat(parent, interval)
         return parent
 
     def _describe(self, study: optuna.Study, parent: str, data: PreparedData) -> None:
@@ -172,24 +166,8 @@ class StudyTracker:
             lambda: self.callback.log_dataset(study, name, digest=data.digest, source=data.source)
         )
 
-    def _start_heartbeat(self, parent: str, interval: int) -> None:
-        """Keep telling the reconciler of later runs that this parent is alive."""
-
-        def beat() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    self.client.set_tag(parent, HEARTBEAT_TAG, str(time.time()))
-                except Exception:  # a missed beat only risks being reconciled later
-                    _logger.debug("parent heartbeat failed", exc_info=True)
-
-        self._heartbeat = threading.Thread(target=beat, name="mlflow-parent-heartbeat", daemon=True)
-        self._heartbeat.start()
-
     def close(self, status: str = "FINISHED") -> None:
-        """Stop the heartbeat, flush buffers and end every run this process opened."""
-        self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join()
+        """Flush buffers, stop the parent's heartbeat and end every run this process opened."""
         self.callback.close(status)
 
     def epoch_hook(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import mlflow
@@ -244,6 +245,34 @@ def test_explicit_parent_and_experiment_kwargs(tracking_uri: str, client: Mlflow
     assert client.get_run(given).data.tags["optuna_mlflow.heartbeat"]
     children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{given}'")
     assert [r.data.tags["optuna.study_name"] for r in children] == ["other"]
+
+
+
+def test_parent_heartbeat_beats_through_a_silent_trial(
+    tracking_uri: str, client: MlflowClient
+) -> None:
+    cb = MLflowCallback(tracking_uri=tracking_uri, heartbeat_interval=1.0, flush_interval=60.0)
+    study = _study("silent")
+    parent = cb.start(study)
+    beats: list[int] = []
+
+    def beat() -> int:
+        return int(client.get_run(parent).data.tags["optuna_mlflow.heartbeat"])
+
+    def silent_objective(trial: optuna.Trial) -> float:
+        # Nothing is logged or flushed while this runs: only the thread can beat.
+        beats.append(beat())
+        time.sleep(2.6)
+        beats.append(beat())
+        return 0.0
+
+    study.optimize(silent_objective, n_trials=1, callbacks=[cb])
+    cb.close()
+    assert beats[1] > beats[0]
+    # close() stops the thread: the tag no longer moves.
+    after_close = beat()
+    time.sleep(1.2)
+    assert beat() == after_close
 
 
 _WORKER = textwrap.dedent(
