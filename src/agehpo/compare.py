@@ -24,6 +24,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from agehpo import _compare_plots as plots
 from agehpo import _compare_report as report
 from agehpo.data import PreparedData
 from agehpo.plugins import PluginError, create_sampler
@@ -186,8 +187,8 @@ def write_report(result: CompareResult, folder: Path) -> None:
     ]
     pd.DataFrame(rows).to_csv(folder / "compare_repeats.csv", index=False)
     (folder / "verdict.txt").write_text(result.verdict + "\n")
-    report.plot_convergence(result.stats, folder / "plots")
-    report.plot_pruning(result.stats, folder / "plots")
+    plots.plot_convergence(result.stats, folder / "plots")
+    plots.plot_pruning(result.stats, folder / "plots")
 
 
 def run_compare(
