@@ -6,13 +6,7 @@ a sentinel at every newline proves each row's value count. A chunk failing any f
 (stray byte, value out of range, wrong count) is re-read row by row only to name the first
 bad line. Up to four threads share the chunks (numpy releases the GIL inside each kernel).
 
-Cache: ``<cache_dir>/csv-<path hash>-<key>-<content digest>.npy``, one flat uint8 array
-(pixels, age, ethnicity, gender). The key hashes the file's size, its mtime in ns and
-sampled blocks (first and last MiB plus eight 64 KiB blocks spread between; files under
-4 MiB whole): hashing all ~200 MB would cost more than loading the cache, and real edits
-change size or mtime. It misses only a same-size edit that restores the mtime and touches
-no sampled block. Writes go to a temporary file then ``os.replace``, so concurrent loaders
-see whole files or none; an unreadable or unwritable cache falls back to parsing.
+The parsed arrays are cached by :mod:`agehpo.facecache`.
 """
 
 from __future__ import annotations
@@ -30,6 +24,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from agehpo.facecache import file_key, load_cached, store_cached
 from agehpo.faces import (
     CSV_COLUMNS,
     LABEL_RANGES,
@@ -37,10 +32,8 @@ from agehpo.faces import (
     DataError,
     FaceTable,
     default_cache_dir,
-    table_digest,
 )
 
-_CACHE_VERSION = "1"
 _CHUNK_BYTES = 1 << 20  # one chunk's work arrays stay in the CPU caches
 _SENTINEL = 1000  # above any 3-digit value: marks each row's end in the decoded stream
 
@@ -77,70 +70,21 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
     source = str(path.resolve())
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     stem = "csv-" + hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
-    key = f"{stem}-{_file_key(path, st.st_size, st.st_mtime_ns)}"
-    for hit in sorted(cache.glob(key + "-*.npy")):
-        with contextlib.suppress(OSError, ValueError):  # replaced or damaged: parse instead
-            flat = np.array(np.load(hit, mmap_mode="r", allow_pickle=False))
-            n = flat.size // (PIXELS_PER_IMAGE + 3)
-            if flat.dtype == np.uint8 and flat.shape == (n * (PIXELS_PER_IMAGE + 3),):
-                pixels = flat[: n * PIXELS_PER_IMAGE].reshape(n, PIXELS_PER_IMAGE)
-                age, eth, gender = flat[n * PIXELS_PER_IMAGE :].reshape(3, n).astype(np.int64)
-                return FaceTable(pixels, age, eth, gender, source, hit.stem.rsplit("-", 1)[1])
+    key = f"{stem}-{file_key(path, st.st_size, st.st_mtime_ns)}"
+    cached = load_cached(cache, key, source)
+    if cached is not None:
+        return cached
     try:  # (read, not mapped: a mapped file truncated by another process would SIGBUS)
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"data: cannot read '{path}': {exc.strerror or exc}") from None
     arrays = _parse_csv(raw, str(path))
-    return FaceTable(*arrays, source=source, digest=_cache_store(cache, stem, key, arrays))
+    return FaceTable(*arrays, source=source, digest=store_cached(cache, stem, key, arrays))
 
 
 def _empty(name: str | Path) -> DataError:
     header = ",".join(CSV_COLUMNS)
     return DataError(f"data: CSV file '{name}' is empty (expected the header {header} and rows)")
-
-
-def _file_key(path: Path, size: int, mtime_ns: int) -> str:
-    h = hashlib.blake2b(f"{_CACHE_VERSION}|{size}|{mtime_ns}".encode(), digest_size=8)
-    blocks = [(0, size)]  # small files whole; else head, tail and eight blocks between
-    if size > 4 << 20:
-        blocks = [(0, 1 << 20), (size - (1 << 20), 1 << 20)]
-        blocks += [(size * k // 9, 1 << 16) for k in range(1, 9)]
-    with path.open("rb") as f:
-        for offset, length in blocks:
-            f.seek(offset)
-            h.update(f.read(length))
-    return h.hexdigest()
-
-
-def _cache_store(cache: Path, stem: str, key: str, arrays: Sequence[np.ndarray]) -> str:
-    """Write the cache entry atomically, hashing the content meanwhile; returns the digest."""
-    tmp = None
-    with ThreadPoolExecutor(1) as pool:  # hashing and writing both release the GIL
-        digest = pool.submit(table_digest, *arrays)
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-", suffix=".npy")
-            with os.fdopen(fd, "wb") as f:
-                shape = (sum(a.size for a in arrays),)
-                np.lib.format.write_array_header_1_0(
-                    f, {"descr": "|u1", "fortran_order": False, "shape": shape}
-                )
-                for arr in arrays:  # one flat uint8 array, without a concatenated copy
-                    f.write(np.ascontiguousarray(arr, dtype=np.uint8).data)
-            name = f"{key}-{digest.result()}.npy"
-            os.replace(tmp, cache / name)
-            tmp = None
-            for stale in cache.glob(stem + "-*.npy"):  # entries of older versions of the file
-                if stale.name != name:
-                    with contextlib.suppress(OSError):
-                        stale.unlink()
-        except OSError as exc:
-            log.warning("not caching the parsed CSV in %s: %s", cache, exc)
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        return digest.result()
 
 
 def _parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
