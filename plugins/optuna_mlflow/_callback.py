@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
@@ -17,6 +16,7 @@ from optuna.trial import FrozenTrial
 
 from optuna_mlflow._artifacts import log_study_artifacts
 from optuna_mlflow._datasets import log_dataset
+from optuna_mlflow._fluent import FluentTrialRuns
 from optuna_mlflow._heartbeat import ParentHeartbeat
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
@@ -91,7 +91,6 @@ class MLflowCallback:
             raise TypeError(
                 f"metric_name must be a string or a sequence of strings, got {metric_name!r}."
             )
-        self._tracking_uri = tracking_uri
         self._metric_name = metric_name if isinstance(metric_name, str) else list(metric_name)
         self._create_experiment = create_experiment
         self._mlflow_kwargs = dict(mlflow_kwargs or {})
@@ -112,7 +111,7 @@ class MLflowCallback:
         self._closed: list[StudySession] = []
         self._live = LiveTrialRuns(self.client, self._lock, flush_interval, heartbeat_interval)
         self._heartbeat = ParentHeartbeat(self._beat_open_parents, heartbeat_interval)
-        self._fluent_experiment: str | None = None
+        self._fluent = FluentTrialRuns(self._live, self._session, tracking_uri)
 
     # -- where runs go --------------------------------------------------------------------
 
@@ -209,31 +208,7 @@ class MLflowCallback:
         Returns:
             A decorator for objective functions.
         """
-
-        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-            @functools.wraps(func)
-            def wrapper(trial: optuna.Trial) -> Any:
-                session = self._session(trial.study)
-                live = self._live.open(session, trial.number, trial._trial_id)
-                with self._lock:
-                    self._prepare_fluent(session)
-                try:
-                    # The active-run stack is thread-local in MLflow 3, so each thread of
-                    # n_jobs>1 resumes only its own trial's run.
-                    with mlflow.start_run(run_id=live.run_id, nested=True):
-                        result = func(trial)
-                except BaseException as exc:
-                    if not isinstance(exc, optuna.TrialPruned):
-                        # Optuna 5 keeps no fail reason; the callback or close() logs it.
-                        live.fail_reason = f"{type(exc).__name__}: {exc}"
-                    self._live.reopen(live, quiet=True)
-                    raise
-                self._live.reopen(live)
-                return result
-
-            return wrapper
-
-        return decorator
+        return self._fluent.decorator()
 
     # -- study-level helpers --------------------------------------------------------------
 
@@ -348,7 +323,7 @@ class MLflowCallback:
         else:
             self.close("FAILED")
 
-    # -- internals (callers hold self._lock where noted) ----------------------------------
+    # -- internals ------------------------------------------------------------------------
 
     def _session(self, study: optuna.Study) -> StudySession:
         with self._lock:
@@ -375,15 +350,3 @@ class MLflowCallback:
         with self._lock:
             for session in self._sessions.values():
                 self._live.heartbeat(session)
-
-    def _prepare_fluent(self, session: StudySession) -> None:
-        """Point MLflow's fluent API at our store and experiment (lock held).
-
-        ``mlflow.start_run(run_id=...)`` refuses a run outside the active experiment, and
-        ``optuna_integration`` also set both globally, so the decorator does the same.
-        """
-        if self._tracking_uri is not None:
-            mlflow.set_tracking_uri(self._tracking_uri)
-        if self._fluent_experiment != session.writer.experiment_id:
-            mlflow.set_experiment(experiment_id=session.writer.experiment_id)
-            self._fluent_experiment = session.writer.experiment_id
