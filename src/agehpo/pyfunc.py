@@ -25,6 +25,8 @@ from agehpo.train import predict_probabilities
 WEIGHTS_FILE = "weights.safetensors"
 PARAMS_FILE = "params.json"
 PROBABILITY_COLUMNS = [f"prob_age_{age_range}" for age_range in AGE_RANGES]
+# What this loader imports besides mlflow (which MLflow adds to the requirements itself).
+SERVING_DISTRIBUTIONS = ("torch", "safetensors", "pandas", "numpy")
 
 
 class PredictionInputError(ValueError):
@@ -38,6 +40,22 @@ def save_weights(
     directory.mkdir(parents=True, exist_ok=True)
     save_file({name: t.contiguous() for name, t in state_dict.items()}, directory / WEIGHTS_FILE)
     (directory / PARAMS_FILE).write_text(json.dumps({**params, "img_size": img_size}, indent=2))
+
+
+def serving_requirements() -> list[str]:
+    """The pip requirements of a logged model, pinned to the versions that trained it.
+
+    agehpo itself is not among them: it is not on PyPI, so the model carries its code
+    (``code_paths``) and an environment built from these lines (``mlflow models serve``
+    with virtualenv or uv) can load it. Local version labels (``+cpu``) are dropped, as
+    MLflow does, since PyPI has no such builds.
+
+    Returns:
+        ``name==version`` lines.
+    """
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_DISTRIBUTIONS]
 
 
 def signature() -> ModelSignature:

@@ -1,8 +1,9 @@
 """The best model as an MLflow model: log it, read it back, register it as champion.
 
 A trained AgeNet is logged as an MLflow 3 LoggedModel linked to its trial's run (weights as
-safetensors plus the params JSON, loaded by :mod:`agehpo.pyfunc` without unpickling), and the
-study's best is registered under the model name with the alias ``champion``.
+safetensors plus the params JSON, loaded by :mod:`agehpo.pyfunc` without unpickling, with
+agehpo's code inside so it loads where agehpo is not installed), and the study's best is
+registered under the model name with the alias ``champion``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from mlflow.entities.model_registry import ModelVersion
 
 from agehpo.data import make_synthetic
 from agehpo.objective import TrainedModel
-from agehpo.pyfunc import PARAMS_FILE, WEIGHTS_FILE, save_weights, signature
+from agehpo.pyfunc import (
+    PARAMS_FILE,
+    WEIGHTS_FILE,
+    save_weights,
+    serving_requirements,
+    signature,
+)
 from agehpo.train import EpochMetrics
 
 MODEL_ARTIFACT_NAME = "age-model"
@@ -64,7 +71,8 @@ def log_model(client: MlflowClient, trained: TrainedModel, run_id: str) -> str:
             data_path=str(weights),
             signature=signature(),
             input_example=_input_example(),
-            pip_requirements=["agehpo", "torch", "safetensors", "pandas", "numpy"],
+            code_paths=[str(Path(__file__).resolve().parent)],  # the agehpo package
+            pip_requirements=serving_requirements(),
             mlflow_model=mlflow.models.Model(model_id=logged.model_id),
         )
         client.log_model_artifacts(logged.model_id, str(model_dir))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +140,61 @@ def test_the_champion_loads_by_alias_and_predicts_like_its_trial(
     assert list(predictions.columns) == OUTPUT_COLUMNS
     assert len(predictions) == 40
     np.testing.assert_allclose(predictions[PROBABILITY_COLUMNS].sum(axis=1), 1.0, atol=1e-5)
+
+
+
+# A fresh interpreter in which the installed agehpo is hidden: agehpo may only be imported
+# from a sys.path entry inside the downloaded model, which MLflow adds for its code_paths.
+_LOAD_WITHOUT_AGEHPO = r"""
+import importlib.machinery, json, sys
+import mlflow, pandas as pd
+
+local = sys.argv[1]
+
+class OnlyTheModelsCopy:
+    def find_spec(self, name, path=None, target=None):
+        if name != "agehpo":
+            return None
+        inside = [p for p in sys.path if p.startswith(local)]
+        spec = importlib.machinery.PathFinder.find_spec(name, inside)
+        if spec is None:
+            raise ModuleNotFoundError("agehpo is hidden in this test", name=name)
+        return spec
+
+sys.meta_path.insert(0, OnlyTheModelsCopy())
+try:
+    import agehpo
+    raise SystemExit("agehpo was importable before the model was loaded")
+except ModuleNotFoundError:
+    pass
+model = mlflow.pyfunc.load_model(local)
+frame = pd.DataFrame({"pixels": [" ".join(["128"] * 2304), " ".join(["30"] * 2304)]})
+predictions = model.predict(frame)
+print(json.dumps({"agehpo": sys.modules["agehpo"].__file__, "rows": len(predictions)}))
+"""
+
+
+def test_the_champion_carries_its_code_and_loads_where_agehpo_is_not_installed(
+    tracked: Tracked,
+) -> None:
+    local = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tracked.root / "c")))
+    requirements = (local / "requirements.txt").read_text().split()
+    names = {line.split("==")[0] for line in requirements}
+    assert {"torch", "safetensors", "pandas", "numpy", "mlflow"} <= names
+    assert "agehpo" not in names
+    assert (local / "code" / "agehpo" / "pyfunc.py").is_file()
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_AGEHPO, str(local)],
+        env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"},
+        cwd=tracked.root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["rows"] == 2
+    assert Path(loaded["agehpo"]).is_relative_to(local / "code")
 
 
 def test_rerunning_a_finished_study_adds_no_trial_run_and_no_model_version(
