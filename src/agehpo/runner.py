@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import optuna
@@ -88,6 +88,21 @@ class TrialRunner:
         self.callbacks = list(callbacks)
         self.deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
         self.ran: list[int] = []
+        self.stopping = threading.Event()
+
+    def stop_at_epoch_end(
+        self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
+    ) -> None:
+        """An epoch hook: end the trial (FAIL) once the run is being stopped.
+
+        Signals reach the main thread only; with ``n_jobs > 1`` the trials run in pool
+        threads, which would otherwise train on until their trials end.
+
+        Raises:
+            Terminated: When :attr:`stopping` is set.
+        """
+        if self.stopping.is_set():
+            raise Terminated(f"stopped at epoch {epoch}: the run was interrupted")
 
     def claim(self) -> optuna.Trial | None:
         """Start the next trial if the budget allows, else return None.
@@ -95,7 +110,7 @@ class TrialRunner:
         A WAITING trial (a retry of a dead worker's trial, or an enqueued one) is always
         run: it already holds a place in the budget.
         """
-        if time.monotonic() >= self.deadline:
+        if self.stopping.is_set() or time.monotonic() >= self.deadline:
             return None
         if isinstance(self.study._storage, BaseHeartbeat):
             with warnings.catch_warnings():
@@ -151,8 +166,15 @@ class TrialRunner:
 
         if n_jobs <= 1:
             loop()
-        else:
-            with ThreadPoolExecutor(n_jobs, thread_name_prefix="trial") as pool:
-                for future in [pool.submit(loop) for _ in range(n_jobs)]:
+            return self.ran
+        with ThreadPoolExecutor(n_jobs, thread_name_prefix="trial") as pool:
+            futures = [pool.submit(loop) for _ in range(n_jobs)]
+            try:
+                for future in futures:
                     future.result()
+            except BaseException:
+                # Ctrl-C, SIGTERM or a broken trial: the other threads claim nothing more
+                # and end their trials at the next epoch instead of spending the budget.
+                self.stopping.set()
+                raise
         return self.ran

@@ -245,6 +245,7 @@ def run_study(
         callbacks=callbacks,
         timeout=config.timeout,
     )
+    objective.epoch_hooks.append(runner.stop_at_epoch_end)
     try:
         if tracker is not None:
             tracker.start(study, data, describe=role != "worker")

@@ -146,11 +146,16 @@ def test_a_sigkilled_worker_is_recovered_by_the_next_run(tmp_path: Path) -> None
     assert trial_runs[retry.number][0].data.tags["mlflow.parentRunId"] == live_parent.info.run_id
 
 
-def test_sigterm_fails_the_trial_flushes_its_metrics_and_exits_143(tmp_path: Path) -> None:
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_sigterm_fails_the_running_trials_flushes_their_metrics_and_exits_143(
+    n_jobs: int, tmp_path: Path
+) -> None:
     storage = str(tmp_path / "optuna.journal")
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     env = agehpo_env(tmp_path, tracking)
-    command = agehpo_command("study", "--storage", storage, "--n-trials", "2", *LONG, *COMMON)
+    command = agehpo_command(
+        "study", "--storage", storage, "--n-trials", "4", "--n-jobs", str(n_jobs), *LONG, *COMMON
+    )
 
     proc = start(command, env=env, cwd=tmp_path, log=tmp_path / "worker.log")
     try:
@@ -176,39 +181,41 @@ def test_sigterm_fails_the_trial_flushes_its_metrics_and_exits_143(tmp_path: Pat
     assert took <= 10
     assert "terminated (SIGTERM)" in output
 
+    # Every trial that was running fails; with threads, none is started after the signal.
     trials = load_study(storage, STUDY).get_trials()
     assert not [t for t in trials if not t.state.is_finished()], _snapshot(trials)
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1, _snapshot(trials)
-    trial = failed[0]
-    assert "Terminated" in str(trial.user_attrs.get("fail_reason", ""))
-    k = len(trial.intermediate_values)
-    assert k >= 2
-    assert sorted(trial.intermediate_values) == list(range(1, k + 1))
-
+    assert len(failed) == n_jobs == len(trials), _snapshot(trials)
+    assert max(len(t.intermediate_values) for t in failed) >= 2
     runs = study_runs(tracking, STUDY)
     assert all(r.info.status in TERMINAL for r in runs), describe(runs)
     parents, trial_runs = split_runs(runs)
     assert len(parents) == 1 and parents[0].info.status in ("KILLED", "FAILED"), describe(runs)
     assert all(len(v) == 1 for v in trial_runs.values()), describe(runs)
-    assert trial.number in trial_runs, describe(runs)
-    trial_run = trial_runs[trial.number][0]
-    assert trial_run.info.status in ("FAILED", "KILLED")
-    assert trial_run.data.tags["optuna.trial_state"] == "FAIL"
     client = MlflowClient(tracking)
-    for key in EPOCH_METRICS:
-        history = client.get_metric_history(trial_run.info.run_id, key)
-        steps = [m.step for m in history]
-        assert len(steps) == len(set(steps)), (key, steps)
-        # Steps 1..k were reported to Optuna; epoch k+1 may have been logged just before the
-        # signal landed (metrics are logged before the report), but never more.
-        assert set(range(1, k + 1)) <= set(steps) <= set(range(1, k + 2)), (key, steps, k)
-    accuracy = {
-        m.step: m.value
-        for m in client.get_metric_history(trial_run.info.run_id, "val_age_accuracy")
-    }
-    for step, value in trial.intermediate_values.items():
-        assert math.isclose(accuracy[step], value, rel_tol=1e-9), step
+    for trial in failed:
+        assert "Terminated" in str(trial.user_attrs.get("fail_reason", ""))
+        k = len(trial.intermediate_values)
+        assert sorted(trial.intermediate_values) == list(range(1, k + 1))
+        if k == 0:
+            continue  # a thread stopped in its first epoch: no run was needed yet
+        assert trial.number in trial_runs, describe(runs)
+        trial_run = trial_runs[trial.number][0]
+        assert trial_run.info.status in ("FAILED", "KILLED")
+        assert trial_run.data.tags["optuna.trial_state"] == "FAIL"
+        for key in EPOCH_METRICS:
+            history = client.get_metric_history(trial_run.info.run_id, key)
+            steps = [m.step for m in history]
+            assert len(steps) == len(set(steps)), (key, steps)
+            # Steps 1..k were reported to Optuna; epoch k+1 may have been logged just
+            # before the trial stopped (metrics are logged before the report), never more.
+            assert set(range(1, k + 1)) <= set(steps) <= set(range(1, k + 2)), (key, steps, k)
+        accuracy = {
+            m.step: m.value
+            for m in client.get_metric_history(trial_run.info.run_id, "val_age_accuracy")
+        }
+        for step, value in trial.intermediate_values.items():
+            assert math.isclose(accuracy[step], value, rel_tol=1e-9), step
 
 
 def test_a_torn_journal_between_two_runs_loses_no_trial(tmp_path: Path) -> None:

@@ -142,7 +142,6 @@ def test_the_champion_loads_by_alias_and_predicts_like_its_trial(
     np.testing.assert_allclose(predictions[PROBABILITY_COLUMNS].sum(axis=1), 1.0, atol=1e-5)
 
 
-
 # A fresh interpreter in which the installed agehpo is hidden: agehpo may only be imported
 # from a sys.path entry inside the downloaded model, which MLflow adds for its code_paths.
 _LOAD_WITHOUT_AGEHPO = r"""

@@ -247,7 +247,6 @@ def test_explicit_parent_and_experiment_kwargs(tracking_uri: str, client: Mlflow
     assert [r.data.tags["optuna.study_name"] for r in children] == ["other"]
 
 
-
 def test_parent_heartbeat_beats_through_a_silent_trial(
     tracking_uri: str, client: MlflowClient
 ) -> None:
