@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agehpo import data, facecsv
+from agehpo import data, facecsv, synthetic
 from agehpo.data import DataError, FaceTable
 
 HEADER = "age,ethnicity,gender,img_name,pixels"
@@ -275,6 +275,28 @@ def test_load_table_dispatches(table: FaceTable, tmp_path: Path) -> None:
     assert data.load_table(str(path), cache_dir=tmp_path / "c").digest == table.digest
     with pytest.raises(DataError, match="synthetc"):
         data.load_table("synthetc")
+
+
+def test_synthetic_faces_are_generated_once_then_loaded_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    first = data.load_table("synthetic", n_samples=60, seed=4, cache_dir=cache)
+    assert [p.name.startswith("synthetic-4-60-") for p in cache.iterdir()] == [True]
+
+    def no_generation(**_: object) -> FaceTable:
+        raise AssertionError("generated again instead of loading the cache")
+
+    monkeypatch.setattr(data, "make_synthetic", no_generation)
+    again = data.load_table("synthetic", n_samples=60, seed=4, cache_dir=cache)
+    fresh = synthetic.make_synthetic(n_samples=60, seed=4)
+    for table in (first, again):
+        assert (table.source, table.digest) == (fresh.source, fresh.digest)
+        np.testing.assert_array_equal(table.pixels, fresh.pixels)
+        np.testing.assert_array_equal(table.age, fresh.age)
+        np.testing.assert_array_equal(table.gender, fresh.gender)
+    with pytest.raises(AssertionError, match="generated again"):
+        data.load_table("synthetic", n_samples=61, seed=4, cache_dir=cache)
 
 
 def test_face_table_checks_shapes() -> None:
