@@ -1,8 +1,9 @@
 """One training epoch of the seed's best model: preloaded tensors vs a seed-style DataLoader.
 
 The seed's pipeline is a Dataset that converts, resizes and normalizes one image per item,
-batched by a DataLoader. Ours preprocesses the whole split once and slices shuffled index
-batches out of device tensors. Both train the same model on the same full train split.
+batched by a DataLoader. Ours preprocesses the whole split once and gathers each batch of
+shuffled rows with one index_select per tensor. Both train the same model on the same full
+train split.
 
 Run: python benchmarks/bench_epoch.py [--n-samples 23705] [--repeats 3]
 """
