@@ -68,8 +68,8 @@ class MLflowCallback:
         heartbeat_interval: Seconds between updates of the parent's
             ``optuna_mlflow.heartbeat`` tag, which the reconciler reads to tell a live
             parent run from one whose process died. A daemon thread refreshes it while
-            the callback tracks a study (from first use until :meth:`close`), so a live
-            parent keeps beating through long silent trials.
+            the callback tracks a study (from first use until :meth:`close`), at least
+            every 1.5 intervals, so a live parent keeps beating through silent trials.
     """
 
     def __init__(
@@ -286,7 +286,7 @@ class MLflowCallback:
             end_parent: True also ends a parent run given to the callback (e.g. the MLflow
                 Project run, which MLflow otherwise ends itself); False ends none.
         """
-        # Stopped before taking the lock: a beat in progress holds it.
+        # First, so that no beat lands on a parent run after it has ended.
         self._heartbeat.stop()
         errors = self._live.close_open()
         with self._lock:
@@ -348,5 +348,5 @@ class MLflowCallback:
 
     def _beat_open_parents(self) -> None:
         with self._lock:
-            for session in self._sessions.values():
-                self._live.heartbeat(session)
+            sessions = list(self._sessions.values())
+        self._live.heartbeat_due(sessions)

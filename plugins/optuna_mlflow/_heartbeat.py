@@ -10,7 +10,8 @@ __all__ = ["ParentHeartbeat"]
 
 _logger = logging.getLogger(__name__)
 # Waking at half the interval bounds the gap between two beats by 1.5 intervals while the
-# beat itself still writes at most once per interval.
+# beat itself still writes at most once per interval. The floor keeps a zero interval (a
+# beat on every flush, as tests use) from turning the thread into a busy loop of writes.
 MIN_PERIOD_S = 0.5
 
 
@@ -31,25 +32,36 @@ class ParentHeartbeat:
     def __init__(self, beat: Callable[[], None], interval: float) -> None:
         self._beat = beat
         self._period = max(interval / 2, MIN_PERIOD_S)
+        # Guards _thread and _stop, so a start() racing a stop() never leaves a thread that
+        # nobody stops, nor a stopped one that start() takes for running.
+        self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        with self._guard:
+            return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         """Start the thread unless it is running."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name="optuna-mlflow-heartbeat", daemon=True
-        )
-        self._thread.start()
+        with self._guard:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="optuna-mlflow-heartbeat", daemon=True
+            )
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop the thread and wait for a beat in progress to end."""
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        self._thread = None
+        with self._guard:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(self._period):

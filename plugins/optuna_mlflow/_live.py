@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
@@ -182,6 +182,20 @@ class LiveTrialRuns:
             except Exception as exc:  # keep closing the others
                 errors.append(exc)
         return errors
+
+    def heartbeat_due(self, sessions: Iterable[StudySession]) -> None:
+        """Refresh the heartbeat of those ``sessions`` that are due, writing outside the lock.
+
+        For the heartbeat thread: a slow or busy store must not hold up the trial threads'
+        logging while a tag is written.
+        """
+        now = time.time()
+        with self.lock:
+            due = [s for s in sessions if now - s.last_heartbeat >= self.heartbeat_interval]
+            for session in due:
+                session.last_heartbeat = now
+        for session in due:
+            self.client.set_tag(session.parent_run_id, k.HEARTBEAT, str(int(now)), synchronous=True)
 
     def heartbeat(self, session: StudySession) -> None:
         """Refresh the parent's heartbeat tag when ``heartbeat_interval`` has passed."""

@@ -27,6 +27,8 @@ def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tracking_uri(tmp_path: Path, _migrated_store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite tracking store, also MLflow's default for the test."""
+    # A SQLite store keeps artifacts under ./mlruns: inside the test's folder, not the checkout.
+    monkeypatch.chdir(tmp_path)
     shutil.copy(_migrated_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mlflow import MlflowClient
 from om_helpers import all_runs, assert_run_matches, history, make_objective, trial_runs
 
 from optuna_mlflow import MLflowCallback
+from optuna_mlflow._heartbeat import ParentHeartbeat
 
 
 def _study(name: str = "live", storage: str | None = None) -> optuna.Study:
@@ -247,12 +249,19 @@ def test_explicit_parent_and_experiment_kwargs(tracking_uri: str, client: Mlflow
     assert [r.data.tags["optuna.study_name"] for r in children] == ["other"]
 
 
+def _heartbeat_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "optuna-mlflow-heartbeat"}
+
+
 def test_parent_heartbeat_beats_through_a_silent_trial(
     tracking_uri: str, client: MlflowClient
 ) -> None:
     cb = MLflowCallback(tracking_uri=tracking_uri, heartbeat_interval=1.0, flush_interval=60.0)
     study = _study("silent")
+    before = _heartbeat_threads()
     parent = cb.start(study)
+    ours = _heartbeat_threads() - before
+    assert len(ours) == 1
     beats: list[int] = []
 
     def beat() -> int:
@@ -268,10 +277,33 @@ def test_parent_heartbeat_beats_through_a_silent_trial(
     study.optimize(silent_objective, n_trials=1, callbacks=[cb])
     cb.close()
     assert beats[1] > beats[0]
-    # close() stops the thread: the tag no longer moves.
-    after_close = beat()
-    time.sleep(1.2)
-    assert beat() == after_close
+    assert not [t for t in ours if t.is_alive()]  # close() stopped and joined it
+
+
+
+def test_heartbeat_started_and_stopped_from_many_threads_leaves_no_thread() -> None:
+    heartbeat = ParentHeartbeat(lambda: None, interval=0.0)
+    before = _heartbeat_threads()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            for _ in range(50):
+                heartbeat.start()
+                heartbeat.stop()
+        except BaseException as error:
+            errors.append(error)
+
+    churners = [threading.Thread(target=churn) for _ in range(4)]
+    for thread in churners:
+        thread.start()
+    for thread in churners:
+        thread.join(timeout=30)
+    assert not [t for t in churners if t.is_alive()], "a stop() waits on a thread nobody stops"
+    assert errors == []
+    heartbeat.stop()
+    assert not heartbeat.running
+    assert not [t for t in _heartbeat_threads() - before if t.is_alive()]
 
 
 _WORKER = textwrap.dedent(
