@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
@@ -88,21 +88,29 @@ class TrialRunner:
         self.callbacks = list(callbacks)
         self.deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
         self.ran: list[int] = []
+        # Set when the run ends early: no thread claims another trial.
         self.stopping = threading.Event()
+        # Set on Ctrl-C or SIGTERM: running trials also end, at their next epoch.
+        self.interrupted = threading.Event()
 
     def stop_at_epoch_end(
         self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
     ) -> None:
-        """An epoch hook: end the trial (FAIL) once the run is being stopped.
+        """An epoch hook: end the trial (FAIL) once the run has been interrupted.
 
         Signals reach the main thread only; with ``n_jobs > 1`` the trials run in pool
         threads, which would otherwise train on until their trials end.
 
+        Args:
+            trial: The running trial.
+            epoch: The epoch just finished (1-based).
+            metrics: Its metrics (unused).
+
         Raises:
-            Terminated: When :attr:`stopping` is set.
+            Terminated: When :attr:`interrupted` is set.
         """
-        if self.stopping.is_set():
-            raise Terminated(f"stopped at epoch {epoch}: the run was interrupted")
+        if self.interrupted.is_set():
+            raise Terminated(f"stopped after epoch {epoch}: the run was interrupted")
 
     def claim(self) -> optuna.Trial | None:
         """Start the next trial if the budget allows, else return None.
@@ -170,11 +178,16 @@ class TrialRunner:
         with ThreadPoolExecutor(n_jobs, thread_name_prefix="trial") as pool:
             futures = [pool.submit(loop) for _ in range(n_jobs)]
             try:
-                for future in futures:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in done:
                     future.result()
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated)
+                self.interrupted.set()
+                self.stopping.set()
+                raise
             except BaseException:
-                # Ctrl-C, SIGTERM or a broken trial: the other threads claim nothing more
-                # and end their trials at the next epoch instead of spending the budget.
+                # A trial broke: the other threads finish the trials they are running
+                # (they are sound) but do not spend the rest of the budget first.
                 self.stopping.set()
                 raise
         return self.ran

@@ -245,7 +245,8 @@ def run_study(
         callbacks=callbacks,
         timeout=config.timeout,
     )
-    objective.epoch_hooks.append(runner.stop_at_epoch_end)
+    # First, so that an interrupted trial's last epoch reaches neither Optuna nor MLflow.
+    objective.epoch_hooks.insert(0, runner.stop_at_epoch_end)
     try:
         if tracker is not None:
             tracker.start(study, data, describe=role != "worker")
