@@ -1,12 +1,18 @@
-"""The parsed-array cache of the CSV reader: a second load of the same file is near-instant.
+"""The face-table cache: a second load of the same CSV or synthetic set is near-instant.
 
-``<cache_dir>/csv-<path hash>-<key>-<content digest>.npy`` holds one flat uint8 array
-(pixels, age, ethnicity, gender). The key hashes the file's size, its mtime in ns and
-sampled blocks (first and last MiB plus eight 64 KiB blocks spread between; files under
-4 MiB whole): hashing all ~200 MB would cost more than loading the cache, and real edits
-change size or mtime. It misses only a same-size edit that restores the mtime and touches
-no sampled block. Writes go to a temporary file then ``os.replace``, so concurrent loaders
-see whole files or none; an unreadable or unwritable cache falls back to parsing.
+Each entry is ``<cache_dir>/<stem>-<key>-<content digest>.npy``, one flat uint8 array
+(pixels, age, ethnicity, gender); writing an entry removes older ones of the same stem.
+
+- A CSV file: stem ``csv-<path hash>``; the key hashes the file's size, its mtime in ns and
+  sampled blocks (first and last MiB plus eight 64 KiB blocks spread between; files under
+  4 MiB whole): hashing all ~200 MB would cost more than loading the cache, and real edits
+  change size or mtime. It misses only a same-size edit that restores the mtime and
+  touches no sampled block.
+- Synthetic faces: stem ``synthetic-<seed>-<n_samples>``; the key hashes the generator's
+  source files and numpy's version (:func:`code_key`).
+
+Writes go to a temporary file then ``os.replace``, so concurrent loaders see whole files
+or none; an unreadable or unwritable cache falls back to parsing or generating.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 
 from agehpo.faces import PIXELS_PER_IMAGE, FaceTable, table_digest
 
-__all__ = ["file_key", "load_cached", "store_cached"]
+__all__ = ["code_key", "file_key", "load_cached", "store_cached"]
 
 _CACHE_VERSION = "1"
 
@@ -36,11 +42,11 @@ def load_cached(cache: Path, key: str, source: str) -> FaceTable | None:
 
     Args:
         cache: The cache folder.
-        key: ``<stem>-<file key>``.
-        source: The table's source (the CSV's resolved path).
+        key: ``<stem>-<key>``.
+        source: The table's source (the CSV's resolved path, or the synthetic set's name).
 
     Returns:
-        The cached table, or None on a miss or a damaged entry (the caller parses).
+        The cached table, or None on a miss or a damaged entry (the caller makes it).
     """
     for hit in sorted(cache.glob(key + "-*.npy")):
         with contextlib.suppress(OSError, ValueError):  # replaced or damaged: parse instead
@@ -77,13 +83,29 @@ def file_key(path: Path, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+def code_key(*sources: Path) -> str:
+    """Hash of the code that makes a table: source files, numpy's version, the cache format.
+
+    Args:
+        sources: The Python files whose code decides the table's content.
+
+    Returns:
+        16 hex digits; they change whenever one of those inputs does.
+    """
+    h = hashlib.blake2b(f"{_CACHE_VERSION}|{np.__version__}".encode(), digest_size=8)
+    for source in sources:
+        h.update(source.read_bytes())
+    return h.hexdigest()
+
+
 def store_cached(cache: Path, stem: str, key: str, arrays: Sequence[np.ndarray]) -> str:
     """Write the cache entry atomically, hashing the content meanwhile.
 
     Args:
         cache: The cache folder (created if missing).
-        stem: ``csv-<path hash>``: older entries of the same file are removed.
-        key: ``<stem>-<file key>``.
+        stem: ``csv-<path hash>`` or ``synthetic-<seed>-<n_samples>``: older entries of
+            the same stem are removed.
+        key: ``<stem>-<key>``.
         arrays: Pixels (uint8), then age, ethnicity and gender.
 
     Returns:
@@ -110,7 +132,7 @@ def store_cached(cache: Path, stem: str, key: str, arrays: Sequence[np.ndarray])
                     with contextlib.suppress(OSError):
                         stale.unlink()
         except OSError as exc:
-            log.warning("not caching the parsed CSV in %s: %s", cache, exc)
+            log.warning("not caching the face table in %s: %s", cache, exc)
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agehpo import data, facecsv, synthetic
+from agehpo import data, facecache, facecsv, synthetic
 from agehpo.data import DataError, FaceTable
 
 HEADER = "age,ethnicity,gender,img_name,pixels"
@@ -297,6 +297,16 @@ def test_synthetic_faces_are_generated_once_then_loaded_from_the_cache(
         np.testing.assert_array_equal(table.gender, fresh.gender)
     with pytest.raises(AssertionError, match="generated again"):
         data.load_table("synthetic", n_samples=61, seed=4, cache_dir=cache)
+
+
+def test_the_synthetic_key_changes_with_the_generators_code(tmp_path: Path) -> None:
+    generator, constants = tmp_path / "synthetic.py", tmp_path / "faces.py"
+    generator.write_text("EYES = 2\n")
+    constants.write_text("EDGES = (10, 20)\n")
+    key = facecache.code_key(generator, constants)
+    assert facecache.code_key(generator, constants) == key
+    constants.write_text("EDGES = (10, 21)\n")
+    assert facecache.code_key(generator, constants) != key
 
 
 def test_face_table_checks_shapes() -> None:

@@ -280,7 +280,6 @@ def test_parent_heartbeat_beats_through_a_silent_trial(
     assert not [t for t in ours if t.is_alive()]  # close() stopped and joined it
 
 
-
 def test_heartbeat_started_and_stopped_from_many_threads_leaves_no_thread() -> None:
     heartbeat = ParentHeartbeat(lambda: None, interval=0.0)
     before = _heartbeat_threads()
