@@ -1,7 +1,7 @@
 """Training and evaluation over preloaded tensors: pure PyTorch, no Optuna or MLflow.
 
-Batches are index slices of a shuffled permutation of tensors that already sit on the
-device, so an epoch does no per-sample Python work. Sums are accumulated on the device
+Each batch gathers the rows of one slice of a shuffled permutation from tensors that
+already sit on the device, so an epoch does no per-sample Python work. Sums are accumulated on the device
 and read once per epoch, which keeps the CUDA path free of per-batch host syncs.
 """
 
