@@ -1,8 +1,9 @@
 """Training and evaluation over preloaded tensors: pure PyTorch, no Optuna or MLflow.
 
 Each batch gathers the rows of one slice of a shuffled permutation from tensors that
-already sit on the device, so an epoch does no per-sample Python work. Sums are accumulated on the device
-and read once per epoch, which keeps the CUDA path free of per-batch host syncs.
+already sit on the device, so an epoch does no per-sample Python work. Sums are accumulated
+on the device and read once per epoch, which keeps the CUDA path free of per-batch host
+syncs.
 """
 
 from __future__ import annotations
