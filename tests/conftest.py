@@ -10,11 +10,14 @@ from agehpo.data import PreparedData, make_synthetic, prepare
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(
+def _isolated_cache_and_cwd(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Parsed-CSV caches of one test must not serve another.
+    # Face-table caches of one test must not serve another.
     monkeypatch.setenv("AGEHPO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # Whatever a test writes relative to the cwd (a SQLite store's ./mlruns, optuna.db)
+    # lands in a folder of its own, never in the checkout.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(scope="session")

@@ -152,6 +152,7 @@ def compared(
     )
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp)  # the SQLite store's ./mlruns goes here, not into the checkout
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.delenv("MLFLOW_RUN_ID", raising=False)
         result = run_compare(
