@@ -51,7 +51,8 @@ class LiveTrialRuns:
     """The trial runs of one callback, keyed by (study name, trial number).
 
     Every method takes ``lock``; MLflow calls are made while holding it, which also keeps
-    several threads from writing one SQLite store at the same instant.
+    several threads from writing one SQLite store at the same instant. The exception is
+    :meth:`heartbeat_due`, the heartbeat thread's tag write, which must not stall trials.
 
     Args:
         client: Client of the tracking store.
@@ -192,10 +193,11 @@ class LiveTrialRuns:
         now = time.time()
         with self.lock:
             due = [s for s in sessions if now - s.last_heartbeat >= self.heartbeat_interval]
-            for session in due:
-                session.last_heartbeat = now
         for session in due:
             self.client.set_tag(session.parent_run_id, k.HEARTBEAT, str(int(now)), synchronous=True)
+            # Only a written beat counts: after a failed write the next wake-up tries again.
+            with self.lock:
+                session.last_heartbeat = max(session.last_heartbeat, now)
 
     def heartbeat(self, session: StudySession) -> None:
         """Refresh the parent's heartbeat tag when ``heartbeat_interval`` has passed."""

@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
@@ -175,19 +175,41 @@ class TrialRunner:
         if n_jobs <= 1:
             loop()
             return self.ran
-        with ThreadPoolExecutor(n_jobs, thread_name_prefix="trial") as pool:
-            futures = [pool.submit(loop) for _ in range(n_jobs)]
+        pool = ThreadPoolExecutor(n_jobs, thread_name_prefix="trial")
+        futures: list[Future[None]] = []
+        first_error: BaseException | None = None
+        try:
+            for _ in range(n_jobs):
+                futures.append(pool.submit(loop))
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()
+        except BaseException as error:
+            first_error = error
+            self._stop(interrupt=isinstance(error, KeyboardInterrupt))
+        # Wait for every thread before leaving, in an interruptible wait: on Python 3.11 a
+        # signal landing in Thread.join (the pool's shutdown) abandons that thread, and the
+        # interpreter would exit with its trial still RUNNING in the storage.
+        while True:
             try:
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    future.result()
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Terminated)
-                self.interrupted.set()
-                self.stopping.set()
-                raise
-            except BaseException:
-                # A trial broke: the other threads finish the trials they are running
-                # (they are sound) but do not spend the rest of the budget first.
-                self.stopping.set()
-                raise
+                wait(futures)
+                break
+            except KeyboardInterrupt as again:  # a second Ctrl-C or SIGTERM
+                first_error = first_error or again
+                self._stop(interrupt=True)
+        pool.shutdown(wait=True)  # the threads are idle now: nothing left to interrupt
+        if first_error is not None:
+            raise first_error
+        for future in futures:  # a thread that broke after the first wait returned
+            future.result()
         return self.ran
+
+    def _stop(self, *, interrupt: bool) -> None:
+        """Claim no more trials; on Ctrl-C or SIGTERM also end the running ones.
+
+        A trial broken by a bug leaves the others sound: they finish, but the rest of the
+        budget is not spent before the error is reported.
+        """
+        self.stopping.set()
+        if interrupt:
+            self.interrupted.set()

@@ -1,9 +1,12 @@
-"""TrialRunner with threads: a broken trial ends the run without spending the budget."""
+"""TrialRunner with threads: errors and signals end the run without losing a trial."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -14,29 +17,70 @@ from agehpo.runner import TrialRunner
 from agehpo.storage import BudgetLock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+EPOCHS = 10
+EPOCH_S = 0.05
+
+
+def _runner(
+    tmp_path: Path, before_epochs: Callable[[optuna.Trial], None] | None
+) -> tuple[optuna.Study, TrialRunner]:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    holder: list[TrialRunner] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        if before_epochs is not None:
+            before_epochs(trial)
+        for epoch in range(1, EPOCHS + 1):
+            time.sleep(EPOCH_S)
+            holder[0].stop_at_epoch_end(trial, epoch, {})
+        return 1.0
+
+    holder.append(TrialRunner(study, objective, n_trials=40, budget_lock=BudgetLock(url, "s")))
+    return study, holder[0]
 
 
 @pytest.mark.parametrize("broken_thread", ["trial_0", "trial_1"])
-def test_a_broken_trial_stops_the_other_threads_claiming(
+def test_a_broken_trial_stops_claims_and_lets_the_running_trials_finish(
     broken_thread: str, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path}/optuna.db"
-    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
     broke = threading.Event()
 
-    def objective(trial: optuna.Trial) -> float:
+    def break_once(trial: optuna.Trial) -> None:
         if threading.current_thread().name == broken_thread and not broke.is_set():
             broke.set()
             raise RuntimeError("a bug in the objective")
-        time.sleep(0.2)
-        return 1.0
 
-    runner = TrialRunner(study, objective, n_trials=40, budget_lock=BudgetLock(url, "s"))
+    study, runner = _runner(tmp_path, break_once)
     with pytest.raises(RuntimeError, match="a bug in the objective"):
         runner.run(n_jobs=2)
     states = [t.state for t in study.get_trials()]
-    # The healthy thread finished the trial it was running (at most one more started while
-    # the error travelled), and claimed no more: 40 trials would have taken 4 s.
+    # The healthy thread completed the trial it was running (all its epochs: a bug is not
+    # an interrupt) and claimed no more; 40 trials would have taken 10 s.
     assert states.count(TrialState.FAIL) == 1
+    assert states.count(TrialState.COMPLETE) >= 1
     assert len(states) <= 4, states
     assert all(state.is_finished() for state in states)
+
+
+@pytest.mark.parametrize("n_signals", [1, 2])
+def test_ctrl_c_ends_every_running_trial_fail_even_when_repeated(
+    n_signals: int, tmp_path: Path
+) -> None:
+    study, runner = _runner(tmp_path, None)
+
+    def interrupt() -> None:
+        # Mid-trial, then (for two signals) again while the threads are being waited for.
+        time.sleep(EPOCH_S * 3.5)
+        for _ in range(n_signals):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(EPOCH_S / 5)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(n_jobs=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("trial_")]
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    for trial in trials:
+        assert "interrupted" in trial.user_attrs["fail_reason"]

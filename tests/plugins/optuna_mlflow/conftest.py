@@ -20,7 +20,11 @@ def _migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Creating MLflow's schema takes ~2 s; each test gets a copy of one migrated, empty DB,
     # which is still a fresh store of its own.
     path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    # The Default experiment's artifact folder is ./mlruns/0 of the cwd at creation time:
+    # make it a temporary one, not the checkout.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(path.parent)
+        MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
 
 
