@@ -349,4 +349,4 @@ class MLflowCallback:
     def _beat_open_parents(self) -> None:
         with self._lock:
             sessions = list(self._sessions.values())
-        self._live.heartbeat_due(sessions)
+        self._live.heartbeat(sessions)

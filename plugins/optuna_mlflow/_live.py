@@ -52,7 +52,7 @@ class LiveTrialRuns:
 
     Every method takes ``lock``; MLflow calls are made while holding it, which also keeps
     several threads from writing one SQLite store at the same instant. The exception is
-    :meth:`heartbeat_due`, the heartbeat thread's tag write, which must not stall trials.
+    :meth:`heartbeat` called from the heartbeat thread, whose tag write must not stall trials.
 
     Args:
         client: Client of the tracking store.
@@ -116,7 +116,7 @@ class LiveTrialRuns:
                 pending, live.buffer = live.buffer, []
                 log_batch_chunked(self.client, live.run_id, metrics=pending)
             live.last_flush = time.monotonic()
-            self.heartbeat(live.session)
+            self.heartbeat([live.session])
 
     def flush_all(self) -> None:
         """Send every trial's buffered metrics now."""
@@ -135,7 +135,7 @@ class LiveTrialRuns:
                 self._runs[(session.writer.study_name, trial.number)] = live
             else:
                 self._write(live, trial, terminate=False)
-            self.heartbeat(session)
+            self.heartbeat([session])
             return live
 
     def end(self, live: LiveRun, trial: FrozenTrial) -> None:
@@ -184,11 +184,12 @@ class LiveTrialRuns:
                 errors.append(exc)
         return errors
 
-    def heartbeat_due(self, sessions: Iterable[StudySession]) -> None:
-        """Refresh the heartbeat of those ``sessions`` that are due, writing outside the lock.
+    def heartbeat(self, sessions: Iterable[StudySession]) -> None:
+        """Refresh the parent heartbeat tag of those ``sessions`` whose interval has passed.
 
-        For the heartbeat thread: a slow or busy store must not hold up the trial threads'
-        logging while a tag is written.
+        The lock is taken only to read and record the beat times, so the heartbeat thread
+        writes its tags without holding up the trial threads' logging; a flush, which
+        already holds the lock, writes under it.
         """
         now = time.time()
         with self.lock:
@@ -198,13 +199,6 @@ class LiveTrialRuns:
             # Only a written beat counts: after a failed write the next wake-up tries again.
             with self.lock:
                 session.last_heartbeat = max(session.last_heartbeat, now)
-
-    def heartbeat(self, session: StudySession) -> None:
-        """Refresh the parent's heartbeat tag when ``heartbeat_interval`` has passed."""
-        now = time.time()
-        if now - session.last_heartbeat >= self.heartbeat_interval:
-            self.client.set_tag(session.parent_run_id, k.HEARTBEAT, str(int(now)), synchronous=True)
-            session.last_heartbeat = now
 
     def _write(
         self,
