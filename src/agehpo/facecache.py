@@ -11,6 +11,11 @@ Each entry is ``<cache_dir>/<stem>-<key>-<content digest>.npy``, one flat uint8 
 - Synthetic faces: stem ``synthetic-<seed>-<n_samples>``; the key hashes the generator's
   source files and numpy's version (:func:`code_key`).
 
+Each file ends in a trailer: ``AGEHPO-SHA256`` and the SHA-256 of the array's bytes. A load
+checks the header, the file's length and the checksum, so a truncated, empty or overwritten
+entry is never used: it is deleted, with a warning, and the caller parses or generates the
+table again (and stores a fresh entry). SHA-256 costs about 0.07 s for a full-size entry.
+
 Writes go to a temporary file then ``os.replace``, so concurrent loaders see whole files
 or none; an unreadable or unwritable cache falls back to parsing or generating.
 """
@@ -32,7 +37,9 @@ from agehpo.faces import PIXELS_PER_IMAGE, FaceTable, table_digest
 
 __all__ = ["code_key", "file_key", "load_cached", "store_cached"]
 
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: the SHA-256 trailer
+_TRAILER_MAGIC = b"AGEHPO-SHA256"
+_TRAILER_BYTES = len(_TRAILER_MAGIC) + 32
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +56,50 @@ def load_cached(cache: Path, key: str, source: str) -> FaceTable | None:
         The cached table, or None on a miss or a damaged entry (the caller makes it).
     """
     for hit in sorted(cache.glob(key + "-*.npy")):
-        with contextlib.suppress(OSError, ValueError):  # replaced or damaged: parse instead
-            flat = np.array(np.load(hit, mmap_mode="r", allow_pickle=False))
-            n = flat.size // (PIXELS_PER_IMAGE + 3)
-            if flat.dtype == np.uint8 and flat.shape == (n * (PIXELS_PER_IMAGE + 3),):
-                pixels = flat[: n * PIXELS_PER_IMAGE].reshape(n, PIXELS_PER_IMAGE)
-                age, eth, gender = flat[n * PIXELS_PER_IMAGE :].reshape(3, n).astype(np.int64)
-                return FaceTable(pixels, age, eth, gender, source, hit.stem.rsplit("-", 1)[1])
+        try:
+            flat = _read_entry(hit)
+        except FileNotFoundError:  # replaced or removed by another process meanwhile
+            continue
+        except (OSError, ValueError, EOFError) as exc:
+            log.warning("discarding the damaged face cache entry %s (%s); rebuilding it", hit, exc)
+            with contextlib.suppress(OSError):
+                hit.unlink()
+            continue
+        n = flat.size // (PIXELS_PER_IMAGE + 3)
+        pixels = flat[: n * PIXELS_PER_IMAGE].reshape(n, PIXELS_PER_IMAGE)
+        age, eth, gender = flat[n * PIXELS_PER_IMAGE :].reshape(3, n).astype(np.int64)
+        return FaceTable(pixels, age, eth, gender, source, hit.stem.rsplit("-", 1)[1])
     return None
+
+
+def _read_entry(path: Path) -> np.ndarray:
+    """The flat uint8 array of a cache entry, after checking its header, length and checksum.
+
+    Raises:
+        ValueError: For a bad header, a wrong length or a checksum mismatch (EOFError for an
+            empty or cut header).
+    """
+    with path.open("rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version != (1, 0):
+            raise ValueError(f"npy format {version}, expected (1, 0)")
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        size = shape[0] if len(shape) == 1 else -1
+        if dtype != np.uint8 or fortran or size < 0 or size % (PIXELS_PER_IMAGE + 3):
+            raise ValueError(f"array {dtype} {shape}, expected flat uint8 rows")
+        expected = f.tell() + size + _TRAILER_BYTES
+        actual = os.fstat(f.fileno()).st_size
+        if actual != expected:
+            raise ValueError(f"{actual} bytes, expected {expected}")
+        flat = np.empty(size, np.uint8)
+        if f.readinto(flat.data) != size:
+            raise ValueError("shorter than its header says")
+        trailer = f.read(_TRAILER_BYTES)
+    if trailer[: len(_TRAILER_MAGIC)] != _TRAILER_MAGIC:
+        raise ValueError("no checksum trailer")
+    if hashlib.sha256(flat.data).digest() != trailer[len(_TRAILER_MAGIC) :]:
+        raise ValueError("checksum mismatch")
+    return flat
 
 
 def file_key(path: Path, size: int, mtime_ns: int) -> str:
@@ -122,8 +165,12 @@ def store_cached(cache: Path, stem: str, key: str, arrays: Sequence[np.ndarray])
                 np.lib.format.write_array_header_1_0(
                     f, {"descr": "|u1", "fortran_order": False, "shape": shape}
                 )
+                checksum = hashlib.sha256()
                 for arr in arrays:  # one flat uint8 array, without a concatenated copy
-                    f.write(np.ascontiguousarray(arr, dtype=np.uint8).data)
+                    chunk = np.ascontiguousarray(arr, dtype=np.uint8).data
+                    f.write(chunk)
+                    checksum.update(chunk)
+                f.write(_TRAILER_MAGIC + checksum.digest())
             name = f"{key}-{digest.result()}.npy"
             os.replace(tmp, cache / name)
             tmp = None

@@ -24,6 +24,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from agehpo.csvbytes import read_bounded
 from agehpo.facecache import file_key, load_cached, store_cached
 from agehpo.faces import (
     CSV_COLUMNS,
@@ -33,6 +34,7 @@ from agehpo.faces import (
     FaceTable,
     default_cache_dir,
 )
+from agehpo.validation import quote
 
 _CHUNK_BYTES = 1 << 20  # one chunk's work arrays stay in the CPU caches
 _SENTINEL = 1000  # above any 3-digit value: marks each row's end in the decoded stream
@@ -58,15 +60,14 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
         st = path.stat()
     except OSError:
         raise DataError(
-            f"data: CSV file not found: '{path}' "
-            "(accepted: 'synthetic' or the path of an age_gender.csv file)"
+            f"data={quote(str(path))}: CSV file not found; expected 'synthetic' or the path "
+            "of an age_gender.csv file"
         ) from None
+    where = f"data={quote(str(path))}"
     if not stat.S_ISREG(st.st_mode):
-        raise DataError(
-            f"data: '{path}' is not a file (accepted: the path of an age_gender.csv file)"
-        )
+        raise DataError(f"{where} is not a file; expected the path of an age_gender.csv file")
     if st.st_size == 0:
-        raise _empty(path)
+        raise _empty(where)
     source = str(path.resolve())
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     stem = "csv-" + hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
@@ -75,20 +76,28 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
     if cached is not None:
         return cached
     try:  # (read, not mapped: a mapped file truncated by another process would SIGBUS)
-        raw = path.read_bytes()
+        raw = read_bounded(path, st.st_size)
     except OSError as exc:
-        raise DataError(f"data: cannot read '{path}': {exc.strerror or exc}") from None
-    arrays = _parse_csv(raw, str(path))
+        raise DataError(
+            f"data={quote(str(path))} cannot be read ({exc.strerror or exc}); "
+            "expected a readable age_gender.csv file"
+        ) from None
+    arrays = _parse_csv(raw, where)
     return FaceTable(*arrays, source=source, digest=store_cached(cache, stem, key, arrays))
 
 
-def _empty(name: str | Path) -> DataError:
+def _empty(where: str) -> DataError:
     header = ",".join(CSV_COLUMNS)
-    return DataError(f"data: CSV file '{name}' is empty (expected the header {header} and rows)")
+    return DataError(f"{where} is empty; expected the header {header} and rows")
 
 
-def _parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Parse CSV bytes into pixels (uint8 (N, 2304)) and age, ethnicity, gender (int64)."""
+def _parse_csv(
+    data: bytes | bytearray, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse CSV bytes into pixels (uint8 (N, 2304)) and age, ethnicity, gender (int64).
+
+    ``name`` starts every message, e.g. ``data='faces.csv'``.
+    """
     start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
     eol = data.find(b"\n", start) % (len(data) + 1)  # no newline: the header is everything
     columns = [
@@ -100,12 +109,12 @@ def _parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     missing = ", ".join(repr(c) for c in required if c not in columns)
     if missing:
         raise DataError(
-            f"{name}: missing column {missing} "
-            f"(header has: {', '.join(columns)}; required: {', '.join(required)})"
+            f"{name}: missing column {missing} (header is {quote(', '.join(columns))}; "
+            f"required: {', '.join(required)})"
         )
     rows = _Rows(data, eol + 1, len(columns), [columns.index(c) for c in required], name)
     if not rows.lines:
-        raise DataError(f"{name}: has a header but no data rows (accepted: at least one row)")
+        raise DataError(f"{name} has a header but no data rows; expected at least one row")
     labels = [
         rows.parse(k, 1, col, lo, hi).ravel().astype(np.int64)
         for k, (col, lo, hi) in enumerate(LABEL_RANGES)
@@ -116,7 +125,9 @@ def _parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
 class _Rows:
     """Line numbers and field offsets of the data rows, and the chunked field decoder."""
 
-    def __init__(self, data: bytes, pos: int, ncols: int, wanted: Sequence[int], name: str):
+    def __init__(
+        self, data: bytes | bytearray, pos: int, ncols: int, wanted: Sequence[int], name: str
+    ):
         self.data, self.name, self.ncols = data, name, ncols
         # flat int lists, not tuples: nothing here for the cyclic GC to traverse over and over
         self.lines: list[int] = []
@@ -202,8 +213,7 @@ class _Rows:
         tokens = self.data[s:e].split() if per_row > 1 else [self.data[s:e].strip()]
         for tok in tokens:
             if not (tok.isdigit() or (tok[:1] == b"-" and tok[1:].isdigit())):
-                shown = tok.decode("utf-8", "replace")[:20]
-                raise DataError(f"{where} value '{shown}' is not an integer {accepted}")
+                raise DataError(f"{where} value {quote(tok, 20)} is not an integer {accepted}")
             if not lo <= int(tok) <= hi:
                 raise DataError(f"{where} value {int(tok)} is out of range {accepted}")
         if len(tokens) != per_row:

@@ -400,3 +400,39 @@ def test_split_rows_gathers_an_index_and_views_a_slice(table: FaceTable) -> None
     assert len(sliced) == 10
     assert sliced.x.data_ptr() == split.x[10].data_ptr()
     assert sliced.gender.tolist() == split.gender[10:20].tolist()
+
+
+def test_one_endless_line_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    from agehpo.csvbytes import MAX_LINE_BYTES
+
+    path = tmp_path / "long.csv"
+    with path.open("wb") as f:  # 40 MB on one line after the header
+        f.write((HEADER + "\n20,1,0,a.jpg,").encode())
+        for _ in range(40):
+            f.write(b"1 " * (1 << 19))
+    message = read_error(path, tmp_path)
+    assert f"line 2 is longer than {MAX_LINE_BYTES} bytes" in message
+    assert "data=" in message and "long.csv" in message
+    assert len(message) < 400
+
+
+def test_the_longest_valid_row_is_accepted(tmp_path: Path) -> None:
+    row = f"116,4,1,{'n' * 1000}.jpg,\"{' '.join(['255'] * 2304)}\""
+    path = write_rows(tmp_path / "wide.csv", [row, good_row(1)])
+    assert data.read_csv(path, cache_dir=tmp_path / "cache").age.tolist() == [116, 21]
+
+
+def test_a_binary_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = tmp_path / "faces.csv"
+    path.write_bytes(bytes(range(256)) * 12)
+    message = read_error(path, tmp_path)
+    assert "not a text CSV file" in message and message.isprintable()
+    assert len(message) < 300
+
+
+def test_binary_header_without_nul_is_quoted_short_and_printable(tmp_path: Path) -> None:
+    path = tmp_path / "faces.csv"
+    path.write_bytes(bytes(range(1, 256)) * 12 + b"\n1,2\n")
+    message = read_error(path, tmp_path)
+    assert "missing column" in message and message.isprintable()
+    assert len(message) < 300

@@ -1,0 +1,333 @@
+"""Every check a command's parameters must pass before anything is opened or written.
+
+A bad parameter found after the Optuna study, the MLflow parent run or the registered model
+exists leaves debris behind (and, for ``model_name``, a study's worth of wasted training).
+So the CLI calls :func:`validate_study_config` (or :func:`validate_compare`,
+:func:`validate_storage`) first; each check raises :class:`ConfigError` (or the data and
+plugin errors it reuses) with one line naming the parameter, its value and what is accepted.
+
+The module imports nothing heavy at import time: the argparse type functions use it too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agehpo.study import StudyConfig
+
+MAX_SHOWN = 80
+# Optuna's RDB storage indexes study names as VARCHAR(512); MLflow stores run names in
+# VARCHAR(250) and experiment names up to 500 characters. Parent runs are named after the
+# study (``compare-{name}`` for compare), so 200 leaves room for every derived name.
+MAX_STUDY_NAME = 200
+# MLflow keeps registered model names in VARCHAR(256); compare appends ``-{sampler}-r{k}``.
+MAX_MODEL_NAME = 200
+DEVICES = ("auto", "cpu", "cuda", "cuda-graph")
+IMG_SIZE_RANGE = (1, 48)
+# SQLAlchemy dialects Optuna's RDBStorage is tested with.
+_DIALECTS = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
+
+class ConfigError(ValueError):
+    """A parameter was not accepted. The message is one line: parameter, value, rule, fix."""
+
+
+def quote(value: object, limit: int = MAX_SHOWN) -> str:
+    """Quote a (possibly hostile) input for an error message.
+
+    At most ``limit`` characters are shown, control characters escaped, so a binary file or a
+    200 MB line cannot flood the terminal or break the one-line message.
+
+    Args:
+        value: The input; bytes are decoded as UTF-8 with replacement characters.
+        limit: Most characters shown, escapes included.
+
+    Returns:
+        The text in single quotes, ending in ``...`` when it was cut.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value[: limit * 4]).decode("utf-8", "replace")
+        cut = len(value) > limit * 4
+    else:
+        text = str(value)
+        cut = False
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    if cut or len(shown) > limit:
+        shown = shown[: limit - 3] + "..."
+    return f"'{shown}'"
+
+
+def parse_int(name: str, text: str, minimum: int | None = None) -> int:
+    """An integer parameter from its command-line text.
+
+    MLflow Projects pass ``float`` parameters through as typed, so ``20.0`` must read as 20;
+    ``20.5`` must not be cut to 20.
+
+    Args:
+        name: The parameter (for the message).
+        text: Its text.
+        minimum: Smallest accepted value, if any.
+
+    Returns:
+        The integer.
+
+    Raises:
+        ConfigError: For text that is not a whole number, or one below ``minimum``.
+    """
+    rule = "an integer" if minimum is None else f"an integer >= {minimum}"
+    stripped = text.strip()
+    try:
+        value = int(stripped)
+    except ValueError:
+        try:
+            number = float(stripped)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and number.is_integer()):
+            raise ConfigError(f"{name}={quote(text)} is not an integer; expected {rule}") from None
+        value = int(number)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={quote(text)} is too small; expected {rule}")
+    return value
+
+
+def parse_timeout(text: str) -> float:
+    """The ``timeout`` parameter: seconds, 0 for no limit.
+
+    Raises:
+        ConfigError: For text that is not a finite number >= 0.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    check_timeout(value, shown=text)
+    return value
+
+
+def check_timeout(value: float, *, shown: object = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite number of seconds >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise ConfigError(
+            f"timeout={quote(value if shown is None else shown)} is not accepted; expected "
+            "a number of seconds >= 0 (0: no limit)"
+        )
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={quote(value)} is not accepted; expected an integer >= 1")
+
+
+def check_img_size(value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a side length the 48x48 faces allow."""
+    lo, hi = IMG_SIZE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(
+            f"img_size={quote(value)} is not accepted; expected an integer {lo}..{hi} "
+            f"(the faces are {hi}x{hi} and are only ever scaled down)"
+        )
+
+
+def _check_name(param: str, value: str, limit: int, reserve: int, extra: str = "") -> None:
+    """Shared rule of study and model names: non-blank, printable, not too long."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{param}={quote(value)} is empty; expected a name such as 'age-1'")
+    if value != value.strip() or not value.isprintable():
+        raise ConfigError(
+            f"{param}={quote(value)} has leading/trailing spaces or control characters; "
+            "expected printable characters only"
+        )
+    if len(value) + reserve > limit:
+        room = f" ({reserve} are kept for the suffix compare adds)" if reserve else ""
+        raise ConfigError(
+            f"{param}={quote(value)} is {len(value)} characters long; expected at most "
+            f"{limit - reserve}{room}{extra}"
+        )
+
+
+def check_study_name(value: str, *, reserve: int = 0) -> None:
+    """Raise :class:`ConfigError` unless Optuna's storages and MLflow accept the study name.
+
+    Args:
+        value: The study name.
+        reserve: Characters a derived name adds (compare's ``-{sampler}-r{k}``).
+    """
+    _check_name("study_name", value, MAX_STUDY_NAME, reserve)
+
+
+def check_model_name(value: str, *, reserve: int = 0) -> None:
+    """Raise :class:`ConfigError` unless MLflow 3's model registry accepts the name.
+
+    MLflow (``mlflow.utils.validation._validate_model_name``) refuses '/' and ':', and any
+    name that a path normalisation would change ('a//b', './a', '..'), since names can be
+    used as paths; its database column holds 256 characters.
+
+    Args:
+        value: The registered model name.
+        reserve: Characters a derived name adds (compare's ``-{sampler}-r{k}``).
+    """
+    import posixpath
+
+    _check_name("model_name", value, MAX_MODEL_NAME, reserve)
+    bad = sorted({c for c in value if c in "/:"})
+    norm = posixpath.normpath(value)
+    if bad or norm != value or norm == "." or norm.startswith(".."):
+        what = f"contains {' and '.join(repr(c) for c in bad)}" if bad else "reads as a path"
+        raise ConfigError(
+            f"model_name={quote(value)} {what}; the MLflow model registry accepts names "
+            "without '/' or ':' that are not '.' or '..'; use e.g. 'team-age'"
+        )
+
+
+def check_device(value: str) -> None:
+    """Raise :class:`ConfigError` for a device name train.resolve_device does not know."""
+    if value not in DEVICES:
+        raise ConfigError(f"device={quote(value)} is not accepted; expected one of {DEVICES}")
+
+
+def validate_storage(url: str) -> None:
+    """Check a storage URL's form, and a journal file's lines, without opening it.
+
+    Args:
+        url: An SQLAlchemy URL or a journal file (``agehpo.storage.journal_path``).
+
+    Raises:
+        ConfigError: For a URL that is not of a form Optuna opens, or a damaged journal.
+    """
+    from agehpo.journal import check_journal
+    from agehpo.storage import journal_path
+
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(
+            f"storage={quote(url)} is empty; expected e.g. sqlite:///optuna.db or optuna.journal"
+        )
+    path = journal_path(url)
+    if path is not None:
+        if path.is_dir():
+            raise ConfigError(
+                f"storage={quote(url)} is a folder; expected a journal file path such as "
+                "optuna.journal"
+            )
+        check_journal(path, param="storage")
+        return
+    examples = (
+        "expected e.g. sqlite:///optuna.db, postgresql://user@host/db, "
+        "mysql+pymysql://user@host/db or a path ending in .journal"
+    )
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise ConfigError(f"storage={quote(url)} is not a storage URL; {examples}") from None
+    if parsed.get_backend_name() not in _DIALECTS:
+        raise ConfigError(
+            f"storage={quote(url)} names the database {quote(parsed.get_backend_name())}; "
+            f"{examples}"
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"storage={quote(url)}: the folder {quote(str(folder))} does not exist; "
+                "create it or use a path in an existing folder"
+            )
+
+
+def validate_study_config(
+    config: StudyConfig, *, samplers: Sequence[str] | None = None, name_reserve: int = 0
+) -> None:
+    """Check every parameter of a study run; called before any store is opened.
+
+    Args:
+        config: The run's parameters.
+        samplers: For compare: the samplers to build instead of ``config.sampler``.
+        name_reserve: Characters derived study and model names add to the given ones.
+
+    Raises:
+        ConfigError: For a bad number, name, device or storage URL.
+        PluginError: For a sampler or pruner that cannot be built with these arguments.
+        DataError: For a data file that is missing or malformed.
+    """
+    for name in ("n_trials", "n_epochs", "n_samples", "batch_size", "n_workers", "n_jobs"):
+        check_positive_int(name, getattr(config, name))
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+        raise ConfigError(f"seed={quote(config.seed)} is not accepted; expected an integer")
+    check_img_size(config.img_size)
+    check_timeout(config.timeout)
+    check_study_name(config.study_name, reserve=name_reserve)
+    check_model_name(config.model_name, reserve=name_reserve)
+    check_device(config.device)
+    validate_storage(config.storage)
+    check_sampler_and_pruner(config, samplers)
+    check_data(config.data)  # last: the only check that may take a while (a real CSV)
+
+
+def check_sampler_and_pruner(config: StudyConfig, samplers: Sequence[str] | None = None) -> None:
+    """Build the sampler(s) and the pruner once, exactly as the study will.
+
+    Building is cheap and is the only sure test of ``sampler_kwargs``: the skopt sampler,
+    for one, checks its ``base_estimator`` only when constructed.
+    """
+    from agehpo.plugins import create_pruner, create_sampler
+
+    if samplers is None:
+        create_sampler(config.sampler, config.sampler_kwargs, seed=config.seed)
+    else:
+        from agehpo.compare import kwargs_for
+
+        for name in samplers:
+            create_sampler(
+                name, kwargs_for(name, config.sampler_kwargs, samplers), seed=config.seed
+            )
+    create_pruner(config.pruner)
+
+
+def check_data(data: str) -> None:
+    """Read a data file through the validating, caching CSV reader; ``synthetic`` passes.
+
+    The whole file is read, not just its head, so a bad row near the end still stops the
+    run before the study exists; the parsed table lands in the cache, so the study's own
+    load afterwards is a cache hit.
+
+    Raises:
+        DataError: For a missing, unreadable or malformed file.
+    """
+    if data == "synthetic":
+        return
+    from agehpo.facecsv import read_csv
+
+    read_csv(data)
+
+
+def validate_compare(config: StudyConfig, samplers_text: str, repeats: int) -> list[str]:
+    """Check compare's parameters: the study ones, the sampler list and the derived names.
+
+    Returns:
+        The sampler names.
+    """
+    from agehpo.compare import parse_samplers
+
+    check_positive_int("repeats", repeats)
+    samplers = parse_samplers(samplers_text)
+    longest = max(len(f"-{name}-r{repeats}") for name in samplers)
+    validate_study_config(config, samplers=samplers, name_reserve=longest)
+    return samplers
+
+
+def one_line(message: str) -> str:
+    """A message folded to one line, with long quoted values cut (for argparse's own texts)."""
+    message = " ".join(message.split())
+    return re.sub(rf"'([^']{{{MAX_SHOWN + 1},}})'", lambda m: quote(m.group(1)), message)
