@@ -3,7 +3,8 @@
 Optuna's storage is the source of truth and MLflow mirrors it. The live
 :class:`MLflowCallback`, the crash reconciler (:func:`reconcile_study`) and the study
 importer share one trial writer (:class:`TrialRunWriter`), so a trial looks the same in
-MLflow however it got there. This package imports nothing from any application.
+MLflow however it got there. Runs are found by the study's uid (:func:`ensure_study_uid`),
+never by its name alone. This package imports nothing from any application.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from optuna_mlflow._artifacts import PLOTS, log_study_artifacts
 from optuna_mlflow._callback import MLflowCallback
 from optuna_mlflow._datasets import log_dataset
+from optuna_mlflow._identity import ensure_study_uid
 from optuna_mlflow._importer import ImportedStudy, import_study
 from optuna_mlflow._open_storage import (
     NotAnOptunaStorageError,
@@ -34,6 +36,7 @@ __all__ = [
     "StudyImportError",
     "TrialRunWriter",
     "UnknownStudyError",
+    "ensure_study_uid",
     "import_study",
     "log_dataset",
     "log_study_artifacts",

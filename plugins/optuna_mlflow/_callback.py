@@ -18,6 +18,7 @@ from optuna_mlflow._artifacts import log_study_artifacts
 from optuna_mlflow._datasets import log_dataset
 from optuna_mlflow._fluent import FluentTrialRuns
 from optuna_mlflow._heartbeat import ParentHeartbeat
+from optuna_mlflow._identity import ensure_study_uid
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
 from optuna_mlflow._session import StudySession, context_tags
@@ -107,6 +108,7 @@ class MLflowCallback:
             or (active.info.run_id if active is not None else None)
         )
         self._lock = threading.RLock()
+        # By study uid: two studies of one name are two sessions.
         self._sessions: dict[str, StudySession] = {}
         self._closed: list[StudySession] = []
         self._live = LiveTrialRuns(self.client, self._lock, flush_interval, heartbeat_interval)
@@ -153,17 +155,21 @@ class MLflowCallback:
                 return session.writer.experiment_id
         return None
 
-    def run_id_for(self, trial_number: int, study_name: str | None = None) -> str | None:
+    def run_id_for(
+        self, trial_number: int, study_name: str | None = None, *, study_uid: str | None = None
+    ) -> str | None:
         """The run of a trial this callback tracked.
 
         Args:
             trial_number: Trial number.
             study_name: The trial's study; needed only when tracking several studies.
+            study_uid: The trial's study uid (:func:`ensure_study_uid`); tells apart
+                several studies of one name.
 
         Returns:
             The run id, or None if this callback has no run for that trial.
         """
-        return self._live.run_id_for(trial_number, study_name)
+        return self._live.run_id_for(trial_number, study_name, study_uid)
 
     # -- the Optuna callback --------------------------------------------------------------
 
@@ -278,27 +284,37 @@ class MLflowCallback:
 
         Trial runs still open (the objective raised, the user interrupted) are rewritten
         from Optuna's storage: a FAIL trial ends FAILED; a trial still RUNNING there ends
-        FAILED with tag ``optuna_mlflow.end_reason``. The parent run is ended with
-        ``status`` when this callback started it.
+        FAILED with tag ``optuna_mlflow.end_reason``. Every parent run this callback
+        started is ended with ``status``, whatever ``end_parent`` says.
 
         Args:
             status: Terminal status of the parent run (FINISHED, FAILED or KILLED).
-            end_parent: True also ends a parent run given to the callback (e.g. the MLflow
-                Project run, which MLflow otherwise ends itself); False ends none.
+            end_parent: True also ends, when still RUNNING, a parent run given to the
+                callback (e.g. the MLflow Project run, which MLflow otherwise ends itself,
+                unless the ``mlflow run`` process died), even when no trial was tracked
+                under it yet. None and False leave a given parent alone.
         """
         # First, so that no beat lands on a parent run after it has ended.
         self._heartbeat.stop()
         errors = self._live.close_open()
         with self._lock:
             sessions = list(self._sessions.values())
+            owned = [s.parent_run_id for s in sessions if s.owns_parent]
+            given = [s.parent_run_id for s in sessions if not s.owns_parent]
             # A parent given to us may be ended by a later, explicit close(end_parent=True).
-            given = [s for s in self._closed if not s.owns_parent] if end_parent else []
-        for session in [*sessions, *given]:
-            if end_parent or (end_parent is None and session.owns_parent):
-                try:
-                    self.client.set_terminated(session.parent_run_id, status=status)
-                except Exception as exc:
-                    errors.append(exc)
+            given += [s.parent_run_id for s in self._closed if not s.owns_parent]
+            if self._given_parent is not None:
+                given.append(self._given_parent)
+        ends = [(run_id, False) for run_id in owned]
+        if end_parent:
+            ends += [(run_id, True) for run_id in dict.fromkeys(given)]
+        for run_id, only_running in ends:
+            try:
+                if only_running and self.client.get_run(run_id).info.status != "RUNNING":
+                    continue  # ended already (by MLflow, or an earlier close)
+                self.client.set_terminated(run_id, status=status)
+            except Exception as exc:  # keep ending the others
+                errors.append(exc)
         with self._lock:
             # Closed sessions still answer parent_run_id/experiment_id; a later use of the
             # callback starts a new parent run.
@@ -327,7 +343,12 @@ class MLflowCallback:
 
     def _session(self, study: optuna.Study) -> StudySession:
         with self._lock:
-            session = self._sessions.get(study.study_name)
+            # The same Study object: no storage read (log_step calls this every epoch).
+            for open_session in self._sessions.values():
+                if open_session.study is study:
+                    return open_session
+            uid = ensure_study_uid(study)
+            session = self._sessions.get(uid)
             if session is None:
                 session = StudySession.open(
                     self.client,
@@ -342,7 +363,7 @@ class MLflowCallback:
                     legacy_tags=self._legacy_tags,
                 )
                 session.last_heartbeat = time.time()
-                self._sessions[study.study_name] = session
+                self._sessions[uid] = session
                 self._heartbeat.start()
             return session
 

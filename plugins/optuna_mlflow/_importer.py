@@ -16,7 +16,15 @@ from optuna.storages import BaseStorage
 
 from optuna_mlflow import _keys as k
 from optuna_mlflow._artifacts import log_study_artifacts
-from optuna_mlflow._open_storage import UnknownStudyError, open_storage
+from optuna_mlflow._identity import (
+    LegacyRule,
+    adopt_legacy_runs,
+    derived_study_uid,
+    ensure_study_uid,
+    legacy_rule,
+    read_study_uid,
+)
+from optuna_mlflow._open_storage import OpenedStorage, UnknownStudyError, open_storage
 from optuna_mlflow._session import get_or_create_experiment
 from optuna_mlflow._writer import TrialRunWriter
 
@@ -39,11 +47,13 @@ class ImportedStudy:
         skipped_unfinished: RUNNING/WAITING trials, left for a later import.
         upgraded_from: Old Optuna schema version of the storage, when a temporary copy of
             it was upgraded to read it.
+        study_uid: The study's uid, tagged ``optuna.study_uid`` on its runs.
     """
 
     study_name: str
     experiment_id: str
     parent_run_id: str
+    study_uid: str = ""
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -70,8 +80,14 @@ def import_study(
     The parent run, named after the study, carries the study's tags, the import source
     (``optuna_mlflow.import_source``, password-free) and the study artifacts (plots,
     ``trials.csv``, ``best_params.json``, counts). Importing again creates nothing new;
-    trials added since are added; runs are matched by study name and trial number.
+    trials added since are added; runs are matched by study uid and trial number, so
+    another study of the same name (in the same experiment) never shares a run.
     RUNNING/WAITING trials are left for a later import.
+
+    The uid is the one stored in the study. A study without one gets one stored when the
+    storage is written in place (a server database, a storage object); a SQLite file's
+    copy or a journal file is never written, so its uid is derived from the file's path,
+    the study's name, id and first trial start: the same on every import.
 
     Args:
         storage: RDB URL, path of a SQLite or journal file, or a storage object. SQLite
@@ -137,7 +153,7 @@ def _import_all(
             report = _import_one(
                 client,
                 study,
-                source=opened.source,
+                opened=opened,
                 experiment_name=experiment_name or name,
                 metric_name=metric_name,
                 log_artifacts=log_artifacts,
@@ -169,7 +185,7 @@ def _import_one(
     client: MlflowClient,
     study: optuna.Study,
     *,
-    source: str,
+    opened: OpenedStorage,
     experiment_name: str,
     metric_name: str | Sequence[str] | None,
     log_artifacts: bool,
@@ -178,6 +194,7 @@ def _import_one(
 ) -> ImportedStudy:
     names = _metric_names(study, metric_name)
     experiment_id = get_or_create_experiment(client, experiment_name)
+    study_uid, rule = _study_uid(study, opened)
     writer = TrialRunWriter(
         client,
         experiment_id,
@@ -185,16 +202,18 @@ def _import_one(
         metric_name=names,
         directions=study.directions,
         tag_user_attrs=tag_user_attrs,
+        study_uid=study_uid,
     )
+    adopt_legacy_runs(writer, study, rule)
     runs = writer.search_study_runs()
     trials = study.get_trials(deepcopy=False)
     parent = _find_parent(runs)
     new_parent = parent is None
     if parent is None:
-        parent = _create_parent(client, experiment_id, study, source, trials)
+        parent = _create_parent(client, experiment_id, study, opened.source, trials, study_uid)
     writer.parent_run_id = parent.info.run_id
     existing = writer.index_trial_runs(runs)
-    report = ImportedStudy(study.study_name, experiment_id, parent.info.run_id)
+    report = ImportedStudy(study.study_name, experiment_id, parent.info.run_id, study_uid=study_uid)
     todo: list[tuple[optuna.trial.FrozenTrial, Run | None]] = []
     for trial in trials:
         if not trial.state.is_finished():
@@ -226,6 +245,19 @@ def _import_one(
     return report
 
 
+def _study_uid(study: optuna.Study, opened: OpenedStorage) -> tuple[str, LegacyRule]:
+    """The study's uid and which of its runs may predate it."""
+    uid = read_study_uid(study)
+    if uid is None and opened.writable:
+        uid = ensure_study_uid(study)
+    if uid is not None:
+        return uid, legacy_rule(study, opened.identity)
+    # Never stored, so every run of this study written so far has no uid (or this one).
+    numbers = [t.number for t in study.get_trials(deepcopy=False)]
+    derived = derived_study_uid(opened.identity or opened.source, study)
+    return derived, LegacyRule(max(numbers, default=-1) + 1)
+
+
 def _find_parent(runs: list[Run]) -> Run | None:
     parents = [
         r for r in runs if k.TRIAL_NUMBER not in r.data.tags and k.IMPORT_SOURCE in r.data.tags
@@ -239,11 +271,13 @@ def _create_parent(
     study: optuna.Study,
     source: str,
     trials: list[optuna.trial.FrozenTrial],
+    study_uid: str,
 ) -> Run:
     tags = {k.safe_key(key): k.truncate(v, 5000) for key, v in study.user_attrs.items()}
     tags.update(
         {
             k.STUDY_NAME: study.study_name,
+            k.STUDY_UID: study_uid,
             k.DIRECTION: ",".join(d.name for d in study.directions),
             k.ROLE: "parent",
             k.IMPORT_SOURCE: source,

@@ -19,11 +19,15 @@ __all__ = [
     "FAIL_REASON",
     "HEARTBEAT",
     "IMPORT_SOURCE",
+    "LEGACY_TRIALS_ATTR",
     "MLFLOW_PARENT_RUN_ID",
     "MLFLOW_RUN_NAME",
+    "OWNER",
     "ROLE",
     "STORAGE",
     "STUDY_NAME",
+    "STUDY_UID",
+    "STUDY_UID_ATTR",
     "TRIAL_NUMBER",
     "TRIAL_STATE",
     "resolve_metric_names",
@@ -42,6 +46,17 @@ HEARTBEAT = "optuna_mlflow.heartbeat"
 ENDED_BY = "optuna_mlflow.ended_by"
 END_REASON = "optuna_mlflow.end_reason"
 IMPORT_SOURCE = "optuna_mlflow.import_source"
+# Which study a run belongs to: two Optuna studies may share a name (a deleted and
+# recreated storage, another storage file), never a uid.
+STUDY_UID = "optuna.study_uid"
+# Which process created a run, "host:pid:start-ticks": the reconciler ends a RUNNING parent
+# of a dead process on its own host at once instead of waiting for the heartbeat to age.
+OWNER = "optuna_mlflow.owner"
+
+# Study user attrs (in Optuna's storage, not in MLflow): the study's uid, and how many
+# trials the study held when it got it (only those may have runs written without a uid).
+STUDY_UID_ATTR = "optuna_mlflow.study_uid"
+LEGACY_TRIALS_ATTR = "optuna_mlflow.legacy_trials"
 
 # MLflow's own rule for param/metric/tag keys (mlflow.utils.validation), copied because
 # the validators there are private; a key breaking it makes the whole batch fail.

@@ -47,8 +47,13 @@ class LiveRun:
     done: bool = False
 
 
+def _key(session: StudySession, number: int) -> tuple[str, int]:
+    # By uid, not name: one callback may track two studies of the same name in turn.
+    return (session.study_uid, number)
+
+
 class LiveTrialRuns:
-    """The trial runs of one callback, keyed by (study name, trial number).
+    """The trial runs of one callback, keyed by (study uid, trial number).
 
     Every method takes ``lock``; MLflow calls are made while holding it, which also keeps
     several threads from writing one SQLite store at the same instant. The exception is
@@ -74,23 +79,29 @@ class LiveTrialRuns:
         self.heartbeat_interval = heartbeat_interval
         self._runs: dict[tuple[str, int], LiveRun] = {}
 
-    def get(self, study_name: str, number: int) -> LiveRun | None:
+    def get(self, session: StudySession, number: int) -> LiveRun | None:
         """The run of a trial, if this process opened one."""
         with self.lock:
-            return self._runs.get((study_name, number))
+            return self._runs.get(_key(session, number))
 
-    def run_id_for(self, number: int, study_name: str | None = None) -> str | None:
-        """Run id of trial ``number`` (of ``study_name``, or of any study)."""
+    def run_id_for(
+        self, number: int, study_name: str | None = None, study_uid: str | None = None
+    ) -> str | None:
+        """Run id of trial ``number`` (of the study named/with the uid given, or any)."""
         with self.lock:
-            for (name, num), live in self._runs.items():
-                if num == number and study_name in (None, name):
+            for (uid, num), live in self._runs.items():
+                if (
+                    num == number
+                    and study_uid in (None, uid)
+                    and study_name in (None, live.session.writer.study_name)
+                ):
                     return live.run_id
         return None
 
     def open(self, session: StudySession, number: int, trial_id: int) -> LiveRun:
         """The trial's run, created (RUNNING, start time now) on first use."""
         with self.lock:
-            key = (session.writer.study_name, number)
+            key = _key(session, number)
             live = self._runs.get(key)
             if live is None:
                 live = LiveRun(session.writer.create_run(number), trial_id, session)
@@ -128,11 +139,11 @@ class LiveTrialRuns:
     def write(self, session: StudySession, trial: FrozenTrial) -> LiveRun:
         """Write a finished trial with its buffer into its run (created if none); no end."""
         with self.lock:
-            live = self._runs.get((session.writer.study_name, trial.number))
+            live = self._runs.get(_key(session, trial.number))
             if live is None:
                 run_id = session.writer.write(trial, search=False, terminate=False)
                 live = LiveRun(run_id, trial._trial_id, session)
-                self._runs[(session.writer.study_name, trial.number)] = live
+                self._runs[_key(session, trial.number)] = live
             else:
                 self._write(live, trial, terminate=False)
             self.heartbeat([session])

@@ -23,6 +23,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from optuna_mlflow._identity import file_identity, storage_identity
 from optuna_mlflow._redact import redact_url
 from optuna_mlflow._session import storage_url
 
@@ -69,11 +70,17 @@ class OpenedStorage:
         storage: The Optuna storage.
         source: Password-free description of where it came from.
         upgraded_from: The old schema version when a temporary copy was upgraded.
+        writable: Whether writes reach the original (False for a SQLite file's temporary
+            copy and for journal files, which are only read).
+        identity: Where the original lives, as ``storage_identity`` names it (the
+            resolved path of a file), for uids derived when the storage is not writable.
     """
 
     storage: BaseStorage
     source: str
     upgraded_from: str | None = None
+    writable: bool = True
+    identity: str | None = None
 
 
 @contextlib.contextmanager
@@ -93,7 +100,8 @@ def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[Open
         OldSchemaError: A non-SQLite database needs ``optuna storage upgrade`` first.
     """
     if isinstance(storage, BaseStorage):
-        yield OpenedStorage(storage, storage_url(storage) or type(storage).__name__)
+        source = storage_url(storage) or type(storage).__name__
+        yield OpenedStorage(storage, source, identity=storage_identity(storage))
         return
     text = os.fspath(storage)
     scheme = text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else ""
@@ -104,10 +112,10 @@ def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[Open
         if path is None:  # in-memory SQLite: nothing to protect, nothing to import
             raise NotAnOptunaStorageError(f"{text} is an in-memory database; nothing to import")
         with _sqlite_copy(path) as (copy, old):
-            yield OpenedStorage(copy, redact_url(text), old)
+            yield OpenedStorage(copy, redact_url(text), old, False, file_identity(text))
         return
     if scheme in _RDB_SCHEMES:
-        yield OpenedStorage(_open_server(text), redact_url(text))
+        yield OpenedStorage(_open_server(text), redact_url(text), identity=redact_url(text))
         return
     if scheme:
         raise NotAnOptunaStorageError(
@@ -116,11 +124,13 @@ def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[Open
         )
     path = Path(text).expanduser()
     kind = _file_kind(path)
+    identity = str(path.resolve())
     if kind == "sqlite":
         with _sqlite_copy(path) as (copy, old):
-            yield OpenedStorage(copy, str(path), old)
+            yield OpenedStorage(copy, str(path), old, False, identity)
     else:
-        yield OpenedStorage(JournalStorage(JournalFileBackend(str(path))), str(path))
+        journal = JournalStorage(JournalFileBackend(str(path)))
+        yield OpenedStorage(journal, str(path), writable=False, identity=identity)
 
 
 def _sqlite_path(url: str) -> Path | None:

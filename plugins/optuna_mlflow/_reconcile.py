@@ -7,10 +7,15 @@ Rules (one study, one experiment):
   has shown no sign of life for ``stale_after`` seconds. Sign of life = the newest of its
   start time and its ``optuna_mlflow.heartbeat`` tag, which the live callback refreshes
   (at most every ``heartbeat_interval``) while trials run. A pid cannot be checked across
-  machines, hence the heartbeat. Stale parents end KILLED, tagged
-  ``optuna_mlflow.ended_by = reconciler``.
+  machines, hence the heartbeat. On its own host it can: a RUNNING parent whose
+  ``optuna_mlflow.owner`` names a process of this host that is gone (no such pid, or a pid
+  reused by a process started at another time) is stale at once. Stale parents end KILLED,
+  tagged ``optuna_mlflow.ended_by = reconciler``.
 * A trial run is left alone when its parent is the current parent or a live (RUNNING, not
-  stale) one: some process is still writing it.
+  stale) one: some process is still writing it. Unless its own owner is a gone process of
+  this host (a dead worker under a live, shared parent).
+* Only runs of this study count: the writer matches on the study's uid, so runs of another
+  study of the same name are never touched.
 * Otherwise a RUNNING trial run is rewritten from the storage: a finished trial gets its
   data and status (FAIL -> FAILED, ...); a trial still RUNNING in the storage (its process
   died) ends KILLED. A finished run whose ``optuna.trial_state`` disagrees with the
@@ -27,6 +32,7 @@ import optuna
 from mlflow.entities import Run, RunTag
 
 from optuna_mlflow import _keys as k
+from optuna_mlflow._owner import owner_is_gone
 from optuna_mlflow._writer import TrialRunWriter
 
 __all__ = ["ReconcileReport", "reconcile_study"]
@@ -109,8 +115,15 @@ def reconcile_study(
         if run_id == current or parent.info.status != "RUNNING":
             continue
         idle = now - _last_seen(parent)
-        if all_other_parents_stale or (stale_after is not None and idle > stale_after):
-            tags = _ended_tags(f"no heartbeat for {idle:.0f} s; its process is gone")
+        owner = parent.data.tags.get(k.OWNER)
+        gone = owner_is_gone(owner)
+        if gone or all_other_parents_stale or (stale_after is not None and idle > stale_after):
+            reason = (
+                f"its process {owner} is gone"
+                if gone
+                else f"no heartbeat for {idle:.0f} s; its process is gone"
+            )
+            tags = _ended_tags(reason)
             writer.client.log_batch(
                 run_id, tags=[RunTag(key, v) for key, v in tags.items()], synchronous=True
             )
@@ -129,7 +142,9 @@ def reconcile_study(
         except ValueError:
             continue
         numbers_with_runs.add(number)
-        if run.data.tags.get(k.MLFLOW_PARENT_RUN_ID) in live_parents:
+        if run.data.tags.get(k.MLFLOW_PARENT_RUN_ID) in live_parents and not (
+            run.info.status == "RUNNING" and owner_is_gone(run.data.tags.get(k.OWNER))
+        ):
             continue
         trial = trials.get(number)
         run_id = run.info.run_id

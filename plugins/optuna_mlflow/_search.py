@@ -46,7 +46,9 @@ def search_runs(client: MlflowClient, experiment_id: str, filter_string: str) ->
             return runs
 
 
-def index_trial_runs(runs: Iterable[Run], parent_run_id: str | None) -> dict[int, Run]:
+def index_trial_runs(
+    runs: Iterable[Run], parent_run_id: str | None, study_uid: str | None = None
+) -> dict[int, Run]:
     """Trial runs by trial number; parents and foreign runs are left out.
 
     When a trial has several runs, the one under ``parent_run_id`` wins, then the oldest.
@@ -54,6 +56,8 @@ def index_trial_runs(runs: Iterable[Run], parent_run_id: str | None) -> dict[int
     Args:
         runs: Runs of one study.
         parent_run_id: The preferred parent.
+        study_uid: When given, runs not tagged with this ``optuna.study_uid`` are foreign
+            (another study of the same name), whatever the search that found them.
 
     Returns:
         Trial number -> run.
@@ -62,6 +66,8 @@ def index_trial_runs(runs: Iterable[Run], parent_run_id: str | None) -> dict[int
     for run in runs:
         number_tag = run.data.tags.get(k.TRIAL_NUMBER)
         if number_tag is None or not number_tag.lstrip("-").isdigit():
+            continue
+        if study_uid is not None and run.data.tags.get(k.STUDY_UID) != study_uid:
             continue
         number = int(number_tag)
         if number not in found or _prefer(run, found[number], parent_run_id):

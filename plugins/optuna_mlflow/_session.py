@@ -15,6 +15,13 @@ from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
 from optuna_mlflow import _keys as k
+from optuna_mlflow._identity import (
+    adopt_legacy_runs,
+    ensure_study_uid,
+    legacy_rule,
+    storage_identity,
+)
+from optuna_mlflow._owner import process_owner
 from optuna_mlflow._redact import redact_url
 from optuna_mlflow._writer import TrialRunWriter
 
@@ -69,6 +76,12 @@ class StudySession:
     last_heartbeat: float = 0.0
 
     @property
+    def study_uid(self) -> str:
+        """The study's uid, tagged on every run of the session."""
+        assert self.writer.study_uid is not None
+        return self.writer.study_uid
+
+    @property
     def parent_run_id(self) -> str:
         """The parent run under which the study's trial runs are nested."""
         assert self.writer.parent_run_id is not None
@@ -91,6 +104,10 @@ class StudySession:
     ) -> StudySession:
         """Resolve (and create if needed) the experiment and the parent run of ``study``.
 
+        The study gets its uid here if it has none (:func:`ensure_study_uid`), and its
+        runs written before uids existed are adopted (see ``optuna_mlflow._identity``).
+        A parent run created here is tagged with this process as its owner.
+
         Args:
             client: Client of the tracking store.
             study: The study.
@@ -111,6 +128,7 @@ class StudySession:
             The session.
         """
         directions = list(study.directions)
+        study_uid = ensure_study_uid(study)
         owns_parent = parent_run_id is None
         if parent_run_id is not None:
             experiment_id = client.get_run(parent_run_id).info.experiment_id
@@ -125,6 +143,7 @@ class StudySession:
             run_tags.update({k.safe_key(key): str(v) for key, v in study.user_attrs.items()})
         parent_tags = {
             k.STUDY_NAME: study.study_name,
+            k.STUDY_UID: study_uid,
             k.ROLE: "parent",
             k.DIRECTION: ",".join(d.name for d in directions),
             k.HEARTBEAT: str(int(time.time())),
@@ -135,7 +154,7 @@ class StudySession:
         if parent_run_id is None:
             parent = client.create_run(
                 experiment_id,
-                tags={**context_tags, **parent_tags},
+                tags={**context_tags, **parent_tags, k.OWNER: process_owner()},
                 run_name=str(mlflow_kwargs.get("run_name") or study.study_name),
             )
             parent_run_id = parent.info.run_id
@@ -155,7 +174,10 @@ class StudySession:
             tag_user_attrs=tag_trial_user_attrs,
             legacy_tags=legacy_tags,
             run_tags=run_tags,
+            study_uid=study_uid,
+            owner=process_owner(),
         )
+        adopt_legacy_runs(writer, study, legacy_rule(study, storage_identity(study._storage)))
         return cls(study=study, writer=writer, owns_parent=owns_parent)
 
 

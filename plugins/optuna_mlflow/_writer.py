@@ -51,12 +51,14 @@ class TrialRunWriter:
     Each trial becomes a run named ``trial-{number}`` with the trial's params, its
     objective value(s) as metric(s), its intermediate values as the history of the first
     metric (``step`` = the reported step), the tags ``optuna.study_name``,
-    ``optuna.trial_number``, ``optuna.trial_state``, ``optuna.direction`` (and
-    ``optuna.fail_reason`` for failures), and a status: COMPLETE and PRUNED end FINISHED,
-    FAIL ends FAILED. Pruned runs also get ``pruned_at_epoch`` (the last reported step).
+    ``optuna.study_uid`` (when known), ``optuna.trial_number``, ``optuna.trial_state``,
+    ``optuna.direction`` (and ``optuna.fail_reason`` for failures), and a status:
+    COMPLETE and PRUNED end FINISHED, FAIL ends FAILED. Pruned runs also get
+    ``pruned_at_epoch`` (the last reported step).
 
     Writing a trial whose run already exists fills in only what is missing, so the
-    reconciler and the importer can rewrite freely.
+    reconciler and the importer can rewrite freely. With a ``study_uid`` every lookup
+    matches on it, so another study of the same name never shares a run.
 
     Args:
         client: Client of the tracking store.
@@ -71,6 +73,10 @@ class TrialRunWriter:
             (``number``, ``state``, ``direction``, ``datetime_*``, ``{param}_distribution``),
             so dashboards built on them keep working.
         run_tags: Extra tags for every trial run (e.g. MLflow's source/user tags).
+        study_uid: The study's uid (``optuna_mlflow.ensure_study_uid``), tagged
+            ``optuna.study_uid`` and matched by every lookup; None matches by name only.
+        owner: ``optuna_mlflow.owner`` tag of the runs this writer creates (the live
+            process); rewrites never change it.
     """
 
     def __init__(
@@ -85,6 +91,8 @@ class TrialRunWriter:
         tag_user_attrs: bool = True,
         legacy_tags: bool = False,
         run_tags: Mapping[str, str] | None = None,
+        study_uid: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self.client = client
         self.experiment_id = experiment_id
@@ -95,6 +103,8 @@ class TrialRunWriter:
         self.tag_user_attrs = tag_user_attrs
         self.legacy_tags = legacy_tags
         self.run_tags = dict(run_tags or {})
+        self.study_uid = study_uid
+        self.owner = owner
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -138,6 +148,8 @@ class TrialRunWriter:
         tags = dict(self.run_tags)
         tags.update(self._direction_tag())
         tags[k.STUDY_NAME] = self.study_name
+        if self.study_uid is not None:
+            tags[k.STUDY_UID] = self.study_uid
         tags[k.TRIAL_NUMBER] = str(number)
         tags[k.TRIAL_STATE] = state
         tags[k.ROLE] = "trial"
@@ -145,15 +157,19 @@ class TrialRunWriter:
 
     # -- finding runs ---------------------------------------------------------------------
 
+    def study_filter(self) -> str:
+        """MLflow search filter of this study's runs: by uid when known, else by name."""
+        if self.study_uid is not None:
+            return f"tags.`{k.STUDY_UID}` = {quote(self.study_uid)}"
+        return f"tags.`{k.STUDY_NAME}` = {quote(self.study_name)}"
+
     def search_study_runs(self) -> list[Run]:
         """Every active run of the experiment tagged with this study (parents included).
 
         Returns:
             The runs, from one paged search.
         """
-        return search_runs(
-            self.client, self.experiment_id, f"tags.`{k.STUDY_NAME}` = {quote(self.study_name)}"
-        )
+        return search_runs(self.client, self.experiment_id, self.study_filter())
 
     def index_trial_runs(self, runs: Iterable[Run]) -> dict[int, Run]:
         """Trial runs by number; of several for one trial, the one under our parent wins.
@@ -164,7 +180,7 @@ class TrialRunWriter:
         Returns:
             Trial number -> run.
         """
-        return index_trial_runs(runs, self.parent_run_id)
+        return index_trial_runs(runs, self.parent_run_id, self.study_uid)
 
     def find_runs(self) -> dict[int, Run]:
         """All trial runs of this study in the experiment, by trial number (one search).
@@ -186,8 +202,7 @@ class TrialRunWriter:
         runs = search_runs(
             self.client,
             self.experiment_id,
-            f"tags.`{k.STUDY_NAME}` = {quote(self.study_name)} "
-            f"and tags.`{k.TRIAL_NUMBER}` = '{number}'",
+            f"{self.study_filter()} and tags.`{k.TRIAL_NUMBER}` = '{number}'",
         )
         return self.index_trial_runs(runs).get(number)
 
@@ -214,6 +229,8 @@ class TrialRunWriter:
         all_tags.update(tags or {})
         if self.parent_run_id is not None:
             all_tags[k.MLFLOW_PARENT_RUN_ID] = self.parent_run_id
+        if self.owner is not None:
+            all_tags.setdefault(k.OWNER, self.owner)
         run = self.client.create_run(
             self.experiment_id,
             start_time=start_time,
