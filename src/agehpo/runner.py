@@ -1,8 +1,12 @@
 """The trial loop: claim a trial within the shared budget, run it, record it.
 
 Optuna's ``Study.optimize`` cannot cap a budget shared by several workers exactly: two workers
-can both start "the last" trial. This runner claims each trial under a lock every worker of the
-storage sees, and otherwise does what ``optimize`` does: heartbeats, FAIL on errors, callbacks.
+can both start "the last" trial, and a trial whose process died would use up budget. This
+runner claims each trial under a lock every worker of the storage sees, writes the trial's
+owner record in the same critical section, fails (and retries) the trials of dead workers
+before counting, and otherwise does what ``optimize`` does: heartbeats, FAIL on errors,
+callbacks. It stops through an :class:`~agehpo.stopping.OrderlyStop`, never by an exception
+raised into a storage write.
 """
 
 from __future__ import annotations
@@ -16,19 +20,26 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from agehpo import _compat
+from agehpo.liveness import (
+    FAIL_REASON_ATTR,
+    OWNER_ATTR,
+    WORKER_ATTR,
+    Owner,
+    budget_used,
+    fail_dead_trials,
+    retry_trial,
+)
 from agehpo.objective import NonFiniteLossError
-from agehpo.storage import BudgetLock
+from agehpo.stopping import OrderlyStop, Terminated
+from agehpo.storage import BudgetLock, heartbeat_settings
+
+__all__ = ["Terminated", "TrialCallback", "TrialRunner"]
 
 _logger = logging.getLogger(__name__)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so the running trial fails cleanly and runs end."""
-
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -36,18 +47,16 @@ TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 @contextlib.contextmanager
 def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat while it runs, so a dead worker's trial goes stale."""
-    storage = study._storage
-    if not isinstance(storage, BaseHeartbeat) or not storage.get_heartbeat_interval():
+    interval = _compat.heartbeat_interval(study)
+    if interval is None:
         yield
         return
-    interval = storage.get_heartbeat_interval()
     stop = threading.Event()
 
     def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
+        # The claim wrote the first beat.
+        while not stop.wait(interval):
+            _compat.record_heartbeat(study, trial)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
     thread.start()
@@ -59,16 +68,19 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 
 class TrialRunner:
-    """Runs trials until the study holds ``n_trials`` of them, sharing that budget with
-    every other worker of the study.
+    """Runs trials until ``n_trials`` of the study's trials use up its budget, sharing that
+    budget with every other worker of the study.
 
     Args:
         study: The study.
         objective: Called with each trial; returns the value to maximize.
-        n_trials: The study's total budget: existing trials of every state count.
+        n_trials: The study's total budget: trials of every state count, except failures of
+            dead or stopped workers, whose retries take their place.
         budget_lock: The lock all workers of this storage share.
         callbacks: Called after each trial with the study and the finished trial.
         timeout: Stop claiming new trials after this many seconds (0: no limit).
+        stop: The process's orderly stop; None: one of the runner's own (tests, library use).
+        clock: Wall-clock time, for the liveness checks.
     """
 
     def __init__(
@@ -80,6 +92,8 @@ class TrialRunner:
         budget_lock: BudgetLock,
         callbacks: Sequence[TrialCallback] = (),
         timeout: float = 0,
+        stop: OrderlyStop | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.study = study
         self.objective = objective
@@ -88,18 +102,20 @@ class TrialRunner:
         self.callbacks = list(callbacks)
         self.deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
         self.ran: list[int] = []
+        self.stop = stop
+        self.clock = clock
         # Set when the run ends early: no thread claims another trial.
         self.stopping = threading.Event()
         # Set on Ctrl-C or SIGTERM: running trials also end, at their next epoch.
-        self.interrupted = threading.Event()
+        self.interrupted = stop.requested if stop is not None else threading.Event()
 
     def stop_at_epoch_end(
         self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
     ) -> None:
         """An epoch hook: end the trial (FAIL) once the run has been interrupted.
 
-        Signals reach the main thread only; with ``n_jobs > 1`` the trials run in pool
-        threads, which would otherwise train on until their trials end.
+        Signals only set a flag (see :mod:`agehpo.stopping`), so every thread, the main
+        one included, ends its trial here, between two storage writes.
 
         Args:
             trial: The running trial.
@@ -107,32 +123,66 @@ class TrialRunner:
             metrics: Its metrics (unused).
 
         Raises:
-            Terminated: When :attr:`interrupted` is set.
+            KeyboardInterrupt: :class:`Terminated` (or a plain KeyboardInterrupt for
+                SIGINT) when :attr:`interrupted` is set.
         """
         if self.interrupted.is_set():
-            raise Terminated(f"stopped after epoch {epoch}: the run was interrupted")
+            error = self.stop.exception() if self.stop is not None else Terminated()
+            error.args = (f"stopped after epoch {epoch}: the run was interrupted",)
+            raise error
+
+    def budget_left(self) -> int:
+        """Trials still to claim; call under the budget lock, after failing dead trials."""
+        trials = self.study.get_trials(deepcopy=False)
+        if any(trial.state == TrialState.WAITING for trial in trials):
+            return max(1, self.n_trials - budget_used(trials))  # a WAITING trial holds a place
+        return self.n_trials - budget_used(trials)
+
+    def fail_dead_trials(self) -> list[int]:
+        """Fail and retry the trials of dead workers: same host at once, else by heartbeat.
+
+        Call it under the budget lock.
+
+        Returns:
+            The numbers of the trials failed by the same-host check.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        return fail_dead_trials(self.study, grace_s=heartbeat_settings()[1], clock=self.clock)
 
     def claim(self) -> optuna.Trial | None:
         """Start the next trial if the budget allows, else return None.
 
-        A WAITING trial (a retry of a dead worker's trial, or an enqueued one) is always
-        run: it already holds a place in the budget.
+        The trial's owner record and first heartbeat are written under the same lock, so
+        a trial is never RUNNING without a sign of life.
         """
-        if self.stopping.is_set() or time.monotonic() >= self.deadline:
+        if self.stopping.is_set() or self.interrupted.is_set():
             return None
-        if isinstance(self.study._storage, BaseHeartbeat):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
+        if time.monotonic() >= self.deadline:
+            return None
         with self.budget_lock.hold():
-            trials = self.study.get_trials(deepcopy=False)
-            waiting = any(trial.state == TrialState.WAITING for trial in trials)
-            if not waiting and len(trials) >= self.n_trials:
+            self.fail_dead_trials()
+            if self.budget_left() <= 0:
                 return None
             with warnings.catch_warnings():
                 # Optuna warns that heartbeats expect Study.optimize; this runner beats itself.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                return self.study.ask()
+                trial = self.study.ask()
+            owner = Owner.this_process()
+            _compat.set_trial_system_attr(self.study, trial, OWNER_ATTR, owner.to_json())
+            trial.set_user_attr(WORKER_ATTR, owner.worker)
+            _compat.record_heartbeat(self.study, trial)
+            return trial
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> FrozenTrial | None:
+        """Tell FAIL with the reason; None when another worker already ended the trial."""
+        trial.set_user_attr(FAIL_REASON_ATTR, reason[:500])
+        try:
+            return self.study.tell(trial, state=TrialState.FAIL)
+        except ValueError:  # e.g. judged stale and failed by another worker meanwhile
+            _logger.warning("Trial %d was already ended by another worker", trial.number)
+            return None
 
     def run_one(self, trial: optuna.Trial) -> FrozenTrial:
         """Run the objective on ``trial``, record its outcome and call the callbacks."""
@@ -144,13 +194,18 @@ class TrialRunner:
             except optuna.TrialPruned:
                 state = TrialState.PRUNED
             except NonFiniteLossError as error:
-                trial.set_user_attr("fail_reason", str(error))
+                trial.set_user_attr(FAIL_REASON_ATTR, str(error))
                 _logger.warning("Trial %d failed: %s", trial.number, error)
                 state = TrialState.FAIL
+            except KeyboardInterrupt as error:
+                # Stopped, not failed: the trial's retry keeps its place in the budget.
+                failed = self._fail(trial, f"{type(error).__name__}: {error}")
+                if failed is not None:
+                    retry_trial(self.study, failed)
+                raise
             except BaseException as error:
-                # Interrupted or broken: the trial must not stay RUNNING in the storage.
-                trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
-                self.study.tell(trial, state=TrialState.FAIL)
+                # A bug: the trial fails, counts, and must not stay RUNNING in the storage.
+                self._fail(trial, f"{type(error).__name__}: {error}")
                 raise
         frozen = self.study.tell(trial, value, state=state)
         self.ran.append(frozen.number)
@@ -174,6 +229,7 @@ class TrialRunner:
 
         if n_jobs <= 1:
             loop()
+            self._raise_if_interrupted()
             return self.ran
         pool = ThreadPoolExecutor(n_jobs, thread_name_prefix="trial")
         futures: list[Future[None]] = []
@@ -202,7 +258,13 @@ class TrialRunner:
             raise first_error
         for future in futures:  # a thread that broke after the first wait returned
             future.result()
+        self._raise_if_interrupted()
         return self.ran
+
+    def _raise_if_interrupted(self) -> None:
+        """A stop that came between two trials ends the run as one that came mid-trial."""
+        if self.interrupted.is_set():
+            raise self.stop.exception() if self.stop is not None else Terminated()
 
     def _stop(self, *, interrupt: bool) -> None:
         """Claim no more trials; on Ctrl-C or SIGTERM also end the running ones.

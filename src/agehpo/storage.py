@@ -22,18 +22,18 @@ from typing import Any
 
 import optuna
 from filelock import FileLock
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from agehpo.liveness import HEARTBEAT_ATTR, retry_trial
 from optuna_mlflow import redact_url as redact
 
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
 JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
-_HEARTBEAT_ATTR = "agehpo:heartbeat"
 _logger = logging.getLogger(__name__)
 
 
@@ -93,15 +93,15 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         self._stale_trial_callback = stale_trial_callback
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         deadline = time.time() - self._grace_period
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-            # A retry inherits the dead trial's last heartbeat; its own start counts too.
-            last = max(started, float(trial.system_attrs.get(_HEARTBEAT_ATTR, started)))
+            # A trial that has not beaten yet is judged by its start.
+            last = max(started, float(trial.system_attrs.get(HEARTBEAT_ATTR, started)))
             if last < deadline:
                 stale.append(trial._trial_id)
         return stale
@@ -180,9 +180,10 @@ def _retry_transient(
 def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
     """Open an Optuna storage with crash safety switched on.
 
-    RDB storages and journal files get heartbeats and Optuna's stale-trial retry: a trial
-    whose worker died becomes FAIL and is retried once. SQLite waits for locks instead of
-    failing at once; workers creating the same schema at the same moment retry.
+    RDB storages and journal files get heartbeats and a stale-trial retry: a trial whose
+    worker died becomes FAIL and is retried with the same params
+    (:func:`agehpo.liveness.retry_trial`). SQLite waits for locks instead of failing at once;
+    workers creating the same schema at the same moment retry.
 
     Args:
         url: An SQLAlchemy URL (sqlite, postgresql, mysql) or a journal file (see
@@ -196,10 +197,6 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         StorageError: When the URL is malformed or the database cannot be reached.
     """
     interval, grace = heartbeat_settings()
-    with warnings.catch_warnings():
-        # Heartbeats are "experimental" in Optuna 5 but are its only stale-trial mechanism.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
     path = journal_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +204,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         backend = JournalFileBackend(str(path))
         if not heartbeat:
             return JournalStorage(backend)
-        return HeartbeatJournalStorage(backend, interval, grace, retry)
+        return HeartbeatJournalStorage(backend, interval, grace, retry_trial)
     if "://" not in url:
         raise StorageError(
             f"storage={url!r} is not a storage URL; use e.g. sqlite:///optuna.db, "
@@ -220,7 +217,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         {
             "heartbeat_interval": interval,
             "grace_period": grace,
-            "heartbeat_stale_trial_callback": retry,
+            "heartbeat_stale_trial_callback": retry_trial,
         }
         if heartbeat
         else {}

@@ -7,45 +7,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from agehpo.config import StudyConfig
 from agehpo.data import PreparedData, load_table, prepare
+from agehpo.liveness import budget_used
 from agehpo.model import build_model
 from agehpo.objective import Objective, TrainedModel
 from agehpo.plugins import create_pruner, create_sampler
-from agehpo.runner import TrialCallback, TrialRunner
+from agehpo.runner import TrialRunner
+from agehpo.stopping import OrderlyStop
 from agehpo.storage import BudgetLock, open_storage
 from agehpo.train import EpochMetrics, configure_cpu_threads, evaluate, resolve_device
+from optuna_mlflow import ensure_study_uid
 
 _logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """The parameters of the ``main`` entry point (DESIGN.md), with their defaults."""
-
-    sampler: str = "tpe"
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"
-    n_trials: int = 20
-    n_epochs: int = 50
-    timeout: float = 0
-    study_name: str = "age-prediction"
-    storage: str = "sqlite:///optuna.db"
-    data: str = "synthetic"
-    n_samples: int = 23705
-    img_size: int = 24
-    batch_size: int = 128
-    seed: int = 13
-    model_name: str = "age-predictor"
-    n_workers: int = 1
-    n_jobs: int = 1
-    device: str = "auto"
 
 
 def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optuna.Study:
@@ -56,7 +36,8 @@ def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optun
         sampler_seed: Seed for the sampler; defaults to ``config.seed``.
 
     Returns:
-        The study, maximizing validation age accuracy.
+        The study, maximizing validation age accuracy, with its uid (see
+        ``optuna_mlflow.ensure_study_uid``).
     """
     storage = open_storage(config.storage)
     sampler = create_sampler(
@@ -65,10 +46,23 @@ def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optun
         seed=config.seed if sampler_seed is None else sampler_seed,
     )
     pruner = create_pruner(config.pruner)
+    study = _create_or_load(config.study_name, storage, sampler, pruner)
+    # Under the budget lock, so workers starting together agree on one uid.
+    with BudgetLock(config.storage, config.study_name).hold():
+        ensure_study_uid(study)
+    return study
+
+
+def _create_or_load(
+    name: str,
+    storage: optuna.storages.BaseStorage,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
     for attempt in range(5):
         try:
             return optuna.create_study(
-                study_name=config.study_name,
+                study_name=name,
                 storage=storage,
                 sampler=sampler,
                 pruner=pruner,
@@ -78,9 +72,7 @@ def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optun
         except optuna.exceptions.DuplicatedStudyError:
             # Another worker created it between our lookup and our insert: load theirs.
             time.sleep(0.1 * (attempt + 1))
-    return optuna.load_study(
-        study_name=config.study_name, storage=storage, sampler=sampler, pruner=pruner
-    )
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
@@ -186,6 +178,7 @@ def run_study(
     data: PreparedData | None = None,
     out: Callable[[str], None] = print,
     role: str = "single",
+    stop: OrderlyStop | None = None,
 ) -> StudyResult:
     """Run the study until its budget is met, then score the best configuration on test.
 
@@ -201,23 +194,24 @@ def run_study(
         role: ``single`` runs trials and finishes the study (test score, registry, plots);
             ``worker`` only runs trials; ``launcher`` starts ``config.n_workers`` worker
             processes instead of running trials itself, then finishes the study.
+        stop: The process's orderly stop (signals, a dead supervisor); None: an own one
+            that nothing requests.
 
     Returns:
         The study, the trials this call ran and the test metrics of the best trial.
+
+    Raises:
+        KeyboardInterrupt: :class:`~agehpo.stopping.Terminated` or KeyboardInterrupt when
+            ``stop`` was requested; running trials were failed and their runs ended.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stop = stop or OrderlyStop()
     resolve_device(config.device)  # a bad device stops here, before any store is touched
     if track:
         from agehpo.tracking import check_tracking_server
 
         check_tracking_server()
     study = open_study(config, sampler_seed=sampler_seed)
-    already = len(study.trials)
-    if already >= config.n_trials and not count_trials(study)["WAITING"] and role != "worker":
-        out(
-            f"Study {config.study_name!r} already holds {already} trials (n_trials="
-            f"{config.n_trials}): the budget is met, no trial to run. Raise n_trials to continue."
-        )
     if data is None:
         data = load_data(config)
     objective = Objective(
@@ -229,24 +223,26 @@ def run_study(
         cuda_graphs=config.device in ("auto", "cuda-graph"),
     )
     keeper = BestModelKeeper(objective)
-    callbacks: list[TrialCallback] = [keeper]
+    runner = TrialRunner(
+        study,
+        objective,
+        n_trials=config.n_trials,
+        budget_lock=BudgetLock(config.storage, config.study_name),
+        timeout=config.timeout,
+        stop=stop,
+    )
+    # The interrupt check comes first, so that an interrupted trial's last epoch reaches
+    # neither Optuna nor MLflow; the keeper comes before tracking, which logs its model.
+    objective.epoch_hooks.append(runner.stop_at_epoch_end)
+    runner.callbacks.append(keeper)
     tracker = None
     if track:
         from agehpo.tracking import StudyTracker
 
         tracker = StudyTracker(config, keeper, parent_run_id=parent_run_id)
         objective.epoch_hooks.append(tracker.epoch_hook)
-        callbacks.append(tracker.callback)
-    runner = TrialRunner(
-        study,
-        objective,
-        n_trials=config.n_trials,
-        budget_lock=BudgetLock(config.storage, config.study_name),
-        callbacks=callbacks,
-        timeout=config.timeout,
-    )
-    # First, so that an interrupted trial's last epoch reaches neither Optuna nor MLflow.
-    objective.epoch_hooks.insert(0, runner.stop_at_epoch_end)
+        runner.callbacks.append(tracker.callback)
+    already = budget_used(study.get_trials(deepcopy=False))
     try:
         if tracker is not None:
             tracker.start(study, data, describe=role != "worker")
@@ -260,14 +256,26 @@ def run_study(
                 from agehpo.workers import run_workers
 
                 parent = tracker.callback.parent_run_id if tracker is not None else None
-                runner.ran = run_workers(config, study, parent_run_id=parent, progress=progress)
+                runner.ran = run_workers(
+                    config, runner, parent_run_id=parent, progress=progress, stop=stop
+                )
             else:
                 runner.run(config.n_jobs, progress)
+        stop.check()
     except BaseException as error:
         if tracker is not None:
-            tracker.close("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            tracker.close(
+                "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED",
+                end_parent=stop.supervisor_died,
+            )
         raise
     result = StudyResult(study, runner.ran, count_trials(study))
+    used = budget_used(study.get_trials(deepcopy=False))
+    if not runner.ran and role != "worker" and used >= config.n_trials:
+        out(
+            f"Study {config.study_name!r} already holds {used} trials that count (n_trials="
+            f"{config.n_trials}): the budget is met, no trial ran. Raise n_trials to continue."
+        )
     if role == "worker":
         if tracker is not None:
             tracker.close("FINISHED")

@@ -13,7 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from agehpo.liveness import Owner, budget_used
 from agehpo.runner import TrialRunner
+from agehpo.stopping import OrderlyStop, Terminated
 from agehpo.storage import BudgetLock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -22,7 +24,9 @@ EPOCH_S = 0.05
 
 
 def _runner(
-    tmp_path: Path, before_epochs: Callable[[optuna.Trial], None] | None
+    tmp_path: Path,
+    before_epochs: Callable[[optuna.Trial], None] | None,
+    stop: OrderlyStop | None = None,
 ) -> tuple[optuna.Study, TrialRunner]:
     url = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="s", storage=url, direction="maximize")
@@ -36,7 +40,9 @@ def _runner(
             holder[0].stop_at_epoch_end(trial, epoch, {})
         return 1.0
 
-    holder.append(TrialRunner(study, objective, n_trials=40, budget_lock=BudgetLock(url, "s")))
+    holder.append(
+        TrialRunner(study, objective, n_trials=40, budget_lock=BudgetLock(url, "s"), stop=stop)
+    )
     return study, holder[0]
 
 
@@ -64,23 +70,53 @@ def test_a_broken_trial_stops_claims_and_lets_the_running_trials_finish(
 
 
 @pytest.mark.parametrize("n_signals", [1, 2])
-def test_ctrl_c_ends_every_running_trial_fail_even_when_repeated(
-    n_signals: int, tmp_path: Path
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_ctrl_c_ends_every_running_trial_fail_and_queues_its_retry(
+    n_signals: int, n_jobs: int, tmp_path: Path
 ) -> None:
-    study, runner = _runner(tmp_path, None)
+    stop = OrderlyStop()
+    study, runner = _runner(tmp_path, None, stop)
 
     def interrupt() -> None:
-        # Mid-trial, then (for two signals) again while the threads are being waited for.
+        # Mid-trial, then (for two signals) again while the trials are ending.
         time.sleep(EPOCH_S * 3.5)
         for _ in range(n_signals):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(EPOCH_S / 5)
 
     threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(n_jobs=2)
+    with stop.installed(), pytest.raises(KeyboardInterrupt):
+        runner.run(n_jobs=n_jobs)
+    stop.done()
+    assert stop.exit_code == 130
     assert not [t for t in threading.enumerate() if t.name.startswith("trial_")]
     trials = study.get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    for trial in trials:
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(failed) == n_jobs and len(retries) == n_jobs, [t.state for t in trials]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for trial in failed:
         assert "interrupted" in trial.user_attrs["fail_reason"]
+    # Each stopped trial keeps its params and its place in the budget through its retry.
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == [t.number for t in failed]
+    assert budget_used(trials) == n_jobs
+
+
+def test_a_stop_between_trials_claims_nothing_and_still_raises(tmp_path: Path) -> None:
+    stop = OrderlyStop()
+    study, runner = _runner(tmp_path, None, stop)
+    stop.request(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        runner.run()
+    stop.done()
+    assert study.get_trials() == []
+
+
+def test_every_claim_carries_an_owner_record_and_the_worker(tmp_path: Path) -> None:
+    study, runner = _runner(tmp_path, None)
+    trial = runner.claim()
+    assert trial is not None
+    frozen = study.get_trials()[0]
+    owner = Owner.of(frozen)
+    assert owner == Owner.this_process()
+    assert frozen.user_attrs["agehpo.worker"] == owner.worker

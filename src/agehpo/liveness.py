@@ -1,0 +1,239 @@
+"""Who runs a trial, whether that worker is still alive, and which trials use up the budget.
+
+Every claimed trial carries an owner record (host, pid, process start, kernel and pid
+namespace), written in the same critical section as the claim, so no trial is ever RUNNING
+without a sign of life. A worker on the same machine whose process is gone is recognised at
+once; a worker elsewhere is judged by its heartbeat, as Optuna does.
+
+A trial that failed because its process died or was stopped is retried with the same params,
+as ``optuna.storages.RetryHeartbeatStaleTrialCallback`` does, and its retry takes its place in the
+budget; a trial the objective itself failed counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+_logger = logging.getLogger(__name__)
+
+OWNER_ATTR = "agehpo:owner"
+"""System attr: the owner record (JSON) of a claimed trial."""
+HEARTBEAT_ATTR = "agehpo:heartbeat"
+"""System attr: the last heartbeat (``time.time()``) of a trial on a journal storage."""
+WORKER_ATTR = "agehpo.worker"
+"""User attr (so it lands on the trial's MLflow run as a tag): ``host:pid`` of the worker."""
+FAIL_REASON_ATTR = "fail_reason"
+"""User attr: why a trial failed."""
+# What describes one attempt, not the configuration: a retry starts without them.
+_ATTEMPT_USER_ATTRS = (WORKER_ATTR, FAIL_REASON_ATTR)
+_ATTEMPT_SYSTEM_ATTRS = (OWNER_ATTR, HEARTBEAT_ATTR)
+
+
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    """Optuna marks its retry callback experimental; it is still the upstream way to retry."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+with _quietly():
+    # Unlimited: each retry follows a process death, and those are bounded by the user's
+    # reruns and the launcher's restarts.
+    _RETRY = RetryHeartbeatStaleTrialCallback(max_retry=None)
+
+
+@cache
+def _namespace() -> str:
+    """This kernel boot and pid namespace: pids are comparable only within it."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:  # not Linux: the host name alone has to do
+        return ""
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, but alive
+    return True
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that claimed a trial.
+
+    Attributes:
+        host: The machine's host name.
+        pid: The process id.
+        started: The process's start time in clock ticks since boot (None off Linux).
+        namespace: Kernel boot id and pid namespace (empty off Linux).
+    """
+
+    host: str
+    pid: int
+    started: int | None
+    namespace: str
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        """The owner record of the calling process."""
+        pid = os.getpid()
+        return cls(socket.gethostname(), pid, _process_start(pid), _namespace())
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> Owner | None:
+        """The owner record of ``trial``, or None when it has none (or a malformed one)."""
+        text = trial.system_attrs.get(OWNER_ATTR)
+        try:
+            record = json.loads(text) if isinstance(text, str) else None
+            return cls(**record) if isinstance(record, dict) else None
+        except (ValueError, TypeError):
+            return None
+
+    @property
+    def worker(self) -> str:
+        """``host:pid``, as shown in MLflow."""
+        return f"{self.host}:{self.pid}"
+
+    def to_json(self) -> str:
+        """The record as stored in the trial's system attrs."""
+        return json.dumps(dataclasses.asdict(self))
+
+    def is_local(self) -> bool:
+        """Whether this record's pid can be checked from here (same host and namespace)."""
+        here = Owner.this_process()
+        return self.host == here.host and self.namespace == here.namespace
+
+    def is_gone(self) -> bool:
+        """Whether a local owner's process has exited (or its pid now belongs to another).
+
+        Returns:
+            False for owners on other machines: only their heartbeat can tell.
+        """
+        if not self.is_local():
+            return False
+        if not _pid_alive(self.pid):
+            return True
+        return self.started is not None and _process_start(self.pid) != self.started
+
+
+def dead_reason(trial: FrozenTrial, *, grace_s: float, now: float) -> str | None:
+    """Why a RUNNING trial's worker is known to be dead, or None while it may be alive.
+
+    Args:
+        trial: A RUNNING trial.
+        grace_s: Seconds a trial may show no sign of life.
+        now: The current time (``time.time()``).
+
+    Returns:
+        A one-line reason, or None.
+    """
+    owner = Owner.of(trial)
+    if owner is not None:
+        return f"its worker {owner.worker} is gone" if owner.is_gone() else None
+    # Claimed by a process killed before it could write its owner record (or by an older
+    # agehpo): only its start time and heartbeat speak for it. Heartbeats of RDB storages
+    # are judged by Optuna's own stale check.
+    started = trial.datetime_start.timestamp() if trial.datetime_start else now
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    last = max(started, float(beat)) if isinstance(beat, (int, float)) else started
+    if now - last > grace_s:
+        return f"no owner record and no sign of life for {now - last:.0f} s"
+    return None
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Enqueue a retry of a trial whose process died: same params, a fresh attempt.
+
+    Usable as a storage's stale-trial callback.
+
+    Args:
+        study: The study.
+        trial: The failed trial.
+    """
+    fresh = copy.copy(trial)
+    fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _ATTEMPT_USER_ATTRS}
+    fresh.system_attrs = {
+        k: v for k, v in trial.system_attrs.items() if k not in _ATTEMPT_SYSTEM_ATTRS
+    }
+    with _quietly():
+        _RETRY(study, fresh)
+
+
+def fail_dead_trials(
+    study: optuna.Study, *, grace_s: float, clock: Callable[[], float] = time.time
+) -> list[int]:
+    """Fail (and retry) the RUNNING trials whose worker is known to be dead.
+
+    Call it under the study's budget lock, so two workers never retry the same trial.
+
+    Args:
+        study: The study.
+        grace_s: Seconds a trial without an owner record may stay silent.
+        clock: The current time, for tests.
+
+    Returns:
+        The numbers of the trials failed.
+    """
+    failed: list[int] = []
+    now = clock()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = dead_reason(trial, grace_s=grace_s, now=now)
+        if reason is None:
+            continue
+        try:
+            frozen = study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):
+            continue  # finished meanwhile: it was alive after all
+        _logger.warning("Trial %d failed and will be retried: %s", trial.number, reason)
+        retry_trial(study, frozen)
+        failed.append(trial.number)
+    return failed
+
+
+def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of the failed trials that a retry replaced (they use no budget)."""
+    replaced: set[int] = set()
+    with _quietly():
+        for trial in trials:
+            replaced.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+    return replaced
+
+
+def budget_used(trials: Sequence[FrozenTrial]) -> int:
+    """How many trials use up the budget: every trial except failures a retry replaced."""
+    replaced = superseded(trials)
+    return sum(
+        not (trial.state == TrialState.FAIL and trial.number in replaced) for trial in trials
+    )

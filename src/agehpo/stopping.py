@@ -1,0 +1,175 @@
+"""One orderly stop per process: the first SIGINT or SIGTERM starts it, later ones hurry it.
+
+A signal never raises into the code it lands in (a storage write cut in half is how trials
+stayed RUNNING). It only sets :attr:`OrderlyStop.requested`: no worker claims another trial,
+and running trials end FAIL at their next epoch. A watchdog bounds the whole stop: when the
+cleanup cannot finish in time (a locked SQLite store, a tracking server that hangs), the
+process exits anyway, and the owner records it left let the next run repair the records at
+once. The same stop starts when the supervising process (``mlflow run``, or agehpo's worker
+launcher) dies, which is what ``docker stop`` or ``timeout`` do to ``mlflow run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TextIO
+
+DEADLINE_S = 8.0
+"""Seconds from the first signal until the process exits, finished or not."""
+HURRY_S = 3.0
+"""A later signal leaves at most this many seconds."""
+PARENT_POLL_S = 0.5
+
+
+class Terminated(KeyboardInterrupt):
+    """The run was stopped by SIGTERM (or its supervisor died); trials end FAIL."""
+
+
+class OrderlyStop:
+    """The process's stop request, its exit code and its deadline.
+
+    Args:
+        deadline_s: Seconds the stop may take before the process exits regardless.
+        hurry_s: Seconds left after a second signal.
+        clock: Monotonic time, for tests.
+        hard_exit: Called with the exit code when the deadline passes (``os._exit``).
+        err: Where the deadline's message goes.
+    """
+
+    def __init__(
+        self,
+        *,
+        deadline_s: float = DEADLINE_S,
+        hurry_s: float = HURRY_S,
+        clock: Callable[[], float] = time.monotonic,
+        hard_exit: Callable[[int], object] = os._exit,
+        err: TextIO | None = None,
+    ) -> None:
+        self.requested = threading.Event()
+        self.signum: int | None = None
+        self.reason = ""
+        self.supervisor_died = False
+        self._deadline_s = deadline_s
+        self._hurry_s = hurry_s
+        self._clock = clock
+        self._hard_exit = hard_exit
+        self._err = err
+        self._deadline = float("inf")
+        self._done = False
+        self._changed = threading.Condition()
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number (130 for SIGINT, 143 for SIGTERM); 0 before any."""
+        return 128 + self.signum if self.signum is not None else 0
+
+    def request(self, signum: int, reason: str = "") -> None:
+        """Start the stop, or hurry it when it already started. Safe from any thread.
+
+        Args:
+            signum: The signal that asked for it (decides the exit code).
+            reason: What happened, for the messages.
+        """
+        with self._changed:
+            if self.signum is None:
+                self.signum = signum
+                self.reason = reason or signal.Signals(signum).name
+                self._deadline = self._clock() + self._deadline_s
+                self.requested.set()
+                threading.Thread(target=self._watch, name="stop-deadline", daemon=True).start()
+            else:
+                self._deadline = min(self._deadline, self._clock() + self._hurry_s)
+            self._changed.notify_all()
+
+    def exception(self) -> KeyboardInterrupt:
+        """The exception that ends the interrupted work: Terminated for SIGTERM."""
+        if self.signum == signal.SIGINT:
+            return KeyboardInterrupt(self.reason)
+        return Terminated(self.reason)
+
+    def check(self) -> None:
+        """Raise :meth:`exception` once a stop was requested."""
+        if self.requested.is_set():
+            raise self.exception()
+
+    def done(self) -> None:
+        """The cleanup finished: the deadline no longer applies."""
+        with self._changed:
+            self._done = True
+            self._changed.notify_all()
+
+    def _watch(self) -> None:
+        with self._changed:
+            while not self._done and (left := self._deadline - self._clock()) > 0:
+                self._changed.wait(left)
+            if self._done:
+                return
+        print(
+            f"agehpo: the stop ({self.reason}) did not finish within its deadline; exiting. "
+            "Trials left RUNNING are failed and retried by the next run.",
+            file=self._err or sys.stderr,
+            flush=True,
+        )
+        self._hard_exit(self.exit_code)
+
+    @contextlib.contextmanager
+    def installed(self, *, watch_parent: bool = False) -> Iterator[OrderlyStop]:
+        """Route SIGINT and SIGTERM to this stop while the block runs (main thread only).
+
+        Args:
+            watch_parent: Also stop, as on SIGTERM, when the parent process dies.
+
+        Yields:
+            This stop.
+        """
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self.request(signum)
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if watch_parent:
+            watch_supervisor(self)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def watch_supervisor(
+    stop: OrderlyStop,
+    *,
+    poll_s: float = PARENT_POLL_S,
+    getppid: Callable[[], int] = os.getppid,
+) -> threading.Thread:
+    """Request ``stop`` (as SIGTERM) once the parent process is gone.
+
+    Polling ``getppid`` works on every POSIX system, unlike Linux's ``PR_SET_PDEATHSIG``.
+
+    Args:
+        stop: The stop to request.
+        poll_s: Seconds between checks.
+        getppid: The parent's pid, for tests.
+
+    Returns:
+        The daemon thread that watches.
+    """
+    parent = getppid()
+
+    def watch() -> None:
+        while not stop.requested.wait(poll_s):
+            if getppid() != parent:
+                stop.supervisor_died = True
+                stop.request(signal.SIGTERM, f"its parent process {parent} died")
+                return
+
+    thread = threading.Thread(target=watch, name="supervisor-watch", daemon=True)
+    thread.start()
+    return thread
