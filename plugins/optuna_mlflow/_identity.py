@@ -8,9 +8,9 @@ attr ``optuna_mlflow.study_uid``; every run written for it carries the tag
 
 Runs written before uids existed carry none. When a study gets its uid, the number of
 trials it already holds is kept too (``optuna_mlflow.legacy_trials``): only runs of those
-trials, found by study name and trial number as before and with no param that differs from
-the trial's, are adopted (tagged with the uid), once, with a warning. Runs of any later trial
-must carry the uid.
+trials, found by study name and trial number as before, started while that trial ran and
+with no param that differs from the trial's, are adopted (tagged with the uid), once, with a
+warning. Runs of any later trial must carry the uid.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from optuna.trial import FrozenTrial
 
 from optuna_mlflow import _keys as k
+from optuna_mlflow._entities import to_ms
 from optuna_mlflow._redact import redact_url
 from optuna_mlflow._search import quote, search_runs
 from optuna_mlflow._writer import TrialRunWriter
@@ -169,8 +170,9 @@ def adopt_legacy_runs(writer: TrialRunWriter, study: optuna.Study, rule: LegacyR
     """Tag the study's runs written before it had a uid with the uid (see the module doc).
 
     A trial run is adopted when it carries the study's name (and no uid, or
-    ``rule.also_uid``), the number of a trial below ``rule.trials``, and only params that
-    equal that trial's. A parent run is adopted with its adopted trial runs.
+    ``rule.also_uid``), the number of a trial below ``rule.trials``, a start time within
+    that trial's lifetime, and no param that differs from that trial's. A parent run is
+    adopted with its adopted trial runs.
 
     Args:
         writer: The study's writer; its ``study_uid`` is the uid to tag.
@@ -189,7 +191,7 @@ def adopt_legacy_runs(writer: TrialRunWriter, study: optuna.Study, rule: LegacyR
     for run in candidates:
         number = run.data.tags.get(k.TRIAL_NUMBER, "")
         trial = trials.get(int(number)) if number.isdigit() else None
-        if trial is not None and _params_agree(run, trial):
+        if trial is not None and _same_trial(run, trial):
             adopted.append(run)
             parents.add(run.data.tags.get(k.MLFLOW_PARENT_RUN_ID, ""))
     adopted += [
@@ -224,7 +226,16 @@ def _candidates(writer: TrialRunWriter, also_uid: str | None) -> list[Run]:
     return list(found.values())
 
 
-def _params_agree(run: Run, trial: FrozenTrial) -> bool:
+def _same_trial(run: Run, trial: FrozenTrial) -> bool:
+    start, end = to_ms(trial.datetime_start), to_ms(trial.datetime_complete)
+    if start is None:
+        return False  # a trial that never started has no run
+    # Every writer starts a trial's run at the trial's start (the importer, the reconciler)
+    # or while it runs (the live callback), on the clock of the host that ran the trial:
+    # another study's trial of the same number ran at another time.
+    began = run.info.start_time or 0
+    if began < start - 1 or (end is not None and began > end + 1000):
+        return False
     # Stringified as the writer logs them (trial_params). A run may hold fewer (its process
     # died before they were written) or more (logged by the objective), never other values.
     expected = {
