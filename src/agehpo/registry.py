@@ -29,10 +29,15 @@ from agehpo.pyfunc import (
     signature,
 )
 from agehpo.train import EpochMetrics
+from optuna_mlflow import ensure_study_uid
 
 MODEL_ARTIFACT_NAME = "age-model"
 CHAMPION = "champion"
 MODEL_TAG = "agehpo.model_id"
+# The optuna_mlflow tag keys a version carries, to tell its study and trial.
+STUDY_UID = "optuna.study_uid"
+STUDY_NAME = "optuna.study_name"
+TRIAL_NUMBER = "optuna.trial_number"
 
 
 def _input_example() -> Any:
@@ -110,41 +115,57 @@ def register_champion(
     model_id: str,
     run_id: str,
     test: EpochMetrics | None,
+    *,
+    study_uid: str | None = None,
 ) -> ModelVersion:
     """Register the study's best model under ``name`` with alias ``champion``; idempotent.
+
+    Versions belong to a study by their ``optuna.study_uid`` tag: a version is reused only
+    when it carries this study's uid and its best trial's number, and a version of another
+    study (even one of the same name) is never touched. A version registered before uids
+    existed is reused (and gets the uid) only when it was registered from ``run_id``.
 
     Args:
         client: Client of the tracking store.
         name: Registered model name.
         study: The study (its best trial is the champion).
         model_id: The best trial's logged model.
-        run_id: The best trial's run.
+        run_id: The best trial's run; it must carry the study's uid and trial number.
         test: Held-out test metrics, set as version tags.
+        study_uid: The study's uid; read from (or stored in) the study when None.
 
     Returns:
         The model version the alias points at.
+
+    Raises:
+        ValueError: When ``run_id`` is not the run of the study's best trial.
     """
+    uid = study_uid or ensure_study_uid(study)
+    number = str(study.best_trial.number)
+    run_tags = client.get_run(run_id).data.tags
+    if (run_tags.get(STUDY_UID), run_tags.get(TRIAL_NUMBER)) != (uid, number):
+        raise ValueError(
+            f"champion of study {study.study_name!r}: expected the run of trial {number} with "
+            f"{STUDY_UID}={uid}, received run {run_id} tagged trial "
+            f"{run_tags.get(TRIAL_NUMBER)} of {STUDY_UID}={run_tags.get(STUDY_UID)}; "
+            "pass the run of the study's best trial"
+        )
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="Age-range classifier tuned by agehpo")
-    existing = [
-        v
-        for v in client.search_model_versions(f"name = '{name}'")
-        if v.run_id == run_id and getattr(v, "model_id", None) in (model_id, None)
-    ]
-    version = (
-        existing[0]
-        if existing
-        else client.create_model_version(
-            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+    identity = {STUDY_UID: uid, TRIAL_NUMBER: number}
+    version = _own_version(client, name, identity, run_id)
+    if version is None:
+        version = client.create_model_version(
+            name,
+            source=f"models:/{model_id}",
+            run_id=run_id,
+            model_id=model_id,
+            # At creation: a version never exists without the study it belongs to.
+            tags={**identity, STUDY_NAME: study.study_name},
         )
-    )
-    client.set_registered_model_alias(name, CHAMPION, version.version)
-    tags = {
-        "optuna.study_name": study.study_name,
-        "optuna.trial_number": str(study.best_trial.number),
-    }
+    tags = {**identity, STUDY_NAME: study.study_name}
     if test is not None:
         tags.update(
             {
@@ -155,5 +176,24 @@ def register_champion(
             }
         )
     for key, value in tags.items():
-        client.set_model_version_tag(name, version.version, key, value)
+        if version.tags.get(key) != value:
+            client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
     return version
+
+
+def _own_version(
+    client: MlflowClient, name: str, identity: dict[str, str], run_id: str
+) -> ModelVersion | None:
+    """This study's version of this trial, if registered before (oldest first)."""
+    versions = sorted(
+        client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
+    )
+    for version in versions:
+        if all(version.tags.get(key) == value for key, value in identity.items()):
+            return version
+    for version in versions:
+        # Registered before study uids: only the version of this very run is ours.
+        if STUDY_UID not in version.tags and version.run_id == run_id:
+            return version
+    return None

@@ -166,9 +166,17 @@ class StudyTracker:
             lambda: self.callback.log_dataset(study, name, digest=data.digest, source=data.source)
         )
 
-    def close(self, status: str = "FINISHED") -> None:
-        """Flush buffers, stop the parent's heartbeat and end every run this process opened."""
-        self.callback.close(status)
+    def close(self, status: str = "FINISHED", end_parent: bool = False) -> None:
+        """Flush buffers, stop the parent's heartbeat and end every run this process opened.
+
+        Args:
+            status: Terminal status of the parent run when this process opened it (and of
+                the given parent with ``end_parent``): FINISHED, FAILED or KILLED.
+            end_parent: Also end, when still RUNNING, the parent run this process did not
+                open (the ``mlflow run`` run), for when the process that opened it died
+                and can no longer end it.
+        """
+        self.callback.close(status, end_parent=end_parent)
 
     def epoch_hook(
         self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
@@ -187,11 +195,12 @@ class StudyTracker:
             log_model(self.client, trained, run_id)
 
     def best_run_id(self, study: optuna.Study) -> str | None:
-        """The MLflow run of the study's best trial."""
+        """The MLflow run of the study's best trial (never a run of another same-name study)."""
         number = study.best_trial.number
-        run_id = self.callback.run_id_for(number)
+        session = self.callback.session(study)
+        run_id = self.callback.run_id_for(number, study_uid=session.study_uid)
         if run_id is None:
-            run = self.callback.session(study).writer.find_run(number)
+            run = session.writer.find_run(number)
             run_id = run.info.run_id if run is not None else None
         return run_id
 
@@ -201,6 +210,8 @@ class StudyTracker:
         """A lookup of the model logged for a trial of ``study``, by any worker."""
 
         def fetch(number: int) -> TrainedModel | None:
+            # The session's writer matches on the study uid, so another study's model of
+            # the same trial number is never loaded.
             run = self.callback.session(study).writer.find_run(number)
             model_id = run.data.tags.get(MODEL_TAG) if run is not None else None
             return load_logged(model_id, self.tracking_uri) if model_id else None
@@ -227,9 +238,16 @@ class StudyTracker:
             model_id = logged_model_id(self.client, run_id) or log_model(self.client, best, run_id)
             # Workers finishing together must not register the same version twice.
             with BudgetLock(self.config.storage, f"{self.config.model_name}/registry").hold():
+                uid = self.callback.session(study).study_uid
                 version = _retry_conflicts(
                     lambda: register_champion(
-                        self.client, self.config.model_name, study, model_id, run_id, test
+                        self.client,
+                        self.config.model_name,
+                        study,
+                        model_id,
+                        run_id,
+                        test,
+                        study_uid=uid,
                     )
                 )
             lines.append(
