@@ -56,3 +56,23 @@ def test_unknown_study_is_one_line_listing_the_studies(
         line for line in capsys.readouterr().err.splitlines() if line.startswith("agehpo: error:")
     ]
     assert len(errors) == 1 and "nope" in errors[0] and "old-work" in errors[0]
+
+
+def test_importing_a_second_same_name_study_writes_all_its_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    a, b = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"
+    _study(a)
+    _study(b)  # the same name: the user started over in another file
+    assert main(["import-study", "--storage", a]) == 0
+    assert "3 new trial runs" in capsys.readouterr().out
+    assert main(["import-study", "--storage", b]) == 0
+    assert "3 new trial runs" in capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("old-work")
+    runs = client.search_runs([experiment.experiment_id])
+    uids = {r.data.tags["optuna.study_uid"] for r in runs}
+    assert len(uids) == 2 and len(runs) == 2 * (3 + 1)
+    assert main(["import-study", "--storage", b]) == 0
+    assert "0 new trial runs" in capsys.readouterr().out

@@ -361,3 +361,67 @@ def test_predict_rejects_a_wrong_pixel_count_with_one_line(
     assert len(errors) == 1, errors
     assert errors[0].startswith("agehpo: error: ")
     assert "row 2" in errors[0] and "3 values" in errors[0] and "2304" in errors[0]
+
+
+# -- study identity -----------------------------------------------------------------------
+
+
+def test_best_run_and_logged_model_are_never_another_same_name_study_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    objective = Objective(tiny_data, n_epochs=1, batch_size=64, device=torch.device("cpu"), seed=1)
+    with default_store(uri, monkeypatch, tmp_path) as client:
+        studies = {}
+        for name in ("a", "b"):  # one study name, two storages, one experiment
+            config = _config(tmp_path, storage=f"sqlite:///{tmp_path}/{name}.db")
+            study = optuna.create_study(
+                study_name=config.study_name, storage=config.storage, direction="maximize"
+            )
+            tracker = StudyTracker(config, BestModelKeeper(objective), tracking_uri=uri)
+            tracker.start(study, tiny_data)
+            study.enqueue_trial({"x": 0.9 if name == "a" else 0.1})
+            study.optimize(
+                lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[tracker.callback]
+            )
+            tracker.close()
+            studies[name] = (config, study)
+        config_a, a = studies["a"]
+        config_b, b = studies["b"]
+        # A logged a model for its best trial; B has none for its trial of that number.
+        assert a.best_trial.number == 0
+        a_best = StudyTracker(config_a, BestModelKeeper(objective), tracking_uri=uri)
+        a_run = a_best.best_run_id(a)
+        assert a_run is not None
+        client.set_tag(a_run, "agehpo.model_id", "m-of-study-a")
+        # A fresh tracker of B (as after workers ran the trials): lookups by B's uid only.
+        b_best = StudyTracker(config_b, BestModelKeeper(objective), tracking_uri=uri)
+        b_run = b_best.best_run_id(b)
+        assert b_run is not None and b_run != a_run
+        tags = client.get_run(b_run).data.tags
+        assert tags["optuna.study_uid"] == b.user_attrs["optuna_mlflow.study_uid"]
+        assert tags["optuna.trial_number"] == str(b.best_trial.number)
+        assert b_best.fetch_logged(b)(0) is None  # never A's model of trial 0
+        a_best.close()
+        b_best.close()
+        assert all(r.info.status != "RUNNING" for r in all_runs(client))
+
+
+def test_close_with_end_parent_ends_the_mlflow_run_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    objective = Objective(tiny_data, n_epochs=1, batch_size=64, device=torch.device("cpu"), seed=1)
+    with default_store(uri, monkeypatch, tmp_path) as client:
+        project = client.create_run(client.create_experiment("project")).info.run_id
+        config = _config(tmp_path)
+        study = optuna.create_study(study_name=config.study_name, storage=config.storage)
+        tracker = StudyTracker(
+            config, BestModelKeeper(objective), tracking_uri=uri, parent_run_id=project
+        )
+        tracker.start(study, tiny_data)
+        tracker.close("KILLED")
+        assert client.get_run(project).info.status == "RUNNING"  # `mlflow run` ends it
+        # The `mlflow run` process died: nobody else will end its run.
+        tracker.close("KILLED", end_parent=True)
+        assert client.get_run(project).info.status == "KILLED"
