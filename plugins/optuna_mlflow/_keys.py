@@ -1,6 +1,6 @@
 """Tag keys and small naming helpers shared by every writer of this package.
 
-The tag keys are a contract (see DESIGN.md, "What lands in MLflow"): dashboards, the
+The tag keys are a contract (listed in this package's README): dashboards, the
 reconciler and the importer find runs by them, so they never change silently.
 """
 
