@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from agehpo.cliparse import OneLineParser, int_flag, json_object, timeout_flag
 from agehpo.data import DataError
 from agehpo.plugins import PluginError
 from agehpo.pyfunc import PredictionInputError
@@ -19,6 +21,13 @@ from agehpo.storage import StorageError
 from agehpo.study import StudyConfig
 from agehpo.tracking import TrackingError
 from agehpo.train import DeviceError
+from agehpo.validation import (
+    ConfigError,
+    quote,
+    validate_compare,
+    validate_storage,
+    validate_study_config,
+)
 from optuna_mlflow import StudyImportError
 
 EXIT_USAGE = 2
@@ -33,6 +42,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     TrackingError,
     StudyImportError,
     DeviceError,
+    ConfigError,
 )
 
 
@@ -40,38 +50,17 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(f"received signal {signum}")
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(
-            f"sampler_kwargs={text!r} is not valid JSON ({error.msg} at column {error.colno}); "
-            'expected an object such as \'{"base_estimator": "GP"}\''
-        ) from error
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f"sampler_kwargs={text!r} is a JSON {type(value).__name__}; expected an object "
-            'such as \'{"base_estimator": "GP"}\''
-        )
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
 _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
-    "sampler_kwargs": _json_object,
-    "n_trials": _positive_int,
-    "n_epochs": _positive_int,
-    "n_samples": _positive_int,
-    "img_size": _positive_int,
-    "batch_size": _positive_int,
-    "n_workers": _positive_int,
-    "n_jobs": _positive_int,
+    "sampler_kwargs": json_object,
+    "n_trials": int_flag("n_trials"),
+    "n_epochs": int_flag("n_epochs"),
+    "n_samples": int_flag("n_samples"),
+    "img_size": int_flag("img_size"),
+    "batch_size": int_flag("batch_size"),
+    "n_workers": int_flag("n_workers"),
+    "n_jobs": int_flag("n_jobs"),
+    "seed": int_flag("seed", None),
+    "timeout": timeout_flag,
 }
 _HELP = {
     "sampler": "random, tpe, skopt, gp, cmaes, qmc, or a plugin's name",
@@ -114,6 +103,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from agehpo.workers import check_parallel_storage
 
     config = study_config(args)
+    validate_study_config(config)  # before any store is opened: a bad value leaves nothing
     check_parallel_storage(config)
     role = "launcher" if config.n_workers > 1 else "single"
     result = run_study(config, track=True, role=role)
@@ -124,6 +114,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from agehpo.study import run_study
 
+    validate_study_config(study_config(args))  # before any store is opened
     result = run_study(study_config(args), track=True, role="worker")
     print(f"Worker finished: ran trials {result.ran}")
     return 0
@@ -139,41 +130,39 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import mlflow
-    import pandas as pd
-
     from agehpo.data import age_to_bin
+    from agehpo.predict import load_checked, read_faces
 
-    try:
-        frame = pd.read_csv(args.data)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise DataError(f"data={args.data!r} cannot be read as CSV: {error}") from error
-    model = mlflow.pyfunc.load_model(args.model)
-    predictions = model.predict(
-        frame.drop(columns=["age", "ethnicity", "gender", "img_name"], errors="ignore")
-    )
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise ConfigError(
+            f"out={quote(args.out)}: its folder does not exist; create it or write elsewhere"
+        )
+    pixels, ages = read_faces(args.data)  # the input first: it is cheaper than the model
+    predictions = load_checked(args.model).predict_pixels(pixels)
     if args.out:
         predictions.to_csv(args.out, index=False)
         print(f"Wrote {len(predictions)} predictions to {args.out}")
     else:
         print(predictions.to_string(index=False, max_rows=20))
-    if "age" in frame.columns:
-        truth = age_to_bin(frame["age"].to_numpy())
-        accuracy = float((predictions["age_bin"].to_numpy() == truth).mean())
-        print(f"Age-range accuracy on {len(frame)} labelled rows: {100 * accuracy:.2f} %")
+    if ages is not None:
+        accuracy = float((predictions["age_bin"].to_numpy() == age_to_bin(ages)).mean())
+        print(f"Age-range accuracy on {len(ages)} labelled rows: {100 * accuracy:.2f} %")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from agehpo.compare import parse_samplers, run_compare
+    from agehpo.compare import run_compare
 
-    run_compare(study_config(args), parse_samplers(args.samplers), args.repeats)
+    config = study_config(args)
+    samplers = validate_compare(config, args.samplers, args.repeats)
+    run_compare(config, samplers, args.repeats)
     return 0
 
 
 def _cmd_import_study(args: argparse.Namespace) -> int:
     from optuna_mlflow import import_study
 
+    validate_storage(args.storage)  # a damaged journal: one line, before Optuna reads it
     imported = import_study(
         args.storage, args.study_name or None, experiment_name=args.experiment_name or None
     )
@@ -193,7 +182,7 @@ def _cmd_import_study(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``agehpo`` parser with all subcommands."""
-    parser = argparse.ArgumentParser(prog="agehpo", description=__doc__)
+    parser = OneLineParser(prog="agehpo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     study = commands.add_parser("study", help="tune the age model (the MLproject main entry)")
@@ -212,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--samplers", default="skopt,random,tpe", help="comma-separated sampler names"
     )
-    compare.add_argument("--repeats", type=_positive_int, default=3, help="studies per sampler")
+    compare.add_argument(
+        "--repeats", type=int_flag("repeats"), default=3, help="studies per sampler"
+    )
     add_study_arguments(compare)
     compare.set_defaults(handler=_cmd_compare)
 
@@ -230,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     make_data = commands.add_parser("make-data", help="write the synthetic faces as a CSV")
     make_data.add_argument("--out", required=True, help="CSV path to write")
-    make_data.add_argument("--n-samples", type=_positive_int, default=StudyConfig.n_samples)
-    make_data.add_argument("--seed", type=int, default=StudyConfig.seed)
+    make_data.add_argument(
+        "--n-samples", type=int_flag("n_samples"), default=StudyConfig.n_samples
+    )
+    make_data.add_argument("--seed", type=int_flag("seed", None), default=StudyConfig.seed)
     make_data.set_defaults(handler=_cmd_make_data)
 
     predict = commands.add_parser("predict", help="predict age ranges with a logged model")

@@ -8,11 +8,14 @@ object is a factory (usually the class) accepting keyword arguments.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import optuna
+
+from agehpo.validation import quote
 
 SAMPLER_GROUP = "agehpo.samplers"
 PRUNER_GROUP = "agehpo.pruners"
@@ -81,14 +84,14 @@ def _resolve(
         except ImportError as error:
             raise PluginError(
                 f"{kind} {name!r} is registered by {plugins[name].value!r} but could not be "
-                f"imported ({error}); reinstall it: pip install -e ."
+                f"imported ({_reason(error)}); reinstall it: pip install -e ."
             ) from error
         return factory
     if name in builtins:
         return builtins[name]
     valid = ", ".join(sorted({*builtins, *plugins}))
     hint = " (it comes with the optuna_skopt plugin: pip install -e .)" if name == "skopt" else ""
-    raise PluginError(f"{kind}={name!r} is not installed{hint}; valid names: {valid}")
+    raise PluginError(f"{kind}={quote(name)} is not installed{hint}; valid names: {valid}")
 
 
 def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
@@ -117,10 +120,20 @@ def _build_kwargs(
             merged[nested] = {**merged.get(nested, {}), key: value}
         else:
             raise PluginError(
-                f"{kind}_kwargs key {key!r} is not accepted by {kind} {name!r}; "
+                f"{kind}_kwargs key {quote(key)} is not accepted by {kind} {name!r}; "
                 f"accepted keys: {', '.join(sorted(accepted))}"
             )
     return merged
+
+
+def _reason(error: BaseException) -> str:
+    """An exception's text as one short printable line (third-party texts can be long)."""
+    text = " ".join(str(error).split()) or "no reason given"
+    return text if len(text) <= 200 and text.isprintable() else quote(text, 200)
+
+
+def _kwargs_text(kwargs: Mapping[str, Any] | None) -> str:
+    return quote(json.dumps(dict(kwargs or {}), default=str))
 
 
 def _merge(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,9 +172,10 @@ def create_sampler(
     built = _merge(SAMPLER_DEFAULTS.get(name, {}), built)
     try:
         sampler: optuna.samplers.BaseSampler = factory(**built)
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # any plugin's constructor: its only input is the user's
         raise PluginError(
-            f"sampler {name!r} rejected sampler_kwargs={dict(kwargs or {})}: {error}"
+            f"sampler {name!r} rejected sampler_kwargs={_kwargs_text(kwargs)}: "
+            f"{_reason(error)}; fix or drop those keys"
         ) from error
     return sampler
 
@@ -183,8 +197,8 @@ def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.
     built = _build_kwargs("pruner", name, factory, kwargs or {})
     try:
         pruner: optuna.pruners.BasePruner = factory(**built)
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # any plugin's constructor: its only input is the user's
         raise PluginError(
-            f"pruner {name!r} rejected kwargs={dict(kwargs or {})}: {error}"
+            f"pruner {name!r} rejected kwargs={_kwargs_text(kwargs)}: {_reason(error)}"
         ) from error
     return pruner

@@ -3,6 +3,10 @@
 The model is saved as weights (safetensors) plus a params JSON, and loaded through
 ``loader_module`` (this module's ``_load_pyfunc``), so loading never unpickles anything:
 it works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+
+``mlflow.pyfunc.load_model`` runs whatever a model names (its loader module, its bundled
+code, a pickled ``python_model``); ``agehpo predict`` loads through
+:func:`agehpo.predict.load_checked` instead, which refuses any other loader.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from safetensors.torch import load_file, save_file
 from agehpo.data import AGE_RANGES, PIXELS_PER_IMAGE, preprocess
 from agehpo.model import AgeNet, build_model
 from agehpo.train import predict_probabilities
+from agehpo.validation import quote
 
 WEIGHTS_FILE = "weights.safetensors"
 PARAMS_FILE = "params.json"
 PROBABILITY_COLUMNS = [f"prob_age_{age_range}" for age_range in AGE_RANGES]
 # What this loader imports besides mlflow (which MLflow adds to the requirements itself).
 SERVING_DISTRIBUTIONS = ("torch", "safetensors", "pandas", "numpy")
+LOADER_MODULE = "agehpo.pyfunc"
 
 
 class PredictionInputError(ValueError):
@@ -87,6 +93,12 @@ def pixels_from_frame(frame: pd.DataFrame) -> np.ndarray:
         PredictionInputError: For a wrong column, a wrong length or non-numeric values.
     """
     if "pixels" in frame.columns:
+        empty = np.flatnonzero(frame["pixels"].isna().to_numpy())
+        if empty.size:
+            raise PredictionInputError(
+                f"row {empty[0]}: pixels is empty; expected {PIXELS_PER_IMAGE} "
+                "space-separated integers 0..255 (48x48)"
+            )
         strings = frame["pixels"].astype(str)
         counts = strings.str.split().str.len().to_numpy()
         bad = np.flatnonzero(counts != PIXELS_PER_IMAGE)
@@ -98,8 +110,9 @@ def pixels_from_frame(frame: pd.DataFrame) -> np.ndarray:
         try:
             values = np.array(" ".join(strings).split(), dtype=np.float64)
         except ValueError as error:
+            value = str(error).rpartition(": ")[2].strip("'")
             raise PredictionInputError(
-                f"pixels holds a non-numeric value ({error}); expected integers 0..255"
+                f"pixels holds a non-numeric value {quote(value, 30)}; expected integers 0..255"
             ) from error
         values = values.reshape(len(frame), PIXELS_PER_IMAGE)
     elif frame.shape[1] == PIXELS_PER_IMAGE:
@@ -144,7 +157,11 @@ class AgePredictor:
         Returns:
             Columns age_bin, age_range, ethnicity, gender and one probability per age bin.
         """
-        x = preprocess(pixels_from_frame(pd.DataFrame(model_input)), self.img_size)
+        return self.predict_pixels(pixels_from_frame(pd.DataFrame(model_input)))
+
+    def predict_pixels(self, pixels: np.ndarray) -> pd.DataFrame:
+        """:meth:`predict` for faces already read by :func:`pixels_from_frame`."""
+        x = preprocess(pixels, self.img_size)
         probabilities = predict_probabilities(self.model, x)
         age_bin = probabilities.age.argmax(1).numpy()
         frame = pd.DataFrame(

@@ -12,7 +12,6 @@ The module imports nothing heavy at import time: the argparse type functions use
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,54 +59,6 @@ def quote(value: object, limit: int = MAX_SHOWN) -> str:
     if cut or len(shown) > limit:
         shown = shown[: limit - 3] + "..."
     return f"'{shown}'"
-
-
-def parse_int(name: str, text: str, minimum: int | None = None) -> int:
-    """An integer parameter from its command-line text.
-
-    MLflow Projects pass ``float`` parameters through as typed, so ``20.0`` must read as 20;
-    ``20.5`` must not be cut to 20.
-
-    Args:
-        name: The parameter (for the message).
-        text: Its text.
-        minimum: Smallest accepted value, if any.
-
-    Returns:
-        The integer.
-
-    Raises:
-        ConfigError: For text that is not a whole number, or one below ``minimum``.
-    """
-    rule = "an integer" if minimum is None else f"an integer >= {minimum}"
-    stripped = text.strip()
-    try:
-        value = int(stripped)
-    except ValueError:
-        try:
-            number = float(stripped)
-        except ValueError:
-            number = math.nan
-        if not (math.isfinite(number) and number.is_integer()):
-            raise ConfigError(f"{name}={quote(text)} is not an integer; expected {rule}") from None
-        value = int(number)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}={quote(text)} is too small; expected {rule}")
-    return value
-
-
-def parse_timeout(text: str) -> float:
-    """The ``timeout`` parameter: seconds, 0 for no limit.
-
-    Raises:
-        ConfigError: For text that is not a finite number >= 0.
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    check_timeout(value, shown=text)
-    return value
 
 
 def check_timeout(value: float, *, shown: object = None) -> None:
@@ -325,9 +276,3 @@ def validate_compare(config: StudyConfig, samplers_text: str, repeats: int) -> l
     longest = max(len(f"-{name}-r{repeats}") for name in samplers)
     validate_study_config(config, samplers=samplers, name_reserve=longest)
     return samplers
-
-
-def one_line(message: str) -> str:
-    """A message folded to one line, with long quoted values cut (for argparse's own texts)."""
-    message = " ".join(message.split())
-    return re.sub(rf"'([^']{{{MAX_SHOWN + 1},}})'", lambda m: quote(m.group(1)), message)

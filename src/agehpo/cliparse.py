@@ -1,0 +1,127 @@
+"""Command-line texts to values: the argparse types and the one-line usage error.
+
+Every message names the parameter, quotes at most 80 printable characters of the value and
+says what is accepted, e.g. ``n_trials='abc' is not an integer; expected an integer >= 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from agehpo.validation import MAX_SHOWN, ConfigError, check_timeout, quote
+
+EXIT_USAGE = 2
+
+
+def parse_int(name: str, text: str, minimum: int | None = None) -> int:
+    """An integer parameter from its command-line text.
+
+    MLflow Projects pass ``float`` parameters through as typed, so ``20.0`` must read as 20;
+    ``20.5`` must not be cut to 20.
+
+    Args:
+        name: The parameter (for the message).
+        text: Its text.
+        minimum: Smallest accepted value, if any.
+
+    Returns:
+        The integer.
+
+    Raises:
+        ConfigError: For text that is not a whole number, or one below ``minimum``.
+    """
+    rule = "an integer" if minimum is None else f"an integer >= {minimum}"
+    stripped = text.strip()
+    try:
+        value = int(stripped)
+    except ValueError:
+        try:
+            number = float(stripped)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and number.is_integer()):
+            raise ConfigError(f"{name}={quote(text)} is not an integer; expected {rule}") from None
+        value = int(number)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={quote(text)} is too small; expected {rule}")
+    return value
+
+
+def parse_timeout(text: str) -> float:
+    """The ``timeout`` parameter: seconds, 0 for no limit.
+
+    Raises:
+        ConfigError: For text that is not a finite number >= 0.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    check_timeout(value, shown=text)
+    return value
+
+
+def one_line(message: str) -> str:
+    """A message folded to one line, with long quoted values cut (for argparse's own texts)."""
+    message = " ".join(message.split())
+    return re.sub(rf"'([^']{{{MAX_SHOWN + 1},}})'", lambda m: quote(m.group(1)), message)
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """The argparse type of ``sampler_kwargs``: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f"sampler_kwargs={quote(text)} is not valid JSON ({error.msg} at column "
+            f"{error.colno}); expected an object such as "
+            '\'{"base_estimator": "GP"}\''
+        ) from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"sampler_kwargs={quote(text)} is a JSON {type(value).__name__}; expected an object "
+            'such as \'{"base_estimator": "GP"}\''
+        )
+    return value
+
+
+def int_flag(name: str, minimum: int | None = 1) -> Callable[[str], int]:
+    """The argparse type of an integer flag; its message names the parameter."""
+
+    def parse(text: str) -> int:
+        try:
+            return parse_int(name, text, minimum)
+        except ConfigError as error:  # (argparse would replace a ValueError's message)
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def timeout_flag(text: str) -> float:
+    """The argparse type of ``timeout``: seconds >= 0."""
+    try:
+        return parse_timeout(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line, ``agehpo: error: ...``, exit 2, without the usage block.
+
+    Subcommand parsers are made from this class too (argparse uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # Our type functions' texts start with the parameter (``n_trials='abc' ...``):
+        # argparse's ``argument --n-trials:`` prefix would only repeat it.
+        parts = message.split(": ", 1)
+        if parts[0].startswith("argument ") and len(parts) == 2 and "=" in parts[1][:60]:
+            message = parts[1]
+        else:
+            message += f" (see: {self.prog} --help)"
+        self.exit(EXIT_USAGE, f"agehpo: error: {one_line(message)}\n")

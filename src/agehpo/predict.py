@@ -1,0 +1,174 @@
+"""``agehpo predict``: read faces, load a model safely, predict, score against labels.
+
+Loading a model with ``mlflow.pyfunc.load_model`` runs whatever the model names: its
+loader module, the code bundled with it, a pickled ``python_model``. A model store that
+someone else can write to is therefore a way to run code on the machine that loads from
+it. :func:`load_checked` reads the model's MLmodel file first (MLflow downloads only that
+file), refuses anything whose pyfunc loader is not ``agehpo.pyfunc``, and rebuilds the
+network with the *installed* agehpo from the safetensors weights and the params JSON,
+with MLflow's pickle deserialization switched off. Nothing the model carries is executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agehpo.data import DataError
+from agehpo.faces import LABEL_RANGES
+from agehpo.pyfunc import (
+    LOADER_MODULE,
+    AgePredictor,
+    PredictionInputError,
+    _load_pyfunc,
+    pixels_from_frame,
+)
+from agehpo.validation import ConfigError, quote
+
+LABEL_COLUMNS = ("age", "ethnicity", "gender", "img_name")
+
+
+def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The faces of a CSV to predict on, and its ages when it has an ``age`` column.
+
+    Args:
+        path: A CSV with a ``pixels`` column (space-separated values) or 2304 numeric
+            columns; ``age``, ``ethnicity``, ``gender`` and ``img_name`` are optional.
+
+    Returns:
+        uint8 pixels (rows, 2304), and the ages (int64) or None.
+
+    Raises:
+        DataError: One line naming the file, the row and the problem.
+    """
+    shown = f"data={quote(path)}"
+    if not Path(path).is_file():
+        raise DataError(f"{shown} is not a file; expected the path of a CSV of faces")
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise DataError(
+            f"{shown} cannot be read as CSV ({quote(first)}); expected a header and rows"
+        ) from None
+    if frame.empty:
+        raise DataError(f"{shown} has a header but no rows; expected at least one face")
+    features = frame.drop(columns=list(LABEL_COLUMNS), errors="ignore")
+    try:
+        pixels = pixels_from_frame(features)
+    except PredictionInputError as error:
+        raise DataError(f"{shown} {error}") from None
+    if "age" not in frame.columns:
+        return pixels, None
+    ages = pd.to_numeric(frame["age"], errors="coerce").to_numpy(dtype=np.float64)
+    _, lo, hi = LABEL_RANGES[0]
+    bad = np.flatnonzero(~np.isfinite(ages) | (ages != np.round(ages)) | (ages < lo) | (ages > hi))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            f"{shown} row {row}: age {quote(frame['age'].iloc[row])} is not accepted; expected "
+            f"whole years {lo}..{hi}, or no age column"
+        )
+    return pixels, ages.astype(np.int64)
+
+
+@contextlib.contextmanager
+def _loading_env() -> Iterator[None]:
+    """MLflow refuses to unpickle anything (and draws no progress bars) while active."""
+    settings = {
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        # One line on stderr per error: the download's bars would add their own lines.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
+    """The pyfunc flavor's ``data`` folder, once the MLmodel file says agehpo loads it.
+
+    Args:
+        model_uri: The model, for messages (and to read the MLmodel from, when
+            ``model_dir`` is None: MLflow then downloads just that file).
+        model_dir: A local copy of the whole model.
+
+    Raises:
+        ConfigError: For an unreadable MLmodel or any other loader than this module.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    shown = f"model={quote(model_uri)}"
+    try:
+        flavors = Model.load(str(model_dir or model_uri)).flavors
+    except (MlflowException, OSError, ValueError) as error:
+        first = str(getattr(error, "message", error)).strip().splitlines()[:1] or [""]
+        raise ConfigError(
+            f"{shown} cannot be read ({quote(first[0])}); expected a model URI such as "
+            "models:/age-predictor@champion, runs:/<id>/model or a local model folder"
+        ) from None
+    conf = flavors.get("python_function", {})
+    loader = conf.get("loader_module")
+    data = conf.get("data")
+    if loader != LOADER_MODULE or not isinstance(data, str):
+        how = f"names loader_module {quote(loader)}" if loader else "names no pyfunc loader"
+        if "python_model" in conf:
+            how += f" and a pickled python_model {quote(conf['python_model'])}"
+        raise ConfigError(
+            f"{shown} is refused: its MLmodel {how}; agehpo predict loads only models saved "
+            f"by agehpo (loader_module {LOADER_MODULE}), since loading any other runs the "
+            "code it names; use mlflow.pyfunc.load_model for a model you trust"
+        )
+    return data
+
+
+def load_checked(model_uri: str) -> AgePredictor:
+    """Load an agehpo model without running any code or pickle that came with it.
+
+    The MLmodel file is read first (MLflow downloads only that file) and anything not
+    saved by agehpo is refused; then the model is downloaded, its MLmodel checked again (so
+    what is loaded is what was checked), and the network rebuilt by this installed module
+    from the safetensors weights and the params JSON. The model's bundled code is not run.
+
+    Args:
+        model_uri: ``models:/name@alias``, ``runs:/...``, ``models:/<model id>`` or a folder.
+
+    Returns:
+        The predictor.
+
+    Raises:
+        ConfigError: One line naming the model and why it was refused or did not load.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    shown = f"model={quote(model_uri)}"
+    with _loading_env(), tempfile.TemporaryDirectory(prefix="agehpo-model-") as tmp:
+        _checked_data_dir(model_uri)
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        except (MlflowException, OSError) as error:
+            raise ConfigError(f"{shown} cannot be downloaded ({quote(error)})") from None
+        data = (local / _checked_data_dir(model_uri, local)).resolve()
+        if not data.is_relative_to(local.resolve()):
+            raise ConfigError(f"{shown} is refused: its data path leaves the model folder")
+        try:
+            return _load_pyfunc(str(data))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise ConfigError(
+                f"{shown} does not hold loadable agehpo weights and params ({quote(error)})"
+            ) from None
