@@ -6,17 +6,15 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any
 
 from agehpo.cliparse import OneLineParser, int_flag, json_object, timeout_flag
 from agehpo.data import DataError
 from agehpo.plugins import PluginError
 from agehpo.pyfunc import PredictionInputError
-from agehpo.runner import Terminated
+from agehpo.stopping import OrderlyStop
 from agehpo.storage import StorageError
 from agehpo.study import StudyConfig
 from agehpo.tracking import TrackingError
@@ -28,11 +26,13 @@ from agehpo.validation import (
     validate_storage,
     validate_study_config,
 )
+from agehpo.workers import WorkersFailedError
 from optuna_mlflow import StudyImportError
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
+EXIT_SIGTERM = 143  # 128 + SIGTERM: OrderlyStop.exit_code gives it
 # Errors that are the user's input, not a bug: one line, no traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
     DataError,
@@ -44,10 +44,6 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     DeviceError,
     ConfigError,
 )
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"received signal {signum}")
 
 
 _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
@@ -106,7 +102,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     validate_study_config(config)  # before any store is opened: a bad value leaves nothing
     check_parallel_storage(config)
     role = "launcher" if config.n_workers > 1 else "single"
-    result = run_study(config, track=True, role=role)
+    result = run_study(config, track=True, role=role, stop=args.stop)
     print(format_summary(result, config))
     return 0
 
@@ -115,7 +111,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from agehpo.study import run_study
 
     validate_study_config(study_config(args))  # before any store is opened
-    result = run_study(study_config(args), track=True, role="worker")
+    result = run_study(study_config(args), track=True, role="worker", stop=args.stop)
     print(f"Worker finished: ran trials {result.ran}")
     return 0
 
@@ -155,7 +151,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     config = study_config(args)
     samplers = validate_compare(config, args.samplers, args.repeats)
-    run_compare(config, samplers, args.repeats)
+    run_compare(config, samplers, args.repeats, stop=args.stop)
     return 0
 
 
@@ -238,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command.
 
+    SIGINT and SIGTERM start one orderly stop (see :mod:`agehpo.stopping`); under a
+    supervisor (``mlflow run`` or the worker launcher, which set ``MLFLOW_RUN_ID``) its death
+    does too.
+
     Args:
         argv: Arguments without the program name; ``sys.argv[1:]`` when None.
 
@@ -245,21 +245,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         The process exit status.
     """
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    stop = OrderlyStop()
+    args.stop = stop
     try:
-        status: int = args.handler(args)
-        return status
+        with stop.installed(watch_parent="MLFLOW_RUN_ID" in os.environ):
+            status: int = args.handler(args)
+            return status
     except USER_ERRORS as error:
         print(f"agehpo: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except Terminated:
-        print("agehpo: terminated (SIGTERM); running trials were marked FAIL", file=sys.stderr)
-        return EXIT_SIGTERM
+    except WorkersFailedError as error:
+        print(f"agehpo: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        print("agehpo: interrupted; running trials were marked FAIL", file=sys.stderr)
-        return EXIT_SIGINT
+        how = "interrupted" if stop.exit_code in (0, EXIT_SIGINT) else "terminated"
+        print(
+            f"agehpo: {how} ({stop.reason or 'SIGINT'}); running trials were marked FAIL "
+            "and are retried by the next run",
+            file=sys.stderr,
+        )
+        return stop.exit_code or EXIT_SIGINT
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        stop.done()
 
 
 if __name__ == "__main__":

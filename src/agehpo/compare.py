@@ -28,6 +28,7 @@ from agehpo import _compare_plots as plots
 from agehpo import _compare_report as report
 from agehpo.data import PreparedData
 from agehpo.plugins import PluginError, create_sampler
+from agehpo.stopping import OrderlyStop
 from agehpo.study import StudyConfig, load_data, run_study
 
 DEFAULT_SAMPLERS = "skopt,random,tpe"
@@ -200,6 +201,7 @@ def run_compare(
     artifacts_dir: Path | None = None,
     data: PreparedData | None = None,
     out: Callable[[str], None] = print,
+    stop: OrderlyStop | None = None,
 ) -> CompareResult:
     """Run every (sampler, repeat) study to its budget and compare them.
 
@@ -216,6 +218,7 @@ def run_compare(
         artifacts_dir: Also keep the report files here.
         data: Preprocessed data shared by every study; loaded once from ``config`` when None.
         out: Where progress lines, the table and the verdict go.
+        stop: The process's orderly stop, shared by every study.
 
     Returns:
         The stats of every study, the table and the verdict.
@@ -262,6 +265,7 @@ def run_compare(
                     sampler_seed=seed,
                     data=data,
                     out=out,
+                    stop=stop,
                 )
             except BaseException as error:
                 if tracker is not None and run_id is not None:

@@ -2,7 +2,7 @@
 
 On a GPU the seed's step is launch-bound (about 3.4 ms of launches for 0.04 ms of work), so
 replaying one graph per step instead of ~40 kernel launches cuts an epoch about 7x
-(../shared/notes/gpu.md). Shapes must be static: the epoch's last partial batch is dropped,
+(measured on an H200). Shapes must be static: the epoch's last partial batch is dropped,
 and the mean loss is over the rows actually trained on. A new permutation each epoch means
 every row is still seen, just not in every epoch.
 

@@ -25,7 +25,7 @@ from agehpo.train import EpochMetrics, evaluate, make_optimizer, train_epoch
 
 _logger = logging.getLogger(__name__)
 EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]
-"""Called after each epoch with the trial, the 1-based epoch and DESIGN.md's six metrics."""
+"""Called after each epoch with the trial, the 1-based epoch and the six epoch metrics."""
 
 
 class NonFiniteLossError(RuntimeError):

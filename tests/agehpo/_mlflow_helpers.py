@@ -1,8 +1,8 @@
 """Read back what a tracked study left in MLflow and check it against Optuna's storage.
 
 Shared by the in-process tracking tests, the serving test, the multi-process tests and the
-end-to-end runs against a SQLite store and a real ``mlflow server`` (DESIGN.md, "What lands
-in MLflow"). Starting processes and servers is ``_procs``'s job.
+end-to-end runs against a SQLite store and a real ``mlflow server`` (the README's
+"Looking at the results in MLflow"). Starting processes and servers is ``_procs``'s job.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def check_tracked_study(
     output: str | None = None,
     ui_base: str | None = None,
 ) -> TrackedStudy:
-    """Check everything DESIGN.md promises about a tracked study that ran in one invocation.
+    """Check everything the README promises about a tracked study that ran in one invocation.
 
     Args:
         client: Client of the tracking store (SQLite or HTTP).

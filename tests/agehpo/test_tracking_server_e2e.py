@@ -1,7 +1,7 @@
 """The issue's acceptance run: `mlflow run . -P sampler=tpe ...`, then read MLflow back.
 
 Once against a real `mlflow server` (HTTP, proxied artifacts) and once against a plain
-SQLite store; both must hold the same things (DESIGN.md, "What lands in MLflow").
+SQLite store; both must hold the same things (the README, "Looking at the results in MLflow").
 """
 
 from __future__ import annotations
