@@ -63,9 +63,39 @@ def test_cli_defaults_are_the_design_defaults() -> None:
 
 
 def test_mlflow_style_float_values_parse_as_integers() -> None:
-    # MLflow passes integer parameters declared as float through unchanged, e.g. "5".
+    # MLflow passes integer parameters declared as float through as typed: "5" or "20.0".
     config = study_config(build_parser().parse_args(["study", "--n-trials", "5", "--seed", "7"]))
     assert (config.n_trials, config.seed) == (5, 7)
+    argv = ["study", "--n-trials", "20.0", "--img-size", "24.0", "--seed", "-3.0"]
+    config = study_config(build_parser().parse_args([*argv, "--timeout", "0.0"]))
+    assert (config.n_trials, config.img_size, config.seed, config.timeout) == (20, 24, -3, 0.0)
+    assert isinstance(config.n_trials, int) and isinstance(config.img_size, int)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["study", "--n-trials", "abc"],
+            "n_trials='abc' is not an integer; expected an integer >= 1",
+        ),
+        (["study", "--n-epochs", "0"], "n_epochs='0' is too small; expected an integer >= 1"),
+        (["study", "--timeout", "soon"], "timeout='soon' is not accepted; expected a number"),
+        (["study", "--bogus"], "unrecognized arguments: --bogus (see: agehpo --help)"),
+        (["nope"], "argument command: invalid choice: 'nope'"),
+        ([], "the following arguments are required: command"),
+        (["predict"], "the following arguments are required: --data (see: agehpo predict"),
+    ],
+)
+def test_usage_errors_are_one_line_without_the_usage_block(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "usage:" not in err, err
+    assert err.startswith("agehpo: error: ") and expected in err, err
 
 
 @pytest.mark.parametrize(
@@ -78,9 +108,8 @@ def test_bad_sampler_kwargs_get_one_line(
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "--sampler-kwargs", value])
     assert exit_info.value.code == 2
-    error_lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(error_lines) == 1
-    assert fragment in error_lines[0] and "sampler_kwargs" in error_lines[0]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert fragment in line and line.startswith("agehpo: error: sampler_kwargs=")
 
 
 def test_unknown_sampler_exits_with_one_line(
