@@ -3,8 +3,10 @@
 A RUNNING parent run whose process died stays RUNNING in MLflow until someone ends it. The
 heartbeat rule (no beat for ``stale_after`` seconds) works across machines but has to wait;
 on the machine that ran the process, the process table answers at once. The owner is
-``host:pid:start`` where ``start`` is the process start time in clock ticks since boot
-(field 22 of ``/proc/<pid>/stat``), so a pid reused by another process is told apart.
+``host:pid:start:pidns`` where ``start`` is the process start time in clock ticks since boot
+(field 22 of ``/proc/<pid>/stat``), so a pid reused by another process is told apart, and
+``pidns`` the inode of its pid namespace: containers sharing the host's name (host
+networking) do not see each other's pids, so only an owner of our own namespace is checked.
 Where ``/proc`` is missing (macOS, Windows) it is ``host:pid``.
 """
 
@@ -26,11 +28,13 @@ class Owner:
         host: ``socket.gethostname()`` of the process.
         pid: Its process id.
         start: Its start time in clock ticks since boot; None where unknown.
+        pidns: Inode of its pid namespace; None where unknown.
     """
 
     host: str
     pid: int
     start: str | None
+    pidns: str | None = None
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -50,18 +54,28 @@ def _start_ticks(pid: int) -> str | None:
     return fields[19] if fields is not None and len(fields) > 19 else None
 
 
+def _pid_namespace() -> str | None:
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return None
+    return link.partition("[")[2].rstrip("]") or None
+
+
 @functools.cache
 def _owner_of(pid: int) -> str:
-    start = _start_ticks(pid)
+    start, pidns = _start_ticks(pid), _pid_namespace()
     host = socket.gethostname()
-    return f"{host}:{pid}:{start}" if start is not None else f"{host}:{pid}"
+    if start is None:
+        return f"{host}:{pid}"
+    return f"{host}:{pid}:{start}:{pidns}" if pidns else f"{host}:{pid}:{start}"
 
 
 def process_owner() -> str:
     """The owner tag of the calling process.
 
     Returns:
-        ``host:pid:start`` (Linux) or ``host:pid``.
+        ``host:pid:start:pidns`` (Linux) or ``host:pid``.
     """
     # Keyed by pid: a forked child is another owner.
     return _owner_of(os.getpid())
@@ -79,17 +93,19 @@ def parse_owner(tag: str) -> Owner | None:
     host, sep, rest = tag.partition(":")
     if not sep or not host:
         return None
-    pid_text, _, start = rest.partition(":")
+    pid_text, _, rest = rest.partition(":")
+    start, _, pidns = rest.partition(":")
     if not pid_text.isdigit():
         return None
-    return Owner(host, int(pid_text), start or None)
+    return Owner(host, int(pid_text), start or None, pidns or None)
 
 
 def owner_is_gone(tag: str | None) -> bool:
     """Whether the process named by an owner tag is known to be gone.
 
-    Only a process of this host can be checked; for any other host, an unreadable tag or
-    no tag the answer is False (unknown), and the heartbeat rule decides.
+    Only a process of this host (and of our pid namespace, when the tag names one) can be
+    checked; for any other, an unreadable tag or no tag the answer is False (unknown), and
+    the heartbeat rule decides.
 
     Args:
         tag: The run's ``optuna_mlflow.owner`` tag.
@@ -101,6 +117,8 @@ def owner_is_gone(tag: str | None) -> bool:
     owner = parse_owner(tag) if tag else None
     if owner is None or owner.host != socket.gethostname():
         return False
+    if owner.pidns is not None and owner.pidns != _pid_namespace():
+        return False  # another container on this host: its pids are not ours to see
     fields = _stat_fields(owner.pid)
     if fields is not None:
         # A zombie (killed, not yet reaped by its parent) does not write anymore.

@@ -47,6 +47,9 @@ def test_owner_is_gone_only_for_a_known_dead_process_of_this_host() -> None:
         assert me is not None and me.start is not None
         # The same pid, started at another time: the pid was reused, the owner is gone.
         assert owner_is_gone(f"{host}:{me.pid}:{int(me.start) + 1}")
+        assert owner_is_gone(f"{host}:{_dead_pid()}:1:{me.pidns}")
+        # Another pid namespace on this host (a container with host networking): unknown.
+        assert not owner_is_gone(f"{host}:{_dead_pid()}:1:{me.pidns}0")
 
 
 @pytest.mark.skipif(not LINUX, reason="zombies are read from /proc")
