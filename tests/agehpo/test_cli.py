@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,10 +20,11 @@ def _mlproject() -> dict:
     return yaml.safe_load((ROOT / "MLproject").read_text())
 
 
-def _subcommand_defaults(name: str) -> dict[str, object]:
+def _subcommand_defaults(name: str) -> dict[str, Any]:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
-    sub = subparsers.choices[name]  # type: ignore[attr-defined]
+    assert isinstance(subparsers.choices, dict)
+    sub = subparsers.choices[name]
     return {a.dest: a.default for a in sub._actions if a.dest != "help"}
 
 

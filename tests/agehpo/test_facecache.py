@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,9 +72,14 @@ def test_a_damaged_csv_entry_is_detected_and_rebuilt(
     (entry,) = cache.glob("csv-*.npy")
     DAMAGE[damage](entry)
 
-    parsed = []
+    parsed: list[int] = []
     real_parse = facecsv._parse_csv
-    monkeypatch.setattr(facecsv, "_parse_csv", lambda *a: parsed.append(1) or real_parse(*a))
+
+    def counting_parse(*args: Any) -> Any:
+        parsed.append(1)
+        return real_parse(*args)
+
+    monkeypatch.setattr(facecsv, "_parse_csv", counting_parse)
     with caplog.at_level(logging.WARNING, logger="agehpo.facecache"):
         back = data.read_csv(path, cache_dir=cache)
     assert parsed == [1], "a damaged entry was used instead of parsing the CSV again"
@@ -109,7 +115,7 @@ def test_an_entry_ends_in_the_sha256_of_its_arrays(table: FaceTable, tmp_path: P
     data.read_csv(path, cache_dir=cache)
     (entry,) = cache.glob("csv-*.npy")
     raw = entry.read_bytes()
-    body = np.concatenate(
-        [table.pixels.ravel(), table.age, table.ethnicity, table.gender]
-    ).astype(np.uint8)
+    body = np.concatenate([table.pixels.ravel(), table.age, table.ethnicity, table.gender]).astype(
+        np.uint8
+    )
     assert raw.endswith(b"AGEHPO-SHA256" + hashlib.sha256(body.tobytes()).digest())
