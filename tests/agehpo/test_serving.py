@@ -17,7 +17,8 @@ import pytest
 from _mlflow_helpers import default_store
 from _procs import free_port, running, wait_http
 
-from agehpo.data import PreparedData, make_synthetic
+from agehpo.cli import main
+from agehpo.data import PreparedData, make_synthetic, write_csv
 from agehpo.pyfunc import PROBABILITY_COLUMNS
 from agehpo.study import StudyConfig, run_study
 
@@ -57,6 +58,18 @@ def test_the_served_champion_answers_like_the_loaded_one(
         faces = make_synthetic(16, seed=21)
         strings = [" ".join(map(str, row)) for row in faces.pixels]
         expected = mlflow.pyfunc.load_model(CHAMPION).predict(pd.DataFrame({"pixels": strings}))
+        # agehpo predict's checked loader reads the same champion from the registry.
+        faces_csv, out = tmp_path / "faces.csv", tmp_path / "preds.csv"
+        write_csv(faces, faces_csv)
+        argv = ["predict", "--model", CHAMPION, "--data", str(faces_csv), "--out", str(out)]
+        assert main(argv) == 0
+        checked = pd.read_csv(out, dtype={"age_range": str})
+        assert checked["age_bin"].tolist() == expected["age_bin"].tolist()
+        np.testing.assert_allclose(
+            checked[PROBABILITY_COLUMNS].to_numpy(dtype=np.float64),
+            expected[PROBABILITY_COLUMNS].to_numpy(dtype=np.float64),
+            rtol=1e-6,
+        )
 
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "AGEHPO_CACHE_DIR": str(tmp_path / "cache")}
