@@ -40,14 +40,17 @@ def read_bounded(path: Path, size: int) -> bytearray:
             ``MAX_LINE_BYTES``, naming its line number; only that far is read.
         OSError: When the file cannot be read.
     """
-    buf = bytearray(size)  # read into place: no second copy of a 200 MB file
-    pos, line_start, lineno = 0, 0, 1
+    # Grown piece by piece (realloc, not copies, for big buffers), so a file refused early
+    # costs only what was read; a sound file ends as one buffer of its size.
+    buf = bytearray()
+    line_start, lineno = 0, 1
     with path.open("rb") as f:
-        while pos < size:
-            got = f.readinto(memoryview(buf)[pos : pos + _READ_BYTES])
-            if not got:
+        while len(buf) < size:
+            piece = f.read(min(_READ_BYTES, size - len(buf)))
+            if not piece:
                 break  # the file shrank meanwhile
-            values = np.frombuffer(buf, np.uint8, count=got, offset=pos)
+            pos = len(buf)
+            values = np.frombuffer(piece, np.uint8)
             zero = np.flatnonzero(values == 0)
             if zero.size:
                 raise DataError(
@@ -55,18 +58,15 @@ def read_bounded(path: Path, size: int) -> bytearray:
                     f"{pos + int(zero[0])}); expected an age_gender.csv file"
                 )
             ends = np.flatnonzero(values == 10) + pos
-            del values  # (a live view would keep the buffer from being cut below)
             starts = np.concatenate(([line_start], ends[:-1] + 1))
             long = np.flatnonzero(ends - starts > MAX_LINE_BYTES)
             if long.size:
                 raise _too_long(path, lineno + int(long[0]))
             if ends.size:
                 lineno, line_start = lineno + ends.size, int(ends[-1]) + 1
-            pos += got
-            if pos - line_start > MAX_LINE_BYTES:  # the line goes on: stop reading now
+            if pos + len(piece) - line_start > MAX_LINE_BYTES:  # the line goes on: stop now
                 raise _too_long(path, lineno)
-    if pos < size:
-        del buf[pos:]
+            buf += piece
     return buf
 
 
