@@ -158,7 +158,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_import_study(args: argparse.Namespace) -> int:
     from optuna_mlflow import import_study
 
-    validate_storage(args.storage)  # a damaged journal: one line, before Optuna reads it
+    # A damaged journal, or a file that is not there (Optuna would create an empty one).
+    validate_storage(args.storage, must_exist=True)
     imported = import_study(
         args.storage, args.study_name or None, experiment_name=args.experiment_name or None
     )

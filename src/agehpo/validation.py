@@ -27,6 +27,7 @@ MAX_STUDY_NAME = 200
 # MLflow keeps registered model names in VARCHAR(256); compare appends ``-{sampler}-r{k}``.
 MAX_MODEL_NAME = 200
 DEVICES = ("auto", "cpu", "cuda", "cuda-graph")
+MAX_SEED = 2**31 - 1
 IMG_SIZE_RANGE = (1, 48)
 # SQLAlchemy dialects Optuna's RDBStorage is tested with.
 _DIALECTS = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
@@ -147,11 +148,13 @@ def check_device(value: str) -> None:
         raise ConfigError(f"device={quote(value)} is not accepted; expected one of {DEVICES}")
 
 
-def validate_storage(url: str) -> None:
+def validate_storage(url: str, *, must_exist: bool = False) -> None:
     """Check a storage URL's form, and a journal file's lines, without opening it.
 
     Args:
         url: An SQLAlchemy URL or a journal file (``agehpo.storage.journal_path``).
+        must_exist: Refuse a SQLite or journal file that does not exist (importing from
+            one would create an empty store instead).
 
     Raises:
         ConfigError: For a URL that is not of a form Optuna opens, or a damaged journal.
@@ -170,6 +173,8 @@ def validate_storage(url: str) -> None:
                 f"storage={quote(url)} is a folder; expected a journal file path such as "
                 "optuna.journal"
             )
+        if must_exist and not path.is_file():
+            raise _missing_store(url)
         check_journal(path, param="storage")
         return
     examples = (
@@ -189,12 +194,22 @@ def validate_storage(url: str) -> None:
             f"{examples}"
         )
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if must_exist and not Path(parsed.database).is_file():
+            raise _missing_store(url)
         folder = Path(parsed.database).parent
         if not folder.is_dir():
             raise ConfigError(
                 f"storage={quote(url)}: the folder {quote(str(folder))} does not exist; "
                 "create it or use a path in an existing folder"
             )
+
+
+def _missing_store(url: str) -> ConfigError:
+    return ConfigError(
+        f"storage={quote(url)} does not exist; expected an existing Optuna storage (check "
+        "the path: a sqlite:/// URL takes three slashes before a relative path, four before "
+        "an absolute one)"
+    )
 
 
 def validate_study_config(
@@ -214,8 +229,10 @@ def validate_study_config(
     """
     for name in ("n_trials", "n_epochs", "n_samples", "batch_size", "n_workers", "n_jobs"):
         check_positive_int(name, getattr(config, name))
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
-        raise ConfigError(f"seed={quote(config.seed)} is not accepted; expected an integer")
+    seed = config.seed
+    # numpy seeds samplers with 0..2**32-1; trials and compare's repeats add to the seed.
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={quote(seed)} is not accepted; expected an integer 0..{MAX_SEED}")
     check_img_size(config.img_size)
     check_timeout(config.timeout)
     check_study_name(config.study_name, reserve=name_reserve)

@@ -102,6 +102,7 @@ STUDY_CASES: dict[str, tuple[list[str], list[str]]] = {
     "non-numeric n_trials": (["--n-trials", "abc"], ["n_trials='abc'", "integer >= 1"]),
     "fractional n_trials": (["--n-trials", "2.5"], ["n_trials='2.5'"]),
     "unknown device": (["--device", "tpu"], ["device='tpu'"]),
+    "negative seed": (["--seed", "-3"], ["seed='-3'", "0..2147483647"]),
     "storage that is no URL": (["--storage", "nonsense"], ["storage='nonsense'"]),
     "storage of an unknown database": (["--storage", "foo://h/db"], ["storage='foo://h/db'"]),
     "sqlite in a missing folder": (
@@ -234,3 +235,15 @@ def test_argparse_errors_are_one_line_in_a_real_process(tmp_path: Path) -> None:
     assert done.stderr == (
         "agehpo: error: n_trials='abc' is not an integer; expected an integer >= 1\n"
     )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_import_from_a_store_that_does_not_exist_creates_nothing(
+    kind: str, tmp_path: Path, stores: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / ("old.db" if kind == "sqlite" else "old.journal")
+    url = f"sqlite:///{missing}" if kind == "sqlite" else str(missing)
+    line = _run(["import-study", "--storage", url], capsys)
+    assert f"storage={quote(url)} does not exist" in line
+    assert not missing.exists()
+    _assert_nothing_written(tmp_path, stores)
