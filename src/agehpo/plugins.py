@@ -128,7 +128,7 @@ def _build_kwargs(
 
 def _reason(error: BaseException) -> str:
     """An exception's text as one short printable line (third-party texts can be long)."""
-    text = " ".join(str(error).split()) or "no reason given"
+    text = " ".join(str(error).split()).rstrip(".") or "no reason given"
     return text if len(text) <= 200 and text.isprintable() else quote(text, 200)
 
 
