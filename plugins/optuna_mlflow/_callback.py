@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -14,14 +15,15 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial
 
+from optuna_mlflow import _keys as k
 from optuna_mlflow._artifacts import log_study_artifacts
 from optuna_mlflow._datasets import log_dataset
 from optuna_mlflow._fluent import FluentTrialRuns
-from optuna_mlflow._heartbeat import ParentHeartbeat
 from optuna_mlflow._identity import ensure_study_uid
+from optuna_mlflow._lifetime import Tracked
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
-from optuna_mlflow._session import StudySession, context_tags
+from optuna_mlflow._session import StudySession
 
 __all__ = ["MLflowCallback"]
 
@@ -29,48 +31,45 @@ TrialEndHook = Callable[[optuna.Study, FrozenTrial, str], None]
 
 
 class MLflowCallback:
-    """Track an Optuna study in MLflow: a parent run with one nested run per trial.
+    """Track an Optuna study in MLflow: a drop-in for ``optuna_integration.MLflowCallback``.
 
-    A drop-in successor of the deprecated ``optuna_integration.MLflowCallback``: same
-    constructor arguments, same :meth:`track_in_mlflow` decorator. On top: trial runs are
-    nested under a parent run, carry the intermediate values as metric history, end
-    FINISHED (COMPLETE, PRUNED) or FAILED (FAIL) with an ``optuna.trial_state`` tag, and
-    the objective can log extra per-step metrics with :meth:`log_step`, batched.
-
-    Only :class:`~mlflow.MlflowClient` calls with explicit run ids are used, never MLflow's
-    active run, so with ``n_jobs > 1`` threads never mix runs. (The one exception is the
-    :meth:`track_in_mlflow` decorator, which resumes the trial's run with
-    ``mlflow.start_run``; MLflow 3 keeps the active-run stack per thread, so that is safe
-    too.) Several worker processes may share one store and one parent run: each callback
-    only writes the trials its own process ran.
+    Built with optuna_integration's arguments it writes the runs optuna_integration wrote:
+    one run per trial, named ``mlflow_kwargs["run_name"]`` or ``str(trial.number)``, in the
+    same experiment, with the same params, metrics and tags; with ``nested`` it is nested
+    under the run active when the trial ends, without it an active run is an error. Added,
+    without changing any of that: ``optuna.*`` tags, intermediate values as the history of
+    the (first) objective metric, FAILED status for FAIL trials, :meth:`log_step`, batched
+    writes, no global lock (only :class:`~mlflow.MlflowClient` calls with explicit run ids,
+    so ``n_jobs > 1`` never mixes runs). Every run it opens is ended at the trial's end, by
+    :meth:`close` (or ``with cb:``), or at the latest when the callback is collected or the
+    interpreter exits.
 
     Args:
         tracking_uri: Tracking store; None uses MLflow's default (``MLFLOW_TRACKING_URI``).
         metric_name: Name of the objective metric; for several objectives one name per
-            objective or one name broadcast as ``{name}_{i}``. Intermediate values are
-            logged as the history of the (first) objective metric.
+            objective or one name broadcast as ``{name}_{i}``.
         create_experiment: Without a parent run and ``experiment_id``, use an experiment
             named after the study (created when missing); otherwise MLflow's active one.
-        mlflow_kwargs: ``experiment_id``; ``run_name`` (of the parent run started here);
-            ``tags`` (added to every trial run). ``nested`` is accepted and ignored: trial
-            runs are always nested.
+        mlflow_kwargs: ``experiment_id``, ``run_name``, ``nested`` and ``tags`` (added to
+            every trial run), as in optuna_integration. With a parent run, ``run_name``
+            names the parent started here and ``nested`` is implied.
         tag_study_user_attrs: Add the study's user attrs to every trial run's tags.
         tag_trial_user_attrs: Add each trial's user attrs to its run's tags.
-        parent_run_id: Run to nest the trial runs under. None uses the MLflow Project run
-            (``MLFLOW_RUN_ID``, set by ``mlflow run``) or the active run at construction,
-            else starts a run named after the study on first use.
+        parent_run: Opt-in layout: the trial runs, named ``trial-{n}``, nest under one
+            parent run per study: ``parent_run_id``, else the MLflow Project run
+            (``MLFLOW_RUN_ID``), else the run active at construction, else a run named
+            after the study, started on first use and ended by :meth:`close` or at exit.
+        parent_run_id: Run to nest the trial runs under; implies ``parent_run``.
         flush_interval: Seconds between writes of buffered :meth:`log_step` metrics while a
             trial runs; everything is written when the trial ends.
         trial_end_hooks: Callables ``(study, frozen_trial, run_id)`` run after a trial's
             data is written and before its run is ended (e.g. to log its model). A hook's
             exception propagates (after the run has been ended).
-        legacy_tags: Also write the tags ``optuna_integration`` wrote (``number``,
-            ``state``, ``direction``, ``datetime_*``, ``{param}_distribution``).
-        heartbeat_interval: Seconds between updates of the parent's
-            ``optuna_mlflow.heartbeat`` tag, which the reconciler reads to tell a live
-            parent run from one whose process died. A daemon thread refreshes it while
-            the callback tracks a study (from first use until :meth:`close`), at least
-            every 1.5 intervals, so a live parent keeps beating through silent trials.
+        legacy_tags: Write the tags optuna_integration wrote (``number``, ``state``,
+            ``direction``, ``datetime_*``, ``{param}_distribution``).
+        heartbeat_interval: Seconds between updates of a parent run's
+            ``optuna_mlflow.heartbeat`` tag (read by the reconciler), refreshed by a daemon
+            thread while a parent run is tracked, at least every 1.5 intervals.
     """
 
     def __init__(
@@ -82,6 +81,7 @@ class MLflowCallback:
         tag_study_user_attrs: bool = False,
         tag_trial_user_attrs: bool = True,
         *,
+        parent_run: bool = False,
         parent_run_id: str | None = None,
         flush_interval: float = 5.0,
         trial_end_hooks: Iterable[TrialEndHook] = (),
@@ -90,7 +90,8 @@ class MLflowCallback:
     ) -> None:
         if not isinstance(metric_name, str | Sequence):
             raise TypeError(
-                f"metric_name must be a string or a sequence of strings, got {metric_name!r}."
+                f"metric_name: expected a string or a sequence of strings, got "
+                f"{type(metric_name).__name__} {metric_name!r}; pass e.g. 'value'."
             )
         self._metric_name = metric_name if isinstance(metric_name, str) else list(metric_name)
         self._create_experiment = create_experiment
@@ -98,33 +99,40 @@ class MLflowCallback:
         self._tag_study_user_attrs = tag_study_user_attrs
         self._tag_trial_user_attrs = tag_trial_user_attrs
         self._legacy_tags = legacy_tags
+        self._parent = parent_run or parent_run_id is not None
+        self._nested = bool(self._mlflow_kwargs.get("nested"))
         self.trial_end_hooks: list[TrialEndHook] = list(trial_end_hooks)
         self.client = MlflowClient(tracking_uri)
-        # Captured now: MLflow's fluent end_run() deletes MLFLOW_RUN_ID from the environment.
-        active = mlflow.active_run()
-        self._given_parent = (
-            parent_run_id
-            or os.environ.get("MLFLOW_RUN_ID")
-            or (active.info.run_id if active is not None else None)
+        given = None
+        if self._parent:
+            # Captured now: MLflow's fluent end_run() deletes MLFLOW_RUN_ID from the
+            # environment.
+            active = mlflow.active_run()
+            given = (
+                parent_run_id
+                or os.environ.get("MLFLOW_RUN_ID")
+                or (active.info.run_id if active is not None else None)
+            )
+        self._live = LiveTrialRuns(
+            self.client, threading.RLock(), flush_interval, heartbeat_interval
         )
-        self._lock = threading.RLock()
-        # By study uid: two studies of one name are two sessions.
-        self._sessions: dict[str, StudySession] = {}
-        self._closed: list[StudySession] = []
-        self._live = LiveTrialRuns(self.client, self._lock, flush_interval, heartbeat_interval)
-        self._heartbeat = ParentHeartbeat(self._beat_open_parents, heartbeat_interval)
-        self._fluent = FluentTrialRuns(self._live, self._session, tracking_uri)
+        self._lock = self._live.lock
+        self._tracked = Tracked(self.client, self._live, given, heartbeat_interval)
+        self._fluent = FluentTrialRuns(self._live, self._session, self._parent_tags, tracking_uri)
+        # Ends what is still open when the callback is collected, or at interpreter exit:
+        # optuna_integration's users never call close().
+        self._finalizer = weakref.finalize(self, self._tracked.close_at_exit)
 
     # -- where runs go --------------------------------------------------------------------
 
-    def start(self, study: optuna.Study) -> str:
+    def start(self, study: optuna.Study) -> str | None:
         """Resolve the experiment and the parent run of ``study`` now instead of lazily.
 
         Args:
             study: The study to track.
 
         Returns:
-            The parent run id.
+            The parent run id; None without ``parent_run``.
         """
         return self._session(study).parent_run_id
 
@@ -143,15 +151,15 @@ class MLflowCallback:
     def parent_run_id(self) -> str | None:
         """Parent run of the (first) tracked study, or the given one; None before start."""
         with self._lock:
-            for session in [*self._sessions.values(), *self._closed]:
+            for session in [*self._tracked.sessions.values(), *self._tracked.closed]:
                 return session.parent_run_id
-        return self._given_parent
+        return self._tracked.given_parent
 
     @property
     def experiment_id(self) -> str | None:
         """Experiment of the (first) tracked study; None before start."""
         with self._lock:
-            for session in [*self._sessions.values(), *self._closed]:
+            for session in [*self._tracked.sessions.values(), *self._tracked.closed]:
                 return session.writer.experiment_id
         return None
 
@@ -181,7 +189,7 @@ class MLflowCallback:
             trial: The finished trial.
         """
         session = self._session(study)
-        live = self._live.write(session, trial)
+        live = self._live.write(session, trial, self._parent_tags())
         try:
             for hook in self.trial_end_hooks:
                 hook(study, trial, live.run_id)
@@ -201,7 +209,7 @@ class MLflowCallback:
             metrics: Metric name -> value.
         """
         session = self._session(trial.study)
-        live = self._live.open(session, trial.number, trial._trial_id)
+        live = self._live.open(session, trial.number, trial._trial_id, self._parent_tags)
         self._live.log(live, step, metrics)
 
     def flush(self) -> None:
@@ -262,7 +270,7 @@ class MLflowCallback:
         """
         return log_study_artifacts(
             study,
-            self.start(study),
+            self._summary_run(study),
             client=self.client,
             metric_name=self._metric_name if metric_name is None else metric_name,
         )
@@ -275,7 +283,7 @@ class MLflowCallback:
             name: Dataset name.
             **kwargs: Passed to :func:`optuna_mlflow.log_dataset`.
         """
-        log_dataset(self.start(study), name, client=self.client, **kwargs)
+        log_dataset(self._summary_run(study), name, client=self.client, **kwargs)
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -294,34 +302,7 @@ class MLflowCallback:
                 unless the ``mlflow run`` process died), even when no trial was tracked
                 under it yet. None and False leave a given parent alone.
         """
-        # First, so that no beat lands on a parent run after it has ended.
-        self._heartbeat.stop()
-        errors = self._live.close_open()
-        with self._lock:
-            sessions = list(self._sessions.values())
-            owned = [s.parent_run_id for s in sessions if s.owns_parent]
-            given = [s.parent_run_id for s in sessions if not s.owns_parent]
-            # A parent given to us may be ended by a later, explicit close(end_parent=True).
-            given += [s.parent_run_id for s in self._closed if not s.owns_parent]
-            if self._given_parent is not None:
-                given.append(self._given_parent)
-        ends = [(run_id, False) for run_id in owned]
-        if end_parent:
-            ends += [(run_id, True) for run_id in dict.fromkeys(given)]
-        for run_id, only_running in ends:
-            try:
-                if only_running and self.client.get_run(run_id).info.status != "RUNNING":
-                    continue  # ended already (by MLflow, or an earlier close)
-                self.client.set_terminated(run_id, status=status)
-            except Exception as exc:  # keep ending the others
-                errors.append(exc)
-        with self._lock:
-            # Closed sessions still answer parent_run_id/experiment_id; a later use of the
-            # callback starts a new parent run.
-            self._closed.extend(sessions)
-            self._sessions.clear()
-        if errors:
-            raise errors[0]
+        self._tracked.close(status, end_parent)
 
     def __enter__(self) -> MLflowCallback:
         return self
@@ -344,30 +325,52 @@ class MLflowCallback:
     def _session(self, study: optuna.Study) -> StudySession:
         with self._lock:
             # The same Study object: no storage read (log_step calls this every epoch).
-            for open_session in self._sessions.values():
+            for open_session in self._tracked.sessions.values():
                 if open_session.study is study:
                     return open_session
             uid = ensure_study_uid(study)
-            session = self._sessions.get(uid)
+            session = self._tracked.sessions.get(uid)
             if session is None:
                 session = StudySession.open(
                     self.client,
                     study,
                     metric_name=self._metric_name,
-                    parent_run_id=self._given_parent,
+                    parent=self._parent,
+                    parent_run_id=self._tracked.given_parent,
                     create_experiment=self._create_experiment,
                     mlflow_kwargs=self._mlflow_kwargs,
-                    context_tags=context_tags(),
                     tag_study_user_attrs=self._tag_study_user_attrs,
                     tag_trial_user_attrs=self._tag_trial_user_attrs,
                     legacy_tags=self._legacy_tags,
                 )
                 session.last_heartbeat = time.time()
-                self._sessions[uid] = session
-                self._heartbeat.start()
+                self._tracked.add(uid, session)
             return session
 
-    def _beat_open_parents(self) -> None:
-        with self._lock:
-            sessions = list(self._sessions.values())
-        self._live.heartbeat(sessions)
+    def _parent_tags(self) -> dict[str, str]:
+        """The parent of a trial run created now, as optuna_integration chose it."""
+        if self._parent:
+            return {}  # the session's parent run
+        active = mlflow.active_run()  # this thread's, as mlflow.start_run sees it
+        if active is None or self._live.owns(active.info.run_id):
+            return {}
+        if not self._nested:
+            raise RuntimeError(
+                f"Run with UUID {active.info.run_id} is already active. Expected no active "
+                "MLflow run when a trial's run starts (mlflow_kwargs has no nested=True), as "
+                "in optuna_integration; pass mlflow_kwargs={'nested': True} to nest the trial "
+                "runs under it, or end it first with mlflow.end_run()."
+            )
+        return {k.MLFLOW_PARENT_RUN_ID: active.info.run_id}
+
+    def _summary_run(self, study: optuna.Study) -> str:
+        """The run that takes study-level data: the parent run, else the active run."""
+        parent = self.start(study)
+        active = mlflow.active_run()
+        if parent is None and active is None:
+            raise ValueError(
+                f"study {study.study_name!r}: expected a parent run to log study-level data "
+                "on, found none (no parent_run, no active MLflow run); build the callback "
+                "with parent_run=True, or call it inside mlflow.start_run()."
+            )
+        return parent if parent is not None else active.info.run_id  # type: ignore[union-attr]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mlflow
@@ -21,6 +21,7 @@ class FluentTrialRuns:
     Args:
         live: The callback's open trial runs (their lock guards the fluent globals too).
         session_of: The callback's session lookup (creates the parent run on first use).
+        parent_tags: The callback's rule for the parent of a new trial run (may raise).
         tracking_uri: The callback's store; None leaves MLflow's fluent URI alone.
     """
 
@@ -28,10 +29,12 @@ class FluentTrialRuns:
         self,
         live: LiveTrialRuns,
         session_of: Callable[[optuna.Study], StudySession],
+        parent_tags: Callable[[], Mapping[str, str]],
         tracking_uri: str | None,
     ) -> None:
         self._live = live
         self._session_of = session_of
+        self._parent_tags = parent_tags
         self._tracking_uri = tracking_uri
         self._experiment_id: str | None = None
 
@@ -42,7 +45,7 @@ class FluentTrialRuns:
             @functools.wraps(func)
             def wrapper(trial: optuna.Trial) -> Any:
                 session = self._session_of(trial.study)
-                live = self._live.open(session, trial.number, trial._trial_id)
+                live = self._live.open(session, trial.number, trial._trial_id, self._parent_tags)
                 with self._live.lock:
                     self._point_at(session)
                 try:

@@ -1,12 +1,24 @@
-"""A background thread that keeps the tracked parent runs' heartbeat tags fresh."""
+"""What one callback holds open, and how all of it is ended, whatever the user forgets.
+
+:class:`Tracked` holds a callback's study sessions, its open trial runs and the heartbeat
+thread of its parent runs. It never refers to the callback itself, so the callback's
+``weakref.finalize`` can end everything when the callback is collected or, at the latest,
+at interpreter exit.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["ParentHeartbeat"]
+from mlflow import MlflowClient
+
+from optuna_mlflow._live import LiveTrialRuns
+from optuna_mlflow._session import StudySession
+
+__all__ = ["ParentHeartbeat", "Tracked"]
 
 _logger = logging.getLogger(__name__)
 # Waking at half the interval bounds the gap between two beats by 1.5 intervals while the
@@ -69,3 +81,84 @@ class ParentHeartbeat:
                 self._beat()
             except Exception:
                 _logger.debug("parent heartbeat failed", exc_info=True)
+
+
+class Tracked:
+    """The sessions, open trial runs and parent heartbeat of one callback.
+
+    Args:
+        client: Client of the tracking store.
+        live: The callback's trial runs (its lock guards the sessions too).
+        given_parent: A parent run given to the callback (``parent_run_id``, the MLflow
+            Project run), ended only by ``close(end_parent=True)``.
+        heartbeat_interval: Seconds between heartbeat tags on the parent runs.
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        live: LiveTrialRuns,
+        given_parent: str | None,
+        heartbeat_interval: float,
+    ) -> None:
+        self.client = client
+        self.live = live
+        self.lock = live.lock
+        self.given_parent = given_parent
+        # By study uid: two studies of one name are two sessions.
+        self.sessions: dict[str, StudySession] = {}
+        self.closed: list[StudySession] = []
+        self.heartbeat = ParentHeartbeat(self._beat, heartbeat_interval)
+
+    def add(self, uid: str, session: StudySession) -> None:
+        """Track a new session; a parent run gets its heartbeat thread (lock held)."""
+        self.sessions[uid] = session
+        if session.parent_run_id is not None:
+            self.heartbeat.start()
+
+    def _beat(self) -> None:
+        with self.lock:
+            sessions = list(self.sessions.values())
+        self.live.heartbeat(sessions)
+
+    def close(self, status: str, end_parent: bool | None) -> None:
+        """End every run of the callback; see ``MLflowCallback.close``."""
+        # First, so that no beat lands on a parent run after it has ended.
+        self.heartbeat.stop()
+        errors = self.live.close_open()
+        with self.lock:
+            sessions = list(self.sessions.values())
+            owned = [s.parent_run_id for s in sessions if s.owns_parent]
+            given = [s.parent_run_id for s in sessions if not s.owns_parent]
+            # A parent given to us may be ended by a later, explicit close(end_parent=True).
+            given += [s.parent_run_id for s in self.closed if not s.owns_parent]
+            given.append(self.given_parent)
+        ends = [(run_id, False) for run_id in owned if run_id is not None]
+        if end_parent:
+            ends += [(run_id, True) for run_id in dict.fromkeys(given) if run_id is not None]
+        for run_id, only_running in ends:
+            try:
+                if only_running and self.client.get_run(run_id).info.status != "RUNNING":
+                    continue  # ended already (by MLflow, or an earlier close)
+                self.client.set_terminated(run_id, status=status)
+            except Exception as exc:  # keep ending the others
+                errors.append(exc)
+        with self.lock:
+            # Closed sessions still answer parent_run_id/experiment_id; a later use of the
+            # callback starts a new parent run.
+            self.closed.extend(sessions)
+            self.sessions.clear()
+        if errors:
+            raise errors[0]
+
+    def close_at_exit(self) -> None:
+        """Close without raising: the callback was collected or the interpreter exits."""
+        # Set when the interpreter printed an uncaught exception, before atexit runs.
+        error = getattr(sys, "last_value", None)
+        status = "FINISHED" if error is None else "FAILED"
+        if isinstance(error, KeyboardInterrupt):
+            status = "KILLED"
+        try:
+            self.close(status, end_parent=False)
+        except Exception:
+            _logger.warning("optuna_mlflow: could not end every run at exit", exc_info=True)

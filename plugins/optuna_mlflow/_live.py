@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
@@ -84,6 +84,11 @@ class LiveTrialRuns:
         with self.lock:
             return self._runs.get(_key(session, number))
 
+    def owns(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a trial run this process opened (and has not ended)."""
+        with self.lock:
+            return any(live.run_id == run_id and not live.done for live in self._runs.values())
+
     def run_id_for(
         self, number: int, study_name: str | None = None, study_uid: str | None = None
     ) -> str | None:
@@ -98,13 +103,24 @@ class LiveTrialRuns:
                     return live.run_id
         return None
 
-    def open(self, session: StudySession, number: int, trial_id: int) -> LiveRun:
-        """The trial's run, created (RUNNING, start time now) on first use."""
+    def open(
+        self,
+        session: StudySession,
+        number: int,
+        trial_id: int,
+        parent: Callable[[], Mapping[str, str]] = dict,
+    ) -> LiveRun:
+        """The trial's run, created (RUNNING, start time now) on first use.
+
+        ``parent`` gives the tags naming the new run's parent (none: the session's); it is
+        asked only when the run is created.
+        """
         with self.lock:
             key = _key(session, number)
             live = self._runs.get(key)
             if live is None:
-                live = LiveRun(session.writer.create_run(number), trial_id, session)
+                run_id = session.writer.create_run(number, tags=parent())
+                live = LiveRun(run_id, trial_id, session)
                 self._runs[key] = live
             return live
 
@@ -136,12 +152,19 @@ class LiveTrialRuns:
                 if live.buffer:
                     self.flush(live)
 
-    def write(self, session: StudySession, trial: FrozenTrial) -> LiveRun:
-        """Write a finished trial with its buffer into its run (created if none); no end."""
+    def write(
+        self, session: StudySession, trial: FrozenTrial, parent: Mapping[str, str]
+    ) -> LiveRun:
+        """Write a finished trial with its buffer into its run (created if none); no end.
+
+        ``parent``: tags naming the parent of a run created here (none: the session's).
+        """
         with self.lock:
             live = self._runs.get(_key(session, trial.number))
             if live is None:
-                run_id = session.writer.write(trial, search=False, terminate=False)
+                run_id = session.writer.write(
+                    trial, search=False, terminate=False, extra_tags=parent
+                )
                 live = LiveRun(run_id, trial._trial_id, session)
                 self._runs[_key(session, trial.number)] = live
             else:
@@ -206,6 +229,8 @@ class LiveTrialRuns:
         with self.lock:
             due = [s for s in sessions if now - s.last_heartbeat >= self.heartbeat_interval]
         for session in due:
+            if session.parent_run_id is None:
+                continue
             self.client.set_tag(session.parent_run_id, k.HEARTBEAT, str(int(now)), synchronous=True)
             # Only a written beat counts: after a failed write the next wake-up tries again.
             with self.lock:

@@ -48,7 +48,7 @@ def run_status_for(state: TrialState) -> str:
 class TrialRunWriter:
     """Write Optuna trials of one study as nested MLflow runs, idempotently.
 
-    Each trial becomes a run named ``trial-{number}`` with the trial's params, its
+    Each trial becomes a run (named ``trial-{number}`` by default) with the trial's params, its
     objective value(s) as metric(s), its intermediate values as the history of the first
     metric (``step`` = the reported step), the tags ``optuna.study_name``,
     ``optuna.study_uid`` (when known), ``optuna.trial_number``, ``optuna.trial_state``,
@@ -77,6 +77,10 @@ class TrialRunWriter:
             ``optuna.study_uid`` and matched by every lookup; None matches by name only.
         owner: ``optuna_mlflow.owner`` tag of the runs this writer creates (the live
             process); rewrites never change it.
+        name_prefix: Trial runs are named ``{name_prefix}{number}``; ``""`` gives
+            optuna_integration's names.
+        run_name: One name for every trial run instead (optuna_integration's
+            ``mlflow_kwargs["run_name"]``).
     """
 
     def __init__(
@@ -93,6 +97,8 @@ class TrialRunWriter:
         run_tags: Mapping[str, str] | None = None,
         study_uid: str | None = None,
         owner: str | None = None,
+        name_prefix: str = "trial-",
+        run_name: str | None = None,
     ) -> None:
         self.client = client
         self.experiment_id = experiment_id
@@ -105,6 +111,8 @@ class TrialRunWriter:
         self.run_tags = dict(run_tags or {})
         self.study_uid = study_uid
         self.owner = owner
+        self.name_prefix = name_prefix
+        self.fixed_run_name = run_name
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -125,10 +133,9 @@ class TrialRunWriter:
         n = len(self.directions) if self.directions else 1
         return self.metric_names(n)[0]
 
-    @staticmethod
-    def run_name(number: int) -> str:
+    def run_name(self, number: int) -> str:
         """Run name of trial ``number``."""
-        return f"trial-{number}"
+        return self.fixed_run_name or f"{self.name_prefix}{number}"
 
     def _direction_tag(self) -> dict[str, str]:
         if not self.directions:

@@ -118,6 +118,9 @@ class StudyTracker:
             metric_name=METRIC_NAME,
             trial_end_hooks=[self._log_model_if_best],
             legacy_tags=False,
+            # agehpo's layout: a parent run (the MLflow Project run under `mlflow run`) with
+            # the trials nested under it as trial-{n}.
+            parent_run=True,
             parent_run_id=parent_run_id,
             heartbeat_interval=heartbeat_settings()[0],
         )
@@ -138,11 +141,17 @@ class StudyTracker:
         Returns:
             The parent run id.
         """
-        parent = self.callback.start(study)
+        parent = self._parent(study)
         if describe:
             interval, grace = heartbeat_settings()
             self.callback.reconcile(study, stale_after=max(grace, 3 * interval))
             self._describe(study, parent, data)
+        return parent
+
+    def _parent(self, study: optuna.Study) -> str:
+        parent = self.callback.start(study)
+        if parent is None:  # the callback is built with parent_run=True
+            raise RuntimeError(f"study {study.study_name!r}: the tracker opened no parent run")
         return parent
 
     def _describe(self, study: optuna.Study, parent: str, data: PreparedData) -> None:
@@ -231,7 +240,7 @@ class StudyTracker:
         Returns:
             Lines that tell the user how to look at the results.
         """
-        parent = self.callback.start(study)
+        parent = self._parent(study)
         lines: list[str] = []
         run_id = self.best_run_id(study) if best is not None else None
         if best is not None and run_id is not None:

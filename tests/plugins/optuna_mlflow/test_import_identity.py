@@ -79,7 +79,7 @@ def test_a_study_with_a_uid_is_imported_under_it_and_matches_its_live_runs(
 ) -> None:
     path = tmp_path / "tracked.journal"
     study = optuna.create_study(study_name="same", storage=_journal(path), direction="maximize")
-    with MLflowCallback(tracking_uri=tracking_uri, metric_name="value") as cb:
+    with MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="value") as cb:
         study.optimize(make_objective(), n_trials=3, callbacks=[cb], catch=(RuntimeError,))
     (report,) = import_study(path, client=client, log_artifacts=False)
     assert report.study_uid == ensure_study_uid(study)

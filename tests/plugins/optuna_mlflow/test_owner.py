@@ -74,7 +74,9 @@ _DYING = """
 import os, optuna
 from optuna_mlflow import MLflowCallback
 study = optuna.load_study(study_name="owned", storage={storage!r})
-cb = MLflowCallback(tracking_uri={uri!r}, metric_name="acc", heartbeat_interval=3600)
+cb = MLflowCallback(
+    tracking_uri={uri!r}, parent_run=True, metric_name="acc", heartbeat_interval=3600
+)
 
 def objective(trial):
     x = trial.suggest_float("x", 0, 1)
@@ -105,7 +107,7 @@ def test_reconcile_ends_a_same_host_dead_parent_at_once(
     (dead_trial,) = trial_runs(client, parent.info.experiment_id).values()
     assert dead_trial.data.tags[OWNER] == parent.data.tags[OWNER]
 
-    with MLflowCallback(tracking_uri=tracking_uri, metric_name="acc") as cb:
+    with MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc") as cb:
         # The heartbeat is fresh and stale_after an hour: only the owner tells it is dead.
         report = cb.reconcile(study, stale_after=3600)
         assert report.parents_killed == [dead_parent]
@@ -123,7 +125,7 @@ def test_a_dead_worker_s_trial_run_under_a_live_parent_is_repaired(
     tracking_uri: str, client: MlflowClient
 ) -> None:
     study = optuna.create_study(study_name="shared", direction="maximize")
-    cb = MLflowCallback(tracking_uri=tracking_uri, metric_name="acc")
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc")
     writer = cb.session(study).writer
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
@@ -145,7 +147,7 @@ def test_close_ends_a_given_parent_only_when_asked_and_owned_ones_always(
     exp = client.create_experiment("given")
     project = client.create_run(exp, run_name="mlflow-run").info.run_id
     monkeypatch.setenv("MLFLOW_RUN_ID", project)
-    never_used = MLflowCallback(tracking_uri=tracking_uri)
+    never_used = MLflowCallback(tracking_uri=tracking_uri, parent_run=True)
     never_used.close("KILLED")
     assert client.get_run(project).info.status == "RUNNING"
     # The `mlflow run` process died: this process ends its run, though no trial ran yet.
@@ -155,7 +157,7 @@ def test_close_ends_a_given_parent_only_when_asked_and_owned_ones_always(
     assert client.get_run(project).info.status == "KILLED"
 
     monkeypatch.delenv("MLFLOW_RUN_ID")
-    own = MLflowCallback(tracking_uri=tracking_uri)
+    own = MLflowCallback(tracking_uri=tracking_uri, parent_run=True)
     study = optuna.create_study(study_name="own")
     study.optimize(make_objective(), n_trials=1, callbacks=[own], catch=(RuntimeError,))
     own.close("FAILED", end_parent=False)  # a parent it opened is never left RUNNING

@@ -30,7 +30,7 @@ def _journal_study(path: Path, name: str = "same", seed: int = 0) -> optuna.Stud
 
 
 def _tracked(study: optuna.Study, tracking_uri: str, n_trials: int) -> MLflowCallback:
-    with MLflowCallback(tracking_uri=tracking_uri, metric_name="acc") as cb:
+    with MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc") as cb:
         study.optimize(make_objective(), n_trials=n_trials, callbacks=[cb], catch=(RuntimeError,))
     return cb
 
@@ -80,7 +80,7 @@ def test_two_same_name_studies_in_one_experiment_never_share_a_run(
 
     # Every lookup of B finds B's runs only; reconcile and fill_missing leave A alone.
     before_a = {r.info.run_id: r.data for r in all_runs(client, experiment) if _uid(r) == uid_a}
-    cb = MLflowCallback(tracking_uri=tracking_uri, metric_name="acc")
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc")
     writer = cb.session(b).writer
     runs_b = writer.find_runs()
     assert sorted(runs_b) == [0, 1, 2, 3]
@@ -106,7 +106,7 @@ def test_fill_missing_writes_the_study_s_own_runs_beside_another_study_s(
     cb_a = _tracked(a, tracking_uri, 3)
     b = _journal_study(tmp_path / "b.journal", seed=2)
     b.optimize(make_objective(), n_trials=3, catch=(RuntimeError,))  # untracked
-    cb = MLflowCallback(tracking_uri=tracking_uri, metric_name="acc")
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc")
     report = cb.reconcile(b, fill_missing=True)
     cb.close()
     assert len(report.runs_created) == 3
@@ -119,7 +119,7 @@ def test_one_callback_tracking_two_same_name_studies_keeps_them_apart(
 ) -> None:
     a = _journal_study(tmp_path / "a.journal", seed=1)
     b = _journal_study(tmp_path / "b.journal", seed=2)
-    with MLflowCallback(tracking_uri=tracking_uri, metric_name="acc") as cb:
+    with MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc") as cb:
         a.optimize(make_objective(), n_trials=2, callbacks=[cb], catch=(RuntimeError,))
         b.optimize(make_objective(), n_trials=2, callbacks=[cb], catch=(RuntimeError,))
         run_a = cb.run_id_for(0, study_uid=ensure_study_uid(a))
@@ -155,7 +155,7 @@ def test_legacy_runs_are_adopted_once_with_one_warning(
     _legacy_runs(client, other, experiment)
 
     caplog.set_level(logging.WARNING, logger="optuna_mlflow")
-    with MLflowCallback(tracking_uri=tracking_uri, metric_name="acc") as cb:
+    with MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc") as cb:
         cb.reconcile(old, fill_missing=True)
         old.optimize(make_objective(), n_trials=1, callbacks=[cb], catch=(RuntimeError,))
     uid = ensure_study_uid(old)
@@ -168,7 +168,7 @@ def test_legacy_runs_are_adopted_once_with_one_warning(
     assert _by_uid(client, experiment) == {uid: [0, 1, 2, 3], None: [0, 1]}
 
     caplog.clear()
-    with MLflowCallback(tracking_uri=tracking_uri, metric_name="acc") as again:
+    with MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc") as again:
         again.reconcile(old, fill_missing=True)
     assert not [r for r in caplog.records if "adopted" in r.getMessage()]
 
@@ -185,6 +185,6 @@ def test_a_new_study_never_adopts_an_old_study_s_runs(
     new = _journal_study(tmp_path / "new.journal")
     for trial in old.trials:
         new.enqueue_trial(trial.params)
-    with MLflowCallback(tracking_uri=tracking_uri, metric_name="acc") as cb:
+    with MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc") as cb:
         new.optimize(make_objective(), n_trials=3, callbacks=[cb], catch=(RuntimeError,))
     assert _by_uid(client, experiment) == {None: [0, 1, 2], ensure_study_uid(new): [0, 1, 2]}

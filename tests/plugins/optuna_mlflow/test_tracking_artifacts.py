@@ -24,7 +24,7 @@ def _files(client: MlflowClient, run_id: str, path: str | None = None) -> set[st
 def test_plots_table_best_params_and_counts(
     tracking_uri: str, client: MlflowClient, tmp_path: Path
 ) -> None:
-    cb = MLflowCallback(tracking_uri=tracking_uri, metric_name="val_age_accuracy")
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="val_age_accuracy")
     study = optuna.create_study(
         study_name="art", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3)
     )

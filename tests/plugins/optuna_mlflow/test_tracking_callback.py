@@ -1,4 +1,5 @@
-"""MLflowCallback on live studies: fields, buffering, hooks, closing, threads, processes."""
+"""MLflowCallback with a study parent run (parent_run=True, agehpo's layout): fields,
+buffering, hooks, closing, threads, processes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mlflow import MlflowClient
 from om_helpers import all_runs, assert_run_matches, history, make_objective, trial_runs
 
 from optuna_mlflow import MLflowCallback
-from optuna_mlflow._heartbeat import ParentHeartbeat
+from optuna_mlflow._lifetime import ParentHeartbeat
 
 
 def _study(name: str = "live", storage: str | None = None) -> optuna.Study:
@@ -29,7 +30,7 @@ def _study(name: str = "live", storage: str | None = None) -> optuna.Study:
 
 
 def test_every_field_of_live_trials(tracking_uri: str, client: MlflowClient) -> None:
-    cb = MLflowCallback(tracking_uri=tracking_uri, metric_name="val_acc")
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="val_acc")
 
     def extra(trial: optuna.Trial, step: int) -> None:
         cb.log_step(trial, step, {"train_loss": 1.0 / (step + 1), "val_loss": step * 0.5})
@@ -83,7 +84,7 @@ def test_log_step_is_buffered_then_flushed(tracking_uri: str, client: MlflowClie
         run = client.get_run(cb.run_id_for(trial.number) or "")
         seen.append((run.info.status, len(client.get_metric_history(run.info.run_id, "loss"))))
 
-    slow = MLflowCallback(tracking_uri=tracking_uri, flush_interval=3600)
+    slow = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, flush_interval=3600)
     _study("buffered").optimize(
         lambda t: [probe(slow, t, s) for s in range(3)] and 1.0, n_trials=1, callbacks=[slow]
     )
@@ -93,7 +94,7 @@ def test_log_step_is_buffered_then_flushed(tracking_uri: str, client: MlflowClie
     slow.close()
 
     seen.clear()
-    eager = MLflowCallback(tracking_uri=tracking_uri, flush_interval=0)
+    eager = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, flush_interval=0)
     _study("eager").optimize(
         lambda t: [probe(eager, t, s) for s in range(3)] and 1.0, n_trials=1, callbacks=[eager]
     )
@@ -111,7 +112,7 @@ def test_hooks_run_after_data_and_before_end(tracking_uri: str, client: MlflowCl
         client.set_tag(run_id, "model", f"model-of-{trial.number}")
         calls.append(trial.number)
 
-    cb = MLflowCallback(tracking_uri=tracking_uri, trial_end_hooks=[hook])
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, trial_end_hooks=[hook])
     objective = cb.track_in_mlflow()(make_objective())
     _study().optimize(objective, n_trials=3, callbacks=[cb], catch=(RuntimeError,))
     cb.close()
@@ -125,7 +126,7 @@ def test_close_after_uncaught_exception(tracking_uri: str, client: MlflowClient)
     study = _study()
     with (
         pytest.raises(ValueError, match="bad data"),
-        MLflowCallback(tracking_uri=tracking_uri) as cb,
+        MLflowCallback(tracking_uri=tracking_uri, parent_run=True) as cb,
     ):
 
         def objective(trial: optuna.Trial) -> float:
@@ -147,7 +148,7 @@ def test_keyboard_interrupt_leaves_nothing_running(tracking_uri: str, client: Ml
     study = _study()
     with (
         pytest.raises(KeyboardInterrupt),
-        MLflowCallback(tracking_uri=tracking_uri, flush_interval=3600) as cb,
+        MLflowCallback(tracking_uri=tracking_uri, parent_run=True, flush_interval=3600) as cb,
     ):
 
         @cb.track_in_mlflow()
@@ -170,7 +171,7 @@ def test_keyboard_interrupt_leaves_nothing_running(tracking_uri: str, client: Ml
 
 def test_trial_still_running_at_close(tracking_uri: str, client: MlflowClient) -> None:
     study = _study()
-    cb = MLflowCallback(tracking_uri=tracking_uri)
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True)
     trial = study.ask()
     trial.suggest_int("n", 1, 3)
     trial.report(0.1, 0)
@@ -185,7 +186,7 @@ def test_trial_still_running_at_close(tracking_uri: str, client: MlflowClient) -
 
 
 def test_threads_never_mix_runs(tracking_uri: str, client: MlflowClient) -> None:
-    cb = MLflowCallback(tracking_uri=tracking_uri, flush_interval=0.01)
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, flush_interval=0.01)
 
     @cb.track_in_mlflow()
     def objective(trial: optuna.Trial) -> float:
@@ -216,7 +217,7 @@ def test_parent_is_the_mlflow_project_run(
     exp = client.create_experiment("project-exp")
     project = client.create_run(exp, run_name="mlflow-run").info.run_id
     monkeypatch.setenv("MLFLOW_RUN_ID", project)
-    cb = MLflowCallback(tracking_uri=tracking_uri)
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True)
     study = _study()
     study.optimize(cb.track_in_mlflow()(make_objective()), n_trials=2, callbacks=[cb])
     cb.close()
@@ -232,6 +233,7 @@ def test_explicit_parent_and_experiment_kwargs(tracking_uri: str, client: Mlflow
     cb = MLflowCallback(
         tracking_uri=tracking_uri,
         mlflow_kwargs={"experiment_id": exp, "run_name": "my-parent", "tags": {"team": "a"}},
+        parent_run=True,
     )
     _study().optimize(make_objective(), n_trials=1, callbacks=[cb])
     cb.close()
@@ -256,7 +258,9 @@ def _heartbeat_threads() -> set[threading.Thread]:
 def test_parent_heartbeat_beats_through_a_silent_trial(
     tracking_uri: str, client: MlflowClient
 ) -> None:
-    cb = MLflowCallback(tracking_uri=tracking_uri, heartbeat_interval=1.0, flush_interval=60.0)
+    cb = MLflowCallback(
+        tracking_uri=tracking_uri, parent_run=True, heartbeat_interval=1.0, flush_interval=60.0
+    )
     study = _study("silent")
     before = _heartbeat_threads()
     parent = cb.start(study)

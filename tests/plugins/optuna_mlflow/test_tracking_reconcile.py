@@ -17,7 +17,7 @@ def _crashed_process(tracking_uri: str) -> tuple[optuna.Study, MLflowCallback]:
     """A study whose tracking process died: trials 0-1 done, 2 told FAIL without the
     callback, 3 still RUNNING, 4 COMPLETE without any run; the parent left RUNNING."""
     study = optuna.create_study(study_name="crashy", direction="maximize")
-    cb = MLflowCallback(tracking_uri=tracking_uri, metric_name="acc")
+    cb = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc")
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
@@ -48,7 +48,7 @@ def test_reconcile_after_a_crash(tracking_uri: str, client: MlflowClient) -> Non
     assert [before[n].info.status for n in (2, 3)] == ["RUNNING", "RUNNING"]
     assert 4 not in before
 
-    new = MLflowCallback(tracking_uri=tracking_uri, metric_name="acc")
+    new = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc")
     writer = new.session(study).writer
     assert writer.experiment_id == dead.experiment_id
 
@@ -103,7 +103,7 @@ def test_reconcile_after_a_crash(tracking_uri: str, client: MlflowClient) -> Non
 
 def test_later_fail_of_a_killed_trial_is_picked_up(tracking_uri: str, client: MlflowClient) -> None:
     study, dead = _crashed_process(tracking_uri)
-    new = MLflowCallback(tracking_uri=tracking_uri, metric_name="acc")
+    new = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc")
     new.reconcile(study, all_other_parents_stale=True)
     assert trial_runs(client, dead.experiment_id)[3].info.status == "KILLED"
     # Optuna's own stale-trial handling fails the trial later; the run follows.
@@ -117,7 +117,7 @@ def test_later_fail_of_a_killed_trial_is_picked_up(tracking_uri: str, client: Ml
 
 def test_runs_of_a_live_parent_are_left_alone(tracking_uri: str, client: MlflowClient) -> None:
     study, dead = _crashed_process(tracking_uri)
-    new = MLflowCallback(tracking_uri=tracking_uri, metric_name="acc")
+    new = MLflowCallback(tracking_uri=tracking_uri, parent_run=True, metric_name="acc")
     report = new.reconcile(study, stale_after=None, fill_missing=False)
     assert report.changed == 0
     assert client.get_run(dead.parent_run_id or "").info.status == "RUNNING"
