@@ -20,6 +20,9 @@ Rules (one study, one experiment):
   data and status (FAIL -> FAILED, ...); a trial still RUNNING in the storage (its process
   died) ends KILLED. A finished run whose ``optuna.trial_state`` disagrees with the
   storage (e.g. Optuna later failed a stale trial) is rewritten too.
+* A RUNNING trial run with no parent of the study (optuna_integration's layout: no parent,
+  or a run of the user's) is judged like a parent: left alone unless its owner is gone,
+  ``all_other_parents_stale``, or it started more than ``stale_after`` seconds ago.
 * With ``fill_missing``, finished trials without any run get one, under the current parent.
 """
 
@@ -134,6 +137,9 @@ def reconcile_study(
     if current is not None:
         live_parents.add(current)
 
+    study_parents = {p.info.run_id for p in parents}
+    if current is not None:
+        study_parents.add(current)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     numbers_with_runs: set[int] = set()
     for run in trial_runs:
@@ -142,10 +148,16 @@ def reconcile_study(
         except ValueError:
             continue
         numbers_with_runs.add(number)
-        if run.data.tags.get(k.MLFLOW_PARENT_RUN_ID) in live_parents and not (
-            run.info.status == "RUNNING" and owner_is_gone(run.data.tags.get(k.OWNER))
-        ):
+        parent = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID)
+        gone = run.info.status == "RUNNING" and owner_is_gone(run.data.tags.get(k.OWNER))
+        if parent in live_parents and not gone:
             continue
+        if parent not in study_parents and run.info.status == "RUNNING" and not gone:
+            # optuna_integration's layout: no study parent to tell that its process lives;
+            # the run itself is judged like a parent, from its start time.
+            idle = now - _last_seen(run)
+            if not all_other_parents_stale and (stale_after is None or idle <= stale_after):
+                continue
         trial = trials.get(number)
         run_id = run.info.run_id
         if trial is not None and trial.state.is_finished():

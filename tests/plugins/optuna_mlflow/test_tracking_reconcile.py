@@ -125,3 +125,21 @@ def test_runs_of_a_live_parent_are_left_alone(tracking_uri: str, client: MlflowC
     runs = trial_runs(client, dead.experiment_id)
     assert [runs[n].info.status for n in (0, 1, 2, 3)] == ["FINISHED"] * 2 + ["FAILED"] * 2
     new.close()
+
+
+def test_parentless_runs_are_judged_by_their_own_age(
+    tracking_uri: str, client: MlflowClient
+) -> None:
+    study = optuna.create_study(study_name="flat")
+    live = MLflowCallback(tracking_uri=tracking_uri)  # optuna_integration's layout
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    live.log_step(trial, 0, {"loss": 1.0})
+    run_id = live.run_id_for(trial.number) or ""
+    other = MLflowCallback(tracking_uri=tracking_uri)
+    # Its process (this one) lives and the run is young: another worker's, left alone.
+    assert other.reconcile(study, stale_after=3600).changed == 0
+    assert client.get_run(run_id).info.status == "RUNNING"
+    report = other.reconcile(study, all_other_parents_stale=True)
+    assert report.runs_killed == [run_id]
+    assert client.get_run(run_id).info.status == "KILLED"
