@@ -1,4 +1,4 @@
-"""Live tracking: every trial of a running study becomes a nested MLflow run."""
+"""Live tracking: every trial of a running study becomes an MLflow run."""
 
 from __future__ import annotations
 
@@ -261,6 +261,8 @@ class MLflowCallback:
     ) -> dict[str, str]:
         """Log plots, ``trials.csv``, ``best_params.json`` and counts on the parent run.
 
+        Without ``parent_run`` they go to the active MLflow run (an error without one).
+
         Args:
             study: The study.
             metric_name: Objective metric name(s); defaults to the callback's.
@@ -293,7 +295,9 @@ class MLflowCallback:
         Trial runs still open (the objective raised, the user interrupted) are rewritten
         from Optuna's storage: a FAIL trial ends FAILED; a trial still RUNNING there ends
         FAILED with tag ``optuna_mlflow.end_reason``. Every parent run this callback
-        started is ended with ``status``, whatever ``end_parent`` says.
+        started is ended with ``status``, whatever ``end_parent`` says. Optional: what is
+        still open is closed the same way when the callback is collected or at interpreter
+        exit (FAILED/KILLED after an uncaught exception, else FINISHED).
 
         Args:
             status: Terminal status of the parent run (FINISHED, FAILED or KILLED).

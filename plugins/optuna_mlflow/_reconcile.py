@@ -148,11 +148,11 @@ def reconcile_study(
         except ValueError:
             continue
         numbers_with_runs.add(number)
-        parent = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID)
+        parent_id = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID)
         gone = run.info.status == "RUNNING" and owner_is_gone(run.data.tags.get(k.OWNER))
-        if parent in live_parents and not gone:
+        if parent_id in live_parents and not gone:
             continue
-        if parent not in study_parents and run.info.status == "RUNNING" and not gone:
+        if parent_id not in study_parents and run.info.status == "RUNNING" and not gone:
             # optuna_integration's layout: no study parent to tell that its process lives;
             # the run itself is judged like a parent, from its start time.
             idle = now - _last_seen(run)
