@@ -96,11 +96,9 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from agehpo.study import format_summary, run_study
-    from agehpo.workers import check_parallel_storage
 
     config = study_config(args)
     validate_study_config(config)  # before any store is opened: a bad value leaves nothing
-    check_parallel_storage(config)
     role = "launcher" if config.n_workers > 1 else "single"
     result = run_study(config, track=True, role=role, stop=args.stop)
     print(format_summary(result, config))

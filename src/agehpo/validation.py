@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agehpo.study import StudyConfig
+    from agehpo.config import StudyConfig
 
 MAX_SHOWN = 80
 # Optuna's RDB storage indexes study names as VARCHAR(512); MLflow stores run names in
@@ -239,8 +239,24 @@ def validate_study_config(
     check_model_name(config.model_name, reserve=name_reserve)
     check_device(config.device)
     validate_storage(config.storage)
+    check_parallel_storage(config)
     check_sampler_and_pruner(config, samplers)
     check_data(config.data)  # last: the only check that may take a while (a real CSV)
+
+
+def check_parallel_storage(config: StudyConfig) -> None:
+    """Refuse SQLite for several worker processes, with the alternatives.
+
+    Raises:
+        ConfigError: For an ``sqlite:`` storage and ``n_workers > 1``.
+    """
+    if config.n_workers > 1 and config.storage.startswith("sqlite"):
+        raise ConfigError(
+            f"storage={quote(config.storage)} with n_workers={config.n_workers}: SQLite "
+            "serialises writers and Optuna advises against it for parallel workers; use a "
+            "journal file (-P storage=optuna.journal) or a database server "
+            "(-P storage=postgresql://...)"
+        )
 
 
 def check_sampler_and_pruner(config: StudyConfig, samplers: Sequence[str] | None = None) -> None:

@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from agehpo.runner import TrialRunner
 from agehpo.stopping import DEADLINE_S, OrderlyStop
-from agehpo.storage import StorageError
 from agehpo.study import FINISHED_STATES, StudyConfig
 
 _POLL_S = 1.0
@@ -34,20 +33,6 @@ EXIT_USAGE = 2
 
 class WorkersFailedError(RuntimeError):
     """Workers died and the budget could not be finished. One-line message."""
-
-
-def check_parallel_storage(config: StudyConfig) -> None:
-    """Refuse SQLite for several worker processes, with the alternatives.
-
-    Raises:
-        StorageError: For an ``sqlite:`` storage and ``n_workers > 1``.
-    """
-    if config.n_workers > 1 and config.storage.startswith("sqlite"):
-        raise StorageError(
-            f"storage={config.storage!r} with n_workers={config.n_workers}: SQLite serialises "
-            "writers and Optuna advises against it for parallel workers; use a journal file "
-            "(-P storage=optuna.journal) or a database server (-P storage=postgresql://...)"
-        )
 
 
 def worker_command(config: StudyConfig) -> list[str]:
