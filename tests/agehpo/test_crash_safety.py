@@ -60,7 +60,7 @@ def _shorter(command: list[str]) -> list[str]:
     the epoch count is no part of the study's identity."""
     return [
         "2" if before == "--n-epochs" else "n_epochs=2" if arg.startswith("n_epochs=") else arg
-        for before, arg in zip(["", *command], command, strict=True)
+        for before, arg in zip(["", *command[:-1]], command, strict=True)
     ]
 
 
