@@ -139,8 +139,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         print(predictions.to_string(index=False, max_rows=20))
     if ages is not None:
-        accuracy = float((predictions["age_bin"].to_numpy() == age_to_bin(ages)).mean())
-        print(f"Age-range accuracy on {len(ages)} labelled rows: {100 * accuracy:.2f} %")
+        from agehpo.evaluation import evaluate_head, format_head
+
+        # The champion's report card table (agehpo.evaluation), for these rows.
+        report = evaluate_head("age", age_to_bin(ages), predictions["age_bin"].to_numpy())
+        print(f"Age-range accuracy on {len(ages)} labelled rows: {100 * report.accuracy:.2f} %")
+        print("\n".join(format_head(report)))
     return 0
 
 
@@ -216,9 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     make_data = commands.add_parser("make-data", help="write the synthetic faces as a CSV")
     make_data.add_argument("--out", required=True, help="CSV path to write")
-    make_data.add_argument(
-        "--n-samples", type=int_flag("n_samples"), default=StudyConfig.n_samples
-    )
+    make_data.add_argument("--n-samples", type=int_flag("n_samples"), default=StudyConfig.n_samples)
     make_data.add_argument("--seed", type=int_flag("seed", None), default=StudyConfig.seed)
     make_data.set_defaults(handler=_cmd_make_data)
 
@@ -246,10 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stop = OrderlyStop()
     args.stop = stop
+    # Installed for good: a signal while the process winds down must not raise either.
+    stop.install(watch_parent="MLFLOW_RUN_ID" in os.environ)
     try:
-        with stop.installed(watch_parent="MLFLOW_RUN_ID" in os.environ):
-            status: int = args.handler(args)
-            return status
+        status: int = args.handler(args)
+        return status
     except USER_ERRORS as error:
         print(f"agehpo: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 DEADLINE_S = 8.0
 """Seconds from the first signal until the process exits, finished or not."""
@@ -119,9 +119,29 @@ class OrderlyStop:
         )
         self._hard_exit(self.exit_code)
 
+    def install(self, *, watch_parent: bool = False) -> dict[int, Any]:
+        """Route SIGINT and SIGTERM to this stop from now on (main thread only).
+
+        Args:
+            watch_parent: Also stop, as on SIGTERM, when the parent process dies.
+
+        Returns:
+            The handlers replaced, by signal number.
+        """
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self.request(signum)
+
+        previous: dict[int, Any] = {
+            sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        if watch_parent:
+            watch_supervisor(self)
+        return previous
+
     @contextlib.contextmanager
     def installed(self, *, watch_parent: bool = False) -> Iterator[OrderlyStop]:
-        """Route SIGINT and SIGTERM to this stop while the block runs (main thread only).
+        """:meth:`install` for the duration of a block, then the previous handlers again.
 
         Args:
             watch_parent: Also stop, as on SIGTERM, when the parent process dies.
@@ -129,13 +149,7 @@ class OrderlyStop:
         Yields:
             This stop.
         """
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            self.request(signum)
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if watch_parent:
-            watch_supervisor(self)
+        previous = self.install(watch_parent=watch_parent)
         try:
             yield self
         finally:
