@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+# BestModelKeeper, best_model and test_metrics moved to agehpo.best; callers still import
+# them from here.
+from agehpo.best import BestModelKeeper, best_model, test_metrics, test_predictions
 from agehpo.config import StudyConfig
 from agehpo.data import PreparedData, load_table, prepare
+from agehpo.evaluation import ReportCard, evaluate, format_head
 from agehpo.liveness import budget_used
-from agehpo.model import build_model
 from agehpo.objective import Objective, TrainedModel
 from agehpo.plugins import create_pruner, create_sampler
 from agehpo.runner import TrialRunner
 from agehpo.stopping import OrderlyStop
 from agehpo.storage import BudgetLock, open_storage
-from agehpo.train import EpochMetrics, configure_cpu_threads, evaluate, resolve_device
+from agehpo.train import EpochMetrics, configure_cpu_threads, resolve_device
 from optuna_mlflow import ensure_study_uid
+
+if TYPE_CHECKING:
+    from agehpo.tracking import StudyTracker
 
 _logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -83,28 +89,6 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-class BestModelKeeper:
-    """Keeps the weights of this process's best trial, so the test split is scored on the
-    very weights that won (not a retrained copy).
-
-    Args:
-        objective: The objective that holds finished trials' weights.
-    """
-
-    def __init__(self, objective: Objective) -> None:
-        self.objective = objective
-        self.best: tuple[int, TrainedModel] | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        model = self.objective.pop_model(trial.number)
-        if model is None or trial.state != TrialState.COMPLETE:
-            return
-        with self._lock:
-            if study.best_trial.number == trial.number:
-                self.best = (trial.number, model)
-
-
 def load_data(config: StudyConfig) -> PreparedData:
     """Load, split and preprocess the configured data once, on the configured device."""
     table = load_table(config.data, n_samples=config.n_samples, seed=config.seed)
@@ -121,42 +105,6 @@ def load_data(config: StudyConfig) -> PreparedData:
     )
 
 
-def best_model(
-    study: optuna.Study,
-    objective: Objective,
-    keeper: BestModelKeeper,
-    fetch_logged: Callable[[int], TrainedModel | None] | None = None,
-) -> tuple[TrainedModel, str] | None:
-    """The best trial's weights, and how they were obtained.
-
-    In order: the weights kept from training when this process ran the best trial; the
-    model another worker logged for it (``fetch_logged``); else the configuration is
-    retrained with the trial's own seed.
-
-    Returns:
-        The model and ``"kept"``, ``"logged"`` or ``"retrained"``; None when nothing
-        completed.
-    """
-    try:
-        best = study.best_trial
-    except ValueError:
-        return None
-    if keeper.best is not None and keeper.best[0] == best.number:
-        return keeper.best[1], "kept"
-    logged = fetch_logged(best.number) if fetch_logged is not None else None
-    if logged is not None:
-        return logged, "logged"
-    model = objective.retrain(best.params, best.number)
-    return (model, "retrained") if model is not None else None
-
-
-def test_metrics(data: PreparedData, trained: TrainedModel) -> EpochMetrics:
-    """Score a trained model on the held-out test split."""
-    model = build_model(trained.params, trained.in_features)
-    model.load_state_dict(trained.state_dict)
-    return evaluate(model.to(data.test.x.device), data.test)
-
-
 @dataclass
 class StudyResult:
     """What one invocation did and what the study now holds."""
@@ -166,6 +114,7 @@ class StudyResult:
     counts: dict[str, int]
     test: EpochMetrics | None = None
     test_source: str = ""
+    card: ReportCard | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -284,9 +233,28 @@ def run_study(
     if found is not None:
         result.test = test_metrics(data, found[0])
         result.test_source = found[1]
+        result.card = evaluate(test_predictions(data, found[0]))
     if tracker is not None:
-        result.notes = tracker.finish(study, found[0] if found else None, result.test)
+        _finish_tracking(tracker, config, result, found[0] if found else None)
     return result
+
+
+def _finish_tracking(
+    tracker: StudyTracker, config: StudyConfig, result: StudyResult, best: TrainedModel | None
+) -> None:
+    """Log the report card on the parent run, let the tracker register the champion and end
+    the runs, then tag the champion version with the card."""
+    from agehpo.report_card import STUDY_UID_ATTR, log_report_card, tag_champion
+
+    study, card = result.study, result.card
+    parent = tracker.callback.parent_run_id
+    if card is not None and parent is not None:
+        log_report_card(tracker.client, parent, card)  # now: finish ends the parent run
+    result.notes = tracker.finish(study, best, result.test)
+    if card is not None and parent is not None:
+        uid = study.user_attrs.get(STUDY_UID_ATTR)
+        number = study.best_trial.number
+        tag_champion(tracker.client, config.model_name, uid, number, card, parent)
 
 
 def format_summary(result: StudyResult, config: StudyConfig) -> str:
@@ -320,4 +288,6 @@ def format_summary(result: StudyResult, config: StudyConfig) -> str:
             "retrained": "retrained from best_params",
         }[result.test_source]
         lines.append(f"  Test age accuracy ({how}): {100 * result.test.age_accuracy:.2f} %")
+    if result.card is not None:
+        lines += ["  Per age range on the test split:", *format_head(result.card.heads["age"])]
     return "\n".join([*lines, *result.notes])

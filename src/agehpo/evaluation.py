@@ -1,0 +1,309 @@
+"""The champion's report card: per-class metrics and confusion matrices of every head.
+
+Pure functions: true and predicted labels in; numbers, a text table, figures and files out.
+Nothing here trains or loads a model or talks to MLflow (:mod:`agehpo.report_card` logs
+what this computes). The metrics are scikit-learn's, the figures its
+``ConfusionMatrixDisplay``. Everything is computed from the predictions frame alone, so
+the logged ``predictions.csv`` reproduces every figure: ``evaluate(pd.read_csv(...))``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from agehpo.faces import AGE_RANGES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Class names per head, in label order (the UTKFace coding the Kaggle CSV uses).
+HEAD_CLASSES: dict[str, tuple[str, ...]] = {
+    "age": AGE_RANGES,
+    "ethnicity": ("White", "Black", "Asian", "Indian", "Others"),
+    "gender": ("male", "female"),
+}
+HEADS: tuple[str, ...] = tuple(HEAD_CLASSES)
+PER_CLASS = ("precision", "recall", "f1")
+PREDICTIONS_FILE = "predictions.csv"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class HeadReport:
+    """How one head did on a labelled set.
+
+    Attributes:
+        confusion: Counts; rows are the true classes, columns the predicted ones.
+        precision, recall, f1, support: Per class, in ``classes`` order (a class never
+            predicted has precision 0; one absent from the labels has recall 0).
+        majority_class: The most frequent true class; ``majority_accuracy`` and
+            ``majority_macro_f1`` are what always answering it scores.
+    """
+
+    head: str
+    classes: tuple[str, ...]
+    confusion: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    support: np.ndarray
+    accuracy: float
+    macro_f1: float
+    balanced_accuracy: float
+    majority_class: str
+    majority_accuracy: float
+    majority_macro_f1: float
+
+    def normalized(self) -> np.ndarray:
+        """The confusion matrix with each row divided by its count (a row of 0s: no rows)."""
+        totals = self.confusion.sum(axis=1, keepdims=True)
+        return np.divide(
+            self.confusion, totals, out=np.zeros(self.confusion.shape), where=totals > 0
+        )
+
+    def summary(self) -> dict[str, float]:
+        """The head's single-number metrics, keyed without the head's name."""
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "balanced_accuracy": self.balanced_accuracy,
+            "majority_baseline_accuracy": self.majority_accuracy,
+            "majority_baseline_macro_f1": self.majority_macro_f1,
+        }
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        """Class name -> precision, recall, F1 and support."""
+        return {
+            name: {
+                "precision": float(self.precision[i]),
+                "recall": float(self.recall[i]),
+                "f1": float(self.f1[i]),
+                "support": int(self.support[i]),
+            }
+            for i, name in enumerate(self.classes)
+        }
+
+
+@dataclass(frozen=True)
+class ReportCard:
+    """Every head's report and the per-row predictions they were computed from."""
+
+    heads: dict[str, HeadReport]
+    predictions: pd.DataFrame
+
+    def metrics(self) -> dict[str, float]:
+        """Flat MLflow metric names -> values, all prefixed ``test_``.
+
+        ``test_{head}_{summary}`` (macro_f1, balanced_accuracy, majority_baseline_*), and
+        ``test_{head}_{precision|recall|f1}_{class}`` per class (see :func:`metric_key`).
+        Plain accuracy is left out: the tracker logs ``test_{head}_accuracy`` already.
+        """
+        out: dict[str, float] = {}
+        for head, report in self.heads.items():
+            for key, value in report.summary().items():
+                if key != "accuracy":
+                    out[f"test_{head}_{key}"] = value
+            for name, values in report.per_class().items():
+                for measure in PER_CLASS:
+                    out[f"test_{head}_{measure}_{metric_key(name)}"] = values[measure]
+        return out
+
+
+def metric_key(class_name: str) -> str:
+    """A class name as MLflow accepts it in a metric name: ``60+`` -> ``60plus``."""
+    return class_name.replace("+", "plus").replace(" ", "_").lower()
+
+
+def predictions_frame(
+    true: Mapping[str, np.ndarray],
+    predicted: Mapping[str, np.ndarray],
+    age_probabilities: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per face: ``row``, then ``{head}_true`` and ``{head}_pred`` class indices.
+
+    Args:
+        true: Head name -> true class indices, for every head in :data:`HEADS`.
+        predicted: Head name -> predicted class indices, same lengths.
+        age_probabilities: (rows, 5) probabilities of the age ranges, added as
+            ``prob_age_{range}`` columns when given.
+
+    Returns:
+        The frame :func:`evaluate` reads.
+    """
+    columns: dict[str, np.ndarray] = {"row": np.arange(len(true["age"]))}
+    for head in HEADS:
+        columns[f"{head}_true"] = np.asarray(true[head], dtype=np.int64)
+        columns[f"{head}_pred"] = np.asarray(predicted[head], dtype=np.int64)
+    frame = pd.DataFrame(columns)
+    if age_probabilities is not None:
+        for i, name in enumerate(AGE_RANGES):
+            frame[f"prob_age_{name}"] = np.asarray(age_probabilities)[:, i]
+    return frame
+
+
+def evaluate_head(head: str, y_true: np.ndarray, y_pred: np.ndarray) -> HeadReport:
+    """Score one head with scikit-learn's metrics over all of its classes.
+
+    Args:
+        head: ``age``, ``ethnicity`` or ``gender``.
+        y_true: True class indices (at least one row).
+        y_pred: Predicted class indices.
+
+    Returns:
+        The head's report.
+    """
+    from sklearn.metrics import (
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
+    classes = HEAD_CLASSES[head]
+    labels = list(range(len(classes)))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0 or len(y_true) != len(y_pred):
+        raise ValueError(
+            f"{head}: {len(y_true)} true and {len(y_pred)} predicted labels; expected the "
+            "same number, at least one"
+        )
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    majority = int(np.bincount(y_true, minlength=len(classes)).argmax())
+    constant = np.full_like(y_true, majority)
+    with warnings.catch_warnings():
+        # A small test set may lack a class; balanced accuracy then averages the others.
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(y_true, y_pred))
+    return HeadReport(
+        head=head,
+        classes=classes,
+        confusion=confusion_matrix(y_true, y_pred, labels=labels),
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        support=support,
+        accuracy=float(np.mean(y_true == y_pred)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        balanced_accuracy=balanced,
+        majority_class=classes[majority],
+        majority_accuracy=float(np.mean(y_true == majority)),
+        majority_macro_f1=float(
+            f1_score(y_true, constant, labels=labels, average="macro", zero_division=0)
+        ),
+    )
+
+
+def evaluate(predictions: pd.DataFrame) -> ReportCard:
+    """Score every head from a frame of :func:`predictions_frame` (or its CSV, read back)."""
+    heads = {
+        head: evaluate_head(
+            head,
+            predictions[f"{head}_true"].to_numpy(np.int64),
+            predictions[f"{head}_pred"].to_numpy(np.int64),
+        )
+        for head in HEADS
+    }
+    return ReportCard(heads, predictions)
+
+
+def format_head(report: HeadReport) -> list[str]:
+    """A per-class table and a line that sets macro-F1 against the majority baseline."""
+    width = max(len("class"), *(len(c) for c in report.classes))
+    lines = [f"  {report.head:<{width}}  precision  recall      F1  support"]
+    for name, values in report.per_class().items():
+        lines.append(
+            f"  {name:<{width}}  {100 * values['precision']:7.1f} %"
+            f" {100 * values['recall']:5.1f} % {100 * values['f1']:5.1f} %"
+            f"  {values['support']:7d}"
+        )
+    lines.append(
+        f"  macro-F1 {100 * report.macro_f1:.1f} %, balanced accuracy "
+        f"{100 * report.balanced_accuracy:.1f} %, accuracy {100 * report.accuracy:.1f} %; "
+        f"always answering {report.majority_class!r}: accuracy "
+        f"{100 * report.majority_accuracy:.1f} %, macro-F1 {100 * report.majority_macro_f1:.1f} %"
+    )
+    return lines
+
+
+def confusion_json(report: HeadReport) -> dict[str, object]:
+    """The confusion matrix as JSON: class names, counts and row-normalised shares."""
+    return {
+        "head": report.head,
+        "classes": list(report.classes),
+        "rows": "true class",
+        "columns": "predicted class",
+        "counts": report.confusion.tolist(),
+        "row_normalized": np.round(report.normalized(), 6).tolist(),
+    }
+
+
+def confusion_figure(report: HeadReport) -> Figure:
+    """Counts and row-normalised confusion matrices side by side, class names on the axes."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    if "matplotlib.pyplot" not in sys.modules:
+        # ConfusionMatrixDisplay imports pyplot: headless, unless the host app chose a backend.
+        matplotlib.use("Agg")
+    # Figure + Agg canvas directly: no pyplot figure state. Fixed margins rather than a
+    # layout engine, which took half of the drawing time.
+    fig = Figure(figsize=(10, 4.6), dpi=90)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.84, wspace=0.25)
+    left, right = fig.subplots(1, 2)
+    n = int(report.confusion.sum())
+    for ax, matrix, fmt, title in (
+        (left, report.confusion, "d", f"counts (n = {n})"),
+        (right, report.normalized(), ".2f", "row-normalised (recall on the diagonal)"),
+    ):
+        display = ConfusionMatrixDisplay(matrix, display_labels=list(report.classes))
+        display.plot(ax=ax, cmap="Blues", colorbar=False, values_format=fmt)
+        ax.set_title(title)
+        ax.set_xlabel(f"predicted {report.head}")
+        ax.set_ylabel(f"true {report.head}")
+    fig.suptitle(
+        f"{report.head} on the held-out test split: macro-F1 {report.macro_f1:.3f}, "
+        f"balanced accuracy {report.balanced_accuracy:.3f} "
+        f"(always {report.majority_class!r}: accuracy {report.majority_accuracy:.3f})"
+    )
+    return fig
+
+
+def write_files(card: ReportCard, folder: Path) -> list[Path]:
+    """Write the predictions CSV, the metrics JSON and a PNG and JSON per head.
+
+    Args:
+        card: The report card.
+        folder: Created if missing.
+
+    Returns:
+        The files written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / PREDICTIONS_FILE, folder / METRICS_FILE]
+    card.predictions.to_csv(written[0], index=False, float_format="%.6g")
+    summary = {
+        head: {**report.summary(), "majority_class": report.majority_class}
+        | {"per_class": report.per_class()}
+        for head, report in card.heads.items()
+    }
+    written[1].write_text(json.dumps(summary, indent=2) + "\n")
+    for head, report in card.heads.items():
+        png, matrix = folder / f"confusion_{head}.png", folder / f"confusion_{head}.json"
+        confusion_figure(report).savefig(png)
+        matrix.write_text(json.dumps(confusion_json(report), indent=2) + "\n")
+        written += [png, matrix]
+    return written
