@@ -62,6 +62,7 @@ class StudyStats:
     wall_time_s: float
     test_age_accuracy: float | None
     run_id: str | None = None
+    test_age_macro_f1: float | None = None
     trials: tuple[FrozenTrial, ...] = field(default=(), repr=False)
 
 
@@ -153,6 +154,7 @@ def study_stats(
     n_trials: int,
     test_age_accuracy: float | None = None,
     run_id: str | None = None,
+    test_age_macro_f1: float | None = None,
 ) -> StudyStats:
     """The numbers of one study, over its first ``n_trials`` trials."""
     trials = tuple(t for t in study.get_trials(deepcopy=False) if t.number < n_trials)
@@ -172,6 +174,7 @@ def study_stats(
         wall_time_s=wall_time(trials),
         test_age_accuracy=test_age_accuracy,
         run_id=run_id,
+        test_age_macro_f1=test_age_macro_f1,
         trials=trials,
     )
 
@@ -274,7 +277,8 @@ def run_compare(
             if tracker is not None and run_id is not None:
                 tracker.end(run_id, None)
             test = done.test.age_accuracy if done.test is not None else None
-            one = study_stats(done.study, sampler, k, seed, config.n_trials, test, run_id)
+            f1 = done.card.heads["age"].macro_f1 if done.card is not None else None
+            one = study_stats(done.study, sampler, k, seed, config.n_trials, test, run_id, f1)
             stats.append(one)
             best = one.best_at[100]
             out(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -126,6 +127,18 @@ def test_verdict_names_the_leader_the_gap_and_whether_it_is_clear(
     assert expected in text
 
 
+def test_table_has_a_macro_f1_row_per_sampler() -> None:
+    stats = [
+        replace(_stats("a", k, 0.7), test_age_macro_f1=f1)
+        for k, f1 in enumerate([0.40, 0.50, None], 1)
+    ]
+    table = report.build_table(stats).set_index(["metric", "sampler"])
+    row = table.loc[("test_age_macro_f1", "a")]
+    assert (row["median"], row["min"], row["max"], row["n"]) == (0.45, 0.40, 0.50, 2)
+    text = report.format_table(report.build_table(stats), 1)
+    assert "| test age macro-F1 of the best model | 45.00 (40.00–50.00)" in text
+
+
 def test_unknown_sampler_fails_before_anything_runs(tmp_path: Path) -> None:
     config = StudyConfig(storage=f"sqlite:///{tmp_path}/optuna.db", device="cpu")
     with pytest.raises(PluginError, match="nope"):
@@ -203,6 +216,12 @@ def test_table_matches_the_optuna_studies(compared: tuple) -> None:
         assert table.loc[("test_age_accuracy", sampler)]["median"] == pytest.approx(
             pd.Series(tests).median()
         )
+        f1s = [s.test_age_macro_f1 for s in result.stats if s.sampler == sampler]
+        assert all(f is not None and 0 <= f <= 1 for f in f1s)
+        assert table.loc[("test_age_macro_f1", sampler)]["median"] == pytest.approx(
+            pd.Series(f1s).median()
+        )
+    assert "| test age macro-F1 of the best model |" in result.table_markdown
 
 
 @pytest.mark.slow
