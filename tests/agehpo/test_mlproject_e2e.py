@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from _procs import mlflow_run
+
+from agehpo.evaluation import HEAD_CLASSES, metric_key
 
 
 def _mlflow_run(
@@ -18,6 +22,38 @@ def _mlflow_run(
     return mlflow_run(tracking_uri, tmp_path, *params, entry_point=entry_point, timeout=600)
 
 
+def _check_report_card(tracking_uri: str, tmp_path: Path) -> None:
+    """The project run and the champion carry the report card, and the logged predictions
+    reproduce its macro-F1 and confusion matrices."""
+    from mlflow import MlflowClient
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    run_id, metrics = parent.info.run_id, parent.data.metrics
+    files = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    expected = {f"confusion_{h}.{ext}" for h in HEAD_CLASSES for ext in ("png", "json")}
+    assert {f"evaluation/{n}" for n in (*expected, "predictions.csv", "metrics.json")} <= files
+    champion = client.get_model_version_by_alias("age-predictor", "champion")
+    assert champion.tags["evaluation.run_id"] == run_id
+    local = Path(client.download_artifacts(run_id, "evaluation", str(tmp_path / "card")))
+    predictions = pd.read_csv(local / "predictions.csv")
+    for head, classes in HEAD_CLASSES.items():
+        labels = list(range(len(classes)))
+        true, pred = predictions[f"{head}_true"], predictions[f"{head}_pred"]
+        macro = f1_score(true, pred, labels=labels, average="macro", zero_division=0)
+        assert metrics[f"test_{head}_macro_f1"] == pytest.approx(macro)
+        assert champion.tags[f"test_{head}_macro_f1"] == f"{macro:.4f}"
+        for key in ("balanced_accuracy", "majority_baseline_accuracy"):
+            assert champion.tags[f"test_{head}_{key}"] == f"{metrics[f'test_{head}_{key}']:.4f}"
+        matrix = json.loads((local / f"confusion_{head}.json").read_text())
+        assert matrix["counts"] == confusion_matrix(true, pred, labels=labels).tolist()
+        assert matrix["classes"] == list(classes)
+        for name in classes:
+            assert f"test_{head}_f1_{metric_key(name)}" in metrics
+
+
 @pytest.mark.slow
 def test_mlflow_run_tunes_reruns_nothing_and_continues(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -26,6 +62,7 @@ def test_mlflow_run_tunes_reruns_nothing_and_continues(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Number of finished trials: 2" in first.stdout
     assert "Best trial" in first.stdout
+    _check_report_card(f"sqlite:///{tmp_path}/mlflow.db", tmp_path)
 
     again = _mlflow_run(tmp_path, "n_trials=2", *common)
     assert again.returncode == 0, again.stderr[-3000:]
