@@ -213,11 +213,15 @@ def run_study(
         stop.check()
     except BaseException as error:
         if tracker is not None:
+            if role == "launcher":
+                _end_dead_workers_runs(tracker, study)
             tracker.close(
                 "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED",
                 end_parent=stop.supervisor_died,
             )
         raise
+    if tracker is not None and role == "launcher":
+        _end_dead_workers_runs(tracker, study)
     result = StudyResult(study, runner.ran, count_trials(study))
     used = budget_used(study.get_trials(deepcopy=False))
     if not runner.ran and role != "worker" and used >= config.n_trials:
@@ -255,6 +259,12 @@ def _finish_tracking(
         uid = study.user_attrs.get(STUDY_UID_ATTR)
         number = study.best_trial.number
         tag_champion(tracker.client, config.model_name, uid, number, card, parent)
+
+
+def _end_dead_workers_runs(tracker: StudyTracker, study: optuna.Study) -> None:
+    """A worker killed mid-trial left its trial run RUNNING under this live parent; the run's
+    owner tag names a process that is gone, so the reconciler ends it now."""
+    tracker.callback.reconcile(study, stale_after=None)
 
 
 def format_summary(result: StudyResult, config: StudyConfig) -> str:
