@@ -190,6 +190,7 @@ def test_sigterm_fails_the_running_trials_flushes_their_metrics_and_exits_143(
     output = proc.output()
     assert code == 143, output
     assert took <= 10
+    print(f"stop took {took:.2f} s")  # the closing note quotes these (pytest -s)
     assert "terminated (SIGTERM)" in output
 
     found = check_invariants(storage, tracking, complete_before={}, n_trials=4, finished=False)
@@ -298,6 +299,7 @@ def test_a_locked_tracking_store_cannot_hold_the_stop_past_its_deadline(tmp_path
         stop(proc)
     assert code == 143, proc.output()
     assert took <= 10, took
+    print(f"stop took {took:.2f} s")  # the closing note quotes these (pytest -s)
     assert "did not finish within its deadline" in proc.output()
 
     # What could not be written is repaired by the next run, at once (the owner is gone).
@@ -338,6 +340,7 @@ def test_ctrl_c_under_mlflow_run_leaves_nothing_running(gap_s: float, tmp_path: 
     finally:
         stop(proc)
     assert took <= 10
+    print(f"stop took {took:.2f} s")  # the closing note quotes these (pytest -s)
     check_invariants(storage, tracking, complete_before={}, n_trials=3, finished=False)
     parents = [
         r for r in all_runs(MlflowClient(tracking)) if "optuna.trial_number" not in r.data.tags
@@ -369,6 +372,7 @@ def test_sigterm_to_mlflow_run_stops_its_trainer_too(tmp_path: Path) -> None:
     finally:
         stop(proc)
     assert took <= 10
+    print(f"stop took {took:.2f} s")  # the closing note quotes these (pytest -s)
     found = check_invariants(storage, tracking, complete_before=before, n_trials=3, finished=False)
     assert len(found) <= 3 + 1, snapshot(found)  # no trial claimed after the signal
     (parent,) = [
