@@ -144,7 +144,8 @@ class TrialRunner:
         Call it under the budget lock.
 
         Returns:
-            The numbers of the trials failed by the same-host check.
+            The numbers of the trials failed by agehpo's own checks (Optuna's stale check
+            reports none).
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -177,10 +178,10 @@ class TrialRunner:
 
     def _fail(self, trial: optuna.Trial, reason: str) -> FrozenTrial | None:
         """Tell FAIL with the reason; None when another worker already ended the trial."""
-        trial.set_user_attr(FAIL_REASON_ATTR, reason[:500])
         try:
+            trial.set_user_attr(FAIL_REASON_ATTR, reason[:500])
             return self.study.tell(trial, state=TrialState.FAIL)
-        except ValueError:  # e.g. judged stale and failed by another worker meanwhile
+        except (ValueError, RuntimeError):  # judged dead and failed by another worker meanwhile
             _logger.warning("Trial %d was already ended by another worker", trial.number)
             return None
 

@@ -120,3 +120,19 @@ def test_every_claim_carries_an_owner_record_and_the_worker(tmp_path: Path) -> N
     owner = Owner.of(frozen)
     assert owner == Owner.this_process()
     assert frozen.user_attrs["agehpo.worker"] == owner.worker
+
+
+def test_a_trial_another_worker_already_failed_is_not_failed_twice(tmp_path: Path) -> None:
+    def judged_dead_meanwhile(trial: optuna.Trial) -> None:
+        # Another worker judged this one dead (e.g. a clock jump) and failed its trial.
+        study.tell(trial.number, state=TrialState.FAIL)
+        raise RuntimeError("the objective breaks afterwards")
+
+    study, runner = _runner(tmp_path, judged_dead_meanwhile)
+    trial = runner.claim()
+    assert trial is not None
+    with pytest.raises(RuntimeError, match="breaks afterwards"):
+        runner.run_one(trial)
+    (only,) = study.get_trials()
+    assert only.state == TrialState.FAIL
+    assert "fail_reason" not in only.user_attrs
