@@ -258,7 +258,10 @@ def _finish_tracking(
     if card is not None and parent is not None:
         uid = study.user_attrs.get(STUDY_UID_ATTR)
         number = study.best_trial.number
-        tag_champion(tracker.client, config.model_name, uid, number, card, parent)
+        # The registration's lock: workers finishing together would race on the same tags,
+        # and the alias must not move between the lookup and the tagging.
+        with BudgetLock(config.storage, f"{config.model_name}/registry").hold():
+            tag_champion(tracker.client, config.model_name, uid, number, card, parent)
 
 
 def _end_dead_workers_runs(tracker: StudyTracker, study: optuna.Study) -> None:
