@@ -9,6 +9,14 @@ import pytest
 from agehpo.data import PreparedData, make_synthetic, prepare
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the end-to-end tests serial: they time real processes (a stop within 10 s) and
+    share the PostgreSQL database, so they run one at a time on one xdist worker."""
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.xdist_group("end-to-end"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache_and_cwd(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

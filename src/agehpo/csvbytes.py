@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from agehpo.faces import PIXELS_PER_IMAGE, DataError
-from agehpo.validation import quote
+from agehpo.validation import quote_path
 
 _READ_BYTES = 8 << 20  # the file is read in pieces this size, checking line lengths as it comes
 # The longest line a valid file can hold: age, ethnicity and gender of at most 3 digits, the
@@ -54,7 +54,7 @@ def read_bounded(path: Path, size: int) -> bytearray:
             zero = np.flatnonzero(values == 0)
             if zero.size:
                 raise DataError(
-                    f"data={quote(str(path))} is not a text CSV file (a NUL byte at offset "
+                    f"data={quote_path(str(path))} is not a text CSV file (a NUL byte at offset "
                     f"{pos + int(zero[0])}); expected an age_gender.csv file"
                 )
             ends = np.flatnonzero(values == 10) + pos
@@ -72,7 +72,7 @@ def read_bounded(path: Path, size: int) -> bytearray:
 
 def _too_long(path: Path, lineno: int) -> DataError:
     return DataError(
-        f"data={quote(str(path))} line {lineno} is longer than {MAX_LINE_BYTES} bytes, the most "
-        "a row of age,ethnicity,gender,img_name and 2304 pixel values can take; expected "
+        f"data={quote_path(str(path))} line {lineno} is longer than {MAX_LINE_BYTES} bytes, "
+        "the most a row of age,ethnicity,gender,img_name and 2304 pixel values can take; expected "
         "an age_gender.csv file"
     )

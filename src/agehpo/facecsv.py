@@ -34,7 +34,7 @@ from agehpo.faces import (
     FaceTable,
     default_cache_dir,
 )
-from agehpo.validation import quote
+from agehpo.validation import quote, quote_path
 
 _CHUNK_BYTES = 1 << 20  # one chunk's work arrays stay in the CPU caches
 _SENTINEL = 1000  # above any 3-digit value: marks each row's end in the decoded stream
@@ -60,10 +60,10 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
         st = path.stat()
     except OSError:
         raise DataError(
-            f"data={quote(str(path))}: CSV file not found; expected 'synthetic' or the path "
+            f"data={quote_path(str(path))}: CSV file not found; expected 'synthetic' or the path "
             "of an age_gender.csv file"
         ) from None
-    where = f"data={quote(str(path))}"
+    where = f"data={quote_path(str(path))}"
     if not stat.S_ISREG(st.st_mode):
         raise DataError(f"{where} is not a file; expected the path of an age_gender.csv file")
     if st.st_size == 0:
@@ -79,7 +79,7 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
         raw = read_bounded(path, st.st_size)
     except OSError as exc:
         raise DataError(
-            f"data={quote(str(path))} cannot be read ({exc.strerror or exc}); "
+            f"data={quote_path(str(path))} cannot be read ({exc.strerror or exc}); "
             "expected a readable age_gender.csv file"
         ) from None
     arrays = _parse_csv(raw, where)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agehpo.validation import ConfigError, quote
+from agehpo.validation import ConfigError, quote, quote_path
 
 # Optuna's entries are a few hundred bytes; a line this long is not one of them, and reading
 # it whole would cost as much memory as the line is long.
@@ -39,7 +39,7 @@ def check_journal(path: str | Path, *, param: str = "storage") -> int:
         return 0
     except OSError as error:
         raise ConfigError(
-            f"{param}={quote(str(path))} cannot be read ({error.strerror or error}); "
+            f"{param}={quote_path(str(path))} cannot be read ({error.strerror or error}); "
             "expected a readable Optuna journal file"
         ) from None
     lineno = 0
@@ -75,7 +75,7 @@ def _entry_problem(line: bytes) -> str | None:
 def _damaged(path: Path, param: str, lineno: int, reason: str, line: bytes) -> ConfigError:
     shown = quote(line.rstrip(b"\r\n"), 40)
     return ConfigError(
-        f"{param}={quote(str(path))} line {lineno} is damaged ({reason}: {shown}); Optuna "
+        f"{param}={quote_path(str(path))} line {lineno} is damaged ({reason}: {shown}); Optuna "
         "cannot read past it. To repair: keep a copy, then keep only the lines before it "
         f"(head -n {lineno - 1} FILE > FILE.fixed && mv FILE.fixed FILE); what was recorded "
         "after it is lost"

@@ -29,7 +29,7 @@ from agehpo.pyfunc import (
     _load_pyfunc,
     pixels_from_frame,
 )
-from agehpo.validation import ConfigError, quote
+from agehpo.validation import ConfigError, quote, quote_path
 
 LABEL_COLUMNS = ("age", "ethnicity", "gender", "img_name")
 
@@ -47,7 +47,7 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     Raises:
         DataError: One line naming the file, the row and the problem.
     """
-    shown = f"data={quote(path)}"
+    shown = f"data={quote_path(path)}"
     if not Path(path).is_file():
         raise DataError(f"{shown} is not a file; expected the path of a CSV of faces")
     try:
@@ -112,7 +112,7 @@ def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    shown = f"model={quote(model_uri)}"
+    shown = f"model={quote_path(model_uri)}"
     try:
         flavors = Model.load(str(model_dir or model_uri)).flavors
     except (MlflowException, OSError, ValueError) as error:
@@ -156,7 +156,7 @@ def load_checked(model_uri: str) -> AgePredictor:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    shown = f"model={quote(model_uri)}"
+    shown = f"model={quote_path(model_uri)}"
     with _loading_env(), tempfile.TemporaryDirectory(prefix="agehpo-model-") as tmp:
         _checked_data_dir(model_uri)
         try:

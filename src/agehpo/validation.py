@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from agehpo.config import StudyConfig
 
 MAX_SHOWN = 80
+# A path or URL is the user's own name for a file: shown whole up to a sane length, or the
+# message would not say which file.
+MAX_PATH_SHOWN = 300
 # Optuna's RDB storage indexes study names as VARCHAR(512); MLflow stores run names in
 # VARCHAR(250) and experiment names up to 500 characters. Parent runs are named after the
 # study (``compare-{name}`` for compare), so 200 leaves room for every derived name.
@@ -60,6 +63,18 @@ def quote(value: object, limit: int = MAX_SHOWN) -> str:
     if cut or len(shown) > limit:
         shown = shown[: limit - 3] + "..."
     return f"'{shown}'"
+
+
+def quote_path(value: object) -> str:
+    """Quote a file path, URL or model URI for an error message (see :func:`quote`).
+
+    Args:
+        value: The path.
+
+    Returns:
+        The text in single quotes, cut only past :data:`MAX_PATH_SHOWN` characters.
+    """
+    return quote(value, MAX_PATH_SHOWN)
 
 
 def check_timeout(value: float, *, shown: object = None) -> None:
@@ -164,13 +179,14 @@ def validate_storage(url: str, *, must_exist: bool = False) -> None:
 
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(
-            f"storage={quote(url)} is empty; expected e.g. sqlite:///optuna.db or optuna.journal"
+            f"storage={quote_path(url)} is empty; expected e.g. sqlite:///optuna.db or "
+            "optuna.journal"
         )
     path = journal_path(url)
     if path is not None:
         if path.is_dir():
             raise ConfigError(
-                f"storage={quote(url)} is a folder; expected a journal file path such as "
+                f"storage={quote_path(url)} is a folder; expected a journal file path such as "
                 "optuna.journal"
             )
         if must_exist and not path.is_file():
@@ -187,10 +203,10 @@ def validate_storage(url: str, *, must_exist: bool = False) -> None:
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise ConfigError(f"storage={quote(url)} is not a storage URL; {examples}") from None
+        raise ConfigError(f"storage={quote_path(url)} is not a storage URL; {examples}") from None
     if parsed.get_backend_name() not in _DIALECTS:
         raise ConfigError(
-            f"storage={quote(url)} names the database {quote(parsed.get_backend_name())}; "
+            f"storage={quote_path(url)} names the database {quote(parsed.get_backend_name())}; "
             f"{examples}"
         )
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -199,14 +215,14 @@ def validate_storage(url: str, *, must_exist: bool = False) -> None:
         folder = Path(parsed.database).parent
         if not folder.is_dir():
             raise ConfigError(
-                f"storage={quote(url)}: the folder {quote(str(folder))} does not exist; "
+                f"storage={quote_path(url)}: the folder {quote_path(str(folder))} does not exist; "
                 "create it or use a path in an existing folder"
             )
 
 
 def _missing_store(url: str) -> ConfigError:
     return ConfigError(
-        f"storage={quote(url)} does not exist; expected an existing Optuna storage (check "
+        f"storage={quote_path(url)} does not exist; expected an existing Optuna storage (check "
         "the path: a sqlite:/// URL takes three slashes before a relative path, four before "
         "an absolute one)"
     )
@@ -252,7 +268,7 @@ def check_parallel_storage(config: StudyConfig) -> None:
     """
     if config.n_workers > 1 and config.storage.startswith("sqlite"):
         raise ConfigError(
-            f"storage={quote(config.storage)} with n_workers={config.n_workers}: SQLite "
+            f"storage={quote_path(config.storage)} with n_workers={config.n_workers}: SQLite "
             "serialises writers and Optuna advises against it for parallel workers; use a "
             "journal file (-P storage=optuna.journal) or a database server "
             "(-P storage=postgresql://...)"

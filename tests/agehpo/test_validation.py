@@ -18,7 +18,7 @@ import pytest
 
 from agehpo.cli import main
 from agehpo.data import make_synthetic, write_csv
-from agehpo.validation import MAX_SHOWN, quote
+from agehpo.validation import MAX_SHOWN, quote, quote_path
 
 TINY = ["--n-trials", "1", "--n-epochs", "1", "--n-samples", "60", "--img-size", "8"]
 TINY += ["--device", "cpu", "--sampler", "random"]
@@ -149,7 +149,7 @@ def test_a_journal_damaged_in_the_middle_gives_one_line(
     before = journal.read_bytes()
     flags = TINY if command != "import-study" else []
     line = _run([command, *flags, "--storage", str(journal)], capsys)
-    assert f"storage={quote(str(journal))} line 3 is damaged" in line
+    assert f"storage={quote_path(str(journal))} line 3 is damaged" in line
     assert "head -n 2" in line
     assert journal.read_bytes() == before  # not repaired behind the user's back
     _assert_nothing_written(tmp_path, stores)
@@ -244,6 +244,6 @@ def test_import_from_a_store_that_does_not_exist_creates_nothing(
     missing = tmp_path / ("old.db" if kind == "sqlite" else "old.journal")
     url = f"sqlite:///{missing}" if kind == "sqlite" else str(missing)
     line = _run(["import-study", "--storage", url], capsys)
-    assert f"storage={quote(url)} does not exist" in line
+    assert f"storage={quote_path(url)} does not exist" in line
     assert not missing.exists()
     _assert_nothing_written(tmp_path, stores)
