@@ -64,6 +64,18 @@ def _shorter(command: list[str]) -> list[str]:
     ]
 
 
+def _stores(tmp_path: Path) -> tuple[str, str]:
+    """A journal file for Optuna and a SQLite store for MLflow, in the test's folder."""
+    return str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def _wait_mid_trial(storage: str, proc: Proc) -> list[FrozenTrial]:
+    """The trials caught mid-way (a few epochs reported); fails when ``proc`` exits first."""
+    return wait_for(
+        lambda: _mid_trial(storage), timeout=240, interval=0.2, what="a trial mid-way", alive=proc
+    )
+
+
 def _mid_trial(storage: str, min_epochs: int = 2) -> list[FrozenTrial] | None:
     busy = [
         t
@@ -107,8 +119,7 @@ def _trainer_of(proc: Proc) -> int:
 def test_a_sigkilled_run_is_repaired_by_an_immediate_rerun_with_the_exact_budget(
     tmp_path: Path,
 ) -> None:
-    storage = str(tmp_path / "optuna.journal")
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    storage, tracking = _stores(tmp_path)
     # A long grace period: the rerun must recognise the dead trial by its owner, at once.
     env = agehpo_env(tmp_path, tracking, AGEHPO_HEARTBEAT_GRACE="600")
     command = agehpo_command("study", "--storage", storage, "--n-trials", "3", *LONG, *COMMON)
@@ -167,8 +178,7 @@ def test_sigterm_fails_the_running_trials_flushes_their_metrics_and_exits_143(
     # Two threads: both trials end at their next epoch (one thread is the locked-store and
     # double-signal tests' case).
     n_jobs = 2
-    storage = str(tmp_path / "optuna.journal")
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    storage, tracking = _stores(tmp_path)
     env = agehpo_env(tmp_path, tracking)
     command = agehpo_command(
         "study", "--storage", storage, "--n-trials", "4", "--n-jobs", str(n_jobs), *LONG, *COMMON
@@ -176,13 +186,7 @@ def test_sigterm_fails_the_running_trials_flushes_their_metrics_and_exits_143(
 
     proc = start(command, env=env, cwd=tmp_path, log=tmp_path / "worker.log")
     try:
-        wait_for(
-            lambda: _mid_trial(storage),
-            timeout=240,
-            interval=0.2,
-            what="a trial mid-way",
-            alive=proc,
-        )
+        _wait_mid_trial(storage, proc)
         os.kill(proc.pid, signal.SIGTERM)
         sent = time.monotonic()
         code = proc.wait(10)
@@ -238,19 +242,12 @@ def test_sigterm_fails_the_running_trials_flushes_their_metrics_and_exits_143(
 
 
 def test_a_second_ctrl_c_cannot_interrupt_the_orderly_stop(tmp_path: Path) -> None:
-    storage = str(tmp_path / "optuna.journal")
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    storage, tracking = _stores(tmp_path)
     env = agehpo_env(tmp_path, tracking)
     command = agehpo_command("study", "--storage", storage, "--n-trials", "3", *LONG, *COMMON)
     proc = start(command, env=env, cwd=tmp_path, log=tmp_path / "worker.log")
     try:
-        wait_for(
-            lambda: _mid_trial(storage),
-            timeout=240,
-            interval=0.2,
-            what="a trial mid-way",
-            alive=proc,
-        )
+        _wait_mid_trial(storage, proc)
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.01)
         os.kill(proc.pid, signal.SIGINT)
@@ -282,13 +279,7 @@ def test_a_locked_tracking_store_cannot_hold_the_stop_past_its_deadline(tmp_path
 
     holder = threading.Thread(target=hold_lock, daemon=True)
     try:
-        wait_for(
-            lambda: _mid_trial(storage),
-            timeout=240,
-            interval=0.2,
-            what="a trial mid-way",
-            alive=proc,
-        )
+        _wait_mid_trial(storage, proc)
         holder.start()
         assert locked.wait(30)
         os.kill(proc.pid, signal.SIGTERM)
@@ -317,20 +308,13 @@ def test_a_locked_tracking_store_cannot_hold_the_stop_past_its_deadline(tmp_path
 
 @pytest.mark.parametrize("gap_s", [0.01, 0.05])
 def test_ctrl_c_under_mlflow_run_leaves_nothing_running(gap_s: float, tmp_path: Path) -> None:
-    storage = str(tmp_path / "optuna.journal")
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    storage, tracking = _stores(tmp_path)
     env = agehpo_env(tmp_path, tracking)
     command = _mlflow_run_command(f"storage={storage}", "n_trials=3", *LONG_PARAMS, *COMMON_PARAMS)
     proc = start(command, env=env, cwd=tmp_path, log=tmp_path / "mlflow.log")
     try:
         trainer = _trainer_of(proc)
-        wait_for(
-            lambda: _mid_trial(storage),
-            timeout=240,
-            interval=0.2,
-            what="a trial mid-way",
-            alive=proc,
-        )
+        _wait_mid_trial(storage, proc)
         # A terminal's Ctrl-C reaches the whole foreground group; MLflow then sends SIGTERM
         # to its child on its own, and the test sends one more at the issue's gap.
         os.killpg(proc.pid, signal.SIGINT)
@@ -351,8 +335,7 @@ def test_ctrl_c_under_mlflow_run_leaves_nothing_running(gap_s: float, tmp_path: 
 
 
 def test_sigterm_to_mlflow_run_stops_its_trainer_too(tmp_path: Path) -> None:
-    storage = str(tmp_path / "optuna.journal")
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    storage, tracking = _stores(tmp_path)
     env = agehpo_env(tmp_path, tracking)
     common = (f"storage={storage}", *LONG_PARAMS, *COMMON_PARAMS)
     proc = start(
@@ -360,13 +343,7 @@ def test_sigterm_to_mlflow_run_stops_its_trainer_too(tmp_path: Path) -> None:
     )
     try:
         trainer = _trainer_of(proc)
-        wait_for(
-            lambda: _mid_trial(storage),
-            timeout=240,
-            interval=0.2,
-            what="a trial mid-way",
-            alive=proc,
-        )
+        _wait_mid_trial(storage, proc)
         before = complete(trials(storage))
         os.kill(proc.pid, signal.SIGTERM)  # what docker stop, systemd and timeout send
         assert proc.wait(10) in (-signal.SIGTERM, 143)
@@ -400,8 +377,7 @@ def test_sigterm_to_mlflow_run_stops_its_trainer_too(tmp_path: Path) -> None:
 def test_a_sigkilled_worker_of_three_is_replaced_and_the_budget_stays_exact(
     tmp_path: Path,
 ) -> None:
-    storage = str(tmp_path / "optuna.journal")
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    storage, tracking = _stores(tmp_path)
     env = agehpo_env(tmp_path, tracking)
     short = ("--n-samples", "2000", "--img-size", "12", "--batch-size", "16", "--n-epochs", "8")
     command = agehpo_command(
@@ -409,13 +385,7 @@ def test_a_sigkilled_worker_of_three_is_replaced_and_the_budget_stays_exact(
     )
     proc = start(command, env=env, cwd=tmp_path, log=tmp_path / "launcher.log")
     try:
-        found = wait_for(
-            lambda: _mid_trial(storage),
-            timeout=240,
-            interval=0.2,
-            what="a trial mid-way",
-            alive=proc,
-        )
+        found = _wait_mid_trial(storage, proc)
         owner = str(found[0].user_attrs["agehpo.worker"])
         victim = int(owner.rsplit(":", 1)[1])
         assert victim in descendants(proc.pid)
