@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -214,7 +215,9 @@ def run_study(
     except BaseException as error:
         if tracker is not None:
             if role == "launcher":
-                _end_dead_workers_runs(tracker, study)
+                # Best effort within the stop's deadline: the next run's reconcile also does it.
+                with contextlib.suppress(Exception):
+                    _end_dead_workers_runs(tracker, study)
             tracker.close(
                 "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED",
                 end_parent=stop.supervisor_died,
