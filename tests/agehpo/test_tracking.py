@@ -381,6 +381,7 @@ def test_best_run_and_logged_model_are_never_another_same_name_study_s(
             tracker = StudyTracker(config, BestModelKeeper(objective), tracking_uri=uri)
             tracker.start(study, tiny_data)
             study.enqueue_trial({"x": 0.9 if name == "a" else 0.1})
+            study.enqueue_trial({"x": 0.05})  # fixed, so trial 0 is each study's best
             study.optimize(
                 lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[tracker.callback]
             )
