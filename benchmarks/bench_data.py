@@ -7,7 +7,7 @@ CSV of synthetic faces to a temporary folder, then times in the same process:
   dtype="float32"))``;
 * ``agehpo.data.read_csv`` cold (empty cache folder: parse, validate, hash, write the cache);
 * ``agehpo.data.read_csv`` again (cache hit);
-* ``agehpo.synthetic.make_synthetic`` for the full 23,705 images.
+* ``agehpo.data.synthetic.make_synthetic`` for the full 23,705 images.
 
 The parse timings are interleaved over ``--repeats`` rounds and each figure is the fastest
 round (the machine is shared: the minimum is the least disturbed run); CPU seconds are shown

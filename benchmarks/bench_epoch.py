@@ -20,8 +20,8 @@ from torch.nn import functional
 from torch.utils.data import DataLoader, Dataset
 
 from agehpo.data import age_to_bin, make_synthetic, prepare, stratified_split
-from agehpo.model import build_model
-from agehpo.train import make_optimizer, train_epoch
+from agehpo.nn.model import build_model
+from agehpo.nn.train import make_optimizer, train_epoch
 
 SEED_BEST = {
     "num_fc_layers": 5,

@@ -39,10 +39,10 @@ def per_epoch(data: Any, table: Any, train_index: Any) -> dict[str, float]:
     import numpy as np
     from torch.utils.data import DataLoader
 
-    from agehpo.cuda_graph import GraphTrainStep
     from agehpo.data import age_to_bin
-    from agehpo.model import build_model
-    from agehpo.train import make_optimizer, train_epoch
+    from agehpo.nn.cuda_graph import GraphTrainStep
+    from agehpo.nn.model import build_model
+    from agehpo.nn.train import make_optimizer, train_epoch
 
     labels = np.stack([age_to_bin(table.age), table.ethnicity, table.gender], 1).astype(np.int64)
     loader = DataLoader(

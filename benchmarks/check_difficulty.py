@@ -24,7 +24,9 @@ import time
 import numpy as np
 import torch
 
-from agehpo import data, model, synthetic, train
+from agehpo import data
+from agehpo.data import synthetic
+from agehpo.nn import model, train
 
 BEST_PARAMS = {
     "num_fc_layers": 5,

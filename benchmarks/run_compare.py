@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from agehpo import _compare_report as report
+from agehpo.compare import _report as report
 from agehpo.compare import parse_samplers, run_compare
 from agehpo.study import StudyConfig, load_data
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from agehpo.data import PreparedData, make_synthetic, prepare
+
+# Tests are imported with --import-mode=importlib (the tree mirrors src/, so a folder such as
+# tests/agehpo/data must not shadow the package); their shared helper modules are found here.
+for _helpers in ("agehpo", "plugins/optuna_mlflow"):
+    sys.path.insert(0, str(Path(__file__).parent / _helpers))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 
 from agehpo.cliparse import OneLineParser, int_flag, json_object, timeout_flag
 from agehpo.data import DataError
+from agehpo.hpo.stopping import OrderlyStop
+from agehpo.hpo.storage import StorageError
+from agehpo.hpo.workers import WorkersFailedError
+from agehpo.nn.train import DeviceError
 from agehpo.plugins import PluginError
 from agehpo.pyfunc import PredictionInputError
-from agehpo.stopping import OrderlyStop
-from agehpo.storage import StorageError
 from agehpo.study import StudyConfig
-from agehpo.tracking import TrackingError
-from agehpo.train import DeviceError
+from agehpo.tracking.tracker import TrackingError
 from agehpo.validation import (
     ConfigError,
     quote,
@@ -26,7 +27,6 @@ from agehpo.validation import (
     validate_storage,
     validate_study_config,
 )
-from agehpo.workers import WorkersFailedError
 from optuna_mlflow import StudyImportError
 
 EXIT_FAILED = 1
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command.
 
-    SIGINT and SIGTERM start one orderly stop (see :mod:`agehpo.stopping`); under a
+    SIGINT and SIGTERM start one orderly stop (see :mod:`agehpo.hpo.stopping`); under a
     supervisor (``mlflow run`` or the worker launcher, which set ``MLFLOW_RUN_ID``) its death
     does too.
 

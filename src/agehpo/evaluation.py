@@ -1,7 +1,7 @@
 """The champion's report card: per-class metrics and confusion matrices of every head.
 
 Pure functions: true and predicted labels in; numbers, a text table, figures and files out.
-Nothing here trains or loads a model or talks to MLflow (:mod:`agehpo.report_card` logs
+Nothing here trains or loads a model or talks to MLflow (:mod:`agehpo.tracking.report_card` logs
 what this computes). The metrics are scikit-learn's, the figures its
 ``ConfusionMatrixDisplay``. Everything is computed from the predictions frame alone, so
 the logged ``predictions.csv`` reproduces every figure: ``evaluate(pd.read_csv(...))``.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from agehpo.faces import AGE_RANGES
+from agehpo.data.faces import AGE_RANGES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

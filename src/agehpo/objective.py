@@ -17,11 +17,11 @@ from typing import Any
 import optuna
 import torch
 
-from agehpo.cuda_graph import CAPTURABLE_OPTIMIZERS, GraphTrainStep
 from agehpo.data import PreparedData
-from agehpo.model import build_model
+from agehpo.nn.cuda_graph import CAPTURABLE_OPTIMIZERS, GraphTrainStep
+from agehpo.nn.model import build_model
+from agehpo.nn.train import EpochMetrics, evaluate, make_optimizer, train_epoch
 from agehpo.search_space import suggest
-from agehpo.train import EpochMetrics, evaluate, make_optimizer, train_epoch
 
 _logger = logging.getLogger(__name__)
 EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]

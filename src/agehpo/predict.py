@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from agehpo.data import DataError
-from agehpo.faces import LABEL_RANGES
+from agehpo.data.faces import LABEL_RANGES
 from agehpo.pyfunc import (
     LOADER_MODULE,
     AgePredictor,

@@ -23,8 +23,8 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from safetensors.torch import load_file, save_file
 
 from agehpo.data import AGE_RANGES, PIXELS_PER_IMAGE, preprocess
-from agehpo.model import AgeNet, build_model
-from agehpo.train import predict_probabilities
+from agehpo.nn.model import AgeNet, build_model
+from agehpo.nn.train import predict_probabilities
 from agehpo.validation import quote
 
 WEIGHTS_FILE = "weights.safetensors"

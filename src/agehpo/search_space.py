@@ -19,7 +19,7 @@ def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         trial: The trial to sample from.
 
     Returns:
-        The params dict that :func:`agehpo.model.build_model` and the optimizer factory read.
+        The params dict that :func:`agehpo.nn.model.build_model` and the optimizer factory read.
     """
     num_fc_layers = trial.suggest_int("num_fc_layers", 4, 8)
     params: dict[str, Any] = {"num_fc_layers": num_fc_layers}

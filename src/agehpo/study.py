@@ -13,23 +13,24 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-# BestModelKeeper, best_model and test_metrics moved to agehpo.best; callers still import
-# them from here.
-from agehpo.best import BestModelKeeper, best_model, test_metrics, test_predictions
 from agehpo.config import StudyConfig
 from agehpo.data import PreparedData, load_table, prepare
 from agehpo.evaluation import ReportCard, evaluate, format_head
-from agehpo.liveness import budget_used
+
+# BestModelKeeper, best_model and test_metrics moved to agehpo.hpo.best; callers still import
+# them from here.
+from agehpo.hpo.best import BestModelKeeper, best_model, test_metrics, test_predictions
+from agehpo.hpo.liveness import budget_used
+from agehpo.hpo.runner import TrialRunner
+from agehpo.hpo.stopping import OrderlyStop
+from agehpo.hpo.storage import BudgetLock, open_storage
+from agehpo.nn.train import EpochMetrics, configure_cpu_threads, resolve_device
 from agehpo.objective import Objective, TrainedModel
 from agehpo.plugins import create_pruner, create_sampler
-from agehpo.runner import TrialRunner
-from agehpo.stopping import OrderlyStop
-from agehpo.storage import BudgetLock, open_storage
-from agehpo.train import EpochMetrics, configure_cpu_threads, resolve_device
 from optuna_mlflow import ensure_study_uid
 
 if TYPE_CHECKING:
-    from agehpo.tracking import StudyTracker
+    from agehpo.tracking.tracker import StudyTracker
 
 _logger = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -151,14 +152,14 @@ def run_study(
         The study, the trials this call ran and the test metrics of the best trial.
 
     Raises:
-        KeyboardInterrupt: :class:`~agehpo.stopping.Terminated` or KeyboardInterrupt when
+        KeyboardInterrupt: :class:`~agehpo.hpo.stopping.Terminated` or KeyboardInterrupt when
             ``stop`` was requested; running trials were failed and their runs ended.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop = stop or OrderlyStop()
     resolve_device(config.device)  # a bad device stops here, before any store is touched
     if track:
-        from agehpo.tracking import check_tracking_server
+        from agehpo.tracking.tracker import check_tracking_server
 
         check_tracking_server()
     study = open_study(config, sampler_seed=sampler_seed)
@@ -187,7 +188,7 @@ def run_study(
     runner.callbacks.append(keeper)
     tracker = None
     if track:
-        from agehpo.tracking import StudyTracker
+        from agehpo.tracking.tracker import StudyTracker
 
         tracker = StudyTracker(config, keeper, parent_run_id=parent_run_id)
         objective.epoch_hooks.append(tracker.epoch_hook)
@@ -203,7 +204,7 @@ def run_study(
             unit="trial",
         ) as progress:
             if role == "launcher":
-                from agehpo.workers import run_workers
+                from agehpo.hpo.workers import run_workers
 
                 parent = tracker.callback.parent_run_id if tracker is not None else None
                 runner.ran = run_workers(
@@ -251,7 +252,7 @@ def _finish_tracking(
 ) -> None:
     """Log the report card on the parent run, let the tracker register the champion and end
     the runs, then tag the champion version with the card."""
-    from agehpo.report_card import STUDY_UID_ATTR, log_report_card, tag_champion
+    from agehpo.tracking.report_card import STUDY_UID_ATTR, log_report_card, tag_champion
 
     study, card = result.study, result.card
     parent = tracker.callback.parent_run_id

@@ -167,15 +167,15 @@ def validate_storage(url: str, *, must_exist: bool = False) -> None:
     """Check a storage URL's form, and a journal file's lines, without opening it.
 
     Args:
-        url: An SQLAlchemy URL or a journal file (``agehpo.storage.journal_path``).
+        url: An SQLAlchemy URL or a journal file (``agehpo.hpo.storage.journal_path``).
         must_exist: Refuse a SQLite or journal file that does not exist (importing from
             one would create an empty store instead).
 
     Raises:
         ConfigError: For a URL that is not of a form Optuna opens, or a damaged journal.
     """
-    from agehpo.journal import check_journal
-    from agehpo.storage import journal_path
+    from agehpo.hpo.journal import check_journal
+    from agehpo.hpo.storage import journal_path
 
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(
@@ -307,7 +307,7 @@ def check_data(data: str) -> None:
     """
     if data == "synthetic":
         return
-    from agehpo.facecsv import read_csv
+    from agehpo.data.facecsv import read_csv
 
     read_csv(data)
 

@@ -18,7 +18,7 @@ from _mlflow_helpers import all_runs, describe, load_study
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from agehpo.liveness import budget_used
+from agehpo.hpo.liveness import budget_used
 
 STUDY = "age-prediction"
 Snapshot = dict[int, tuple[str, float | None, dict[str, object]]]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agehpo.data.faces import AGE_RANGES
 from agehpo.evaluation import (
     HEADS,
     METRICS_FILE,
@@ -22,7 +23,6 @@ from agehpo.evaluation import (
     predictions_frame,
     write_files,
 )
-from agehpo.faces import AGE_RANGES
 
 
 def _frame() -> pd.DataFrame:

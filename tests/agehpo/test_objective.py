@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from agehpo.data import PreparedData
+from agehpo.hpo.runner import TrialRunner
+from agehpo.hpo.storage import BudgetLock
 from agehpo.objective import EPOCH_METRIC_NAMES, NonFiniteLossError, Objective
-from agehpo.runner import TrialRunner
-from agehpo.storage import BudgetLock
 
 SEED_BEST = {
     "num_fc_layers": 5,

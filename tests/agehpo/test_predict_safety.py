@@ -18,7 +18,7 @@ import yaml
 
 from agehpo.cli import main
 from agehpo.data import make_synthetic, write_csv
-from agehpo.model import build_model
+from agehpo.nn.model import build_model
 from agehpo.pyfunc import PROBABILITY_COLUMNS, save_weights, signature
 
 IMG_SIZE = 12

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from agehpo.data import AGE_RANGES, PIXELS_PER_IMAGE, FaceTable, make_synthetic, preprocess
 from agehpo.data import write_csv as write_faces_csv
-from agehpo.model import build_model
+from agehpo.nn.model import build_model
 from agehpo.pyfunc import (
     PARAMS_FILE,
     PROBABILITY_COLUMNS,

@@ -84,7 +84,7 @@ def test_another_workers_best_is_retrained_for_the_test_score(
 def test_unusable_storage_is_one_line(
     tmp_path: Path, storage: str, tiny_data: PreparedData
 ) -> None:
-    from agehpo.storage import StorageError
+    from agehpo.hpo.storage import StorageError
 
     with pytest.raises(StorageError) as error:
         run_study(_config(tmp_path, storage=storage), data=tiny_data, out=lambda _: None)

@@ -1,0 +1,209 @@
+"""Where tables come from (synthetic or CSV, through the cache), splits and tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agehpo.data import faces, synthetic
+from agehpo.data.facecache import code_key, load_cached, store_cached
+from agehpo.data.facecsv import read_csv
+from agehpo.data.faces import (
+    IMAGE_SIDE,
+    PIXELS_PER_IMAGE,
+    DataError,
+    FaceTable,
+    age_to_bin,
+    default_cache_dir,
+)
+
+
+def load_table(
+    data: str = "synthetic",
+    *,
+    n_samples: int = 23705,
+    seed: int = 13,
+    cache_dir: Path | None = None,
+) -> FaceTable:
+    """Load the synthetic faces or an age_gender.csv file.
+
+    Args:
+        data: ``"synthetic"``, or the path of a CSV file.
+        n_samples: Rows to generate (synthetic only).
+        seed: Generator seed (synthetic only).
+        cache_dir: Cache folder of parsed CSV files and generated synthetic faces;
+            ``default_cache_dir()`` when None.
+
+    Returns:
+        The table.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if data == "synthetic":
+        return _synthetic_through_cache(n_samples, seed, cache)
+    return read_csv(data, cache_dir=cache)
+
+
+def _synthetic_through_cache(n_samples: int, seed: int, cache: Path) -> FaceTable:
+    """The synthetic faces, generated once per machine rather than once per process.
+
+    Generating the default 23,705 faces takes about 3 s, paid again by every rerun and
+    every worker process; the cache entry loads in about 0.1 s. Its key hashes the
+    generator's code (``synthetic`` and the ``faces`` constants it draws with) and numpy's
+    version, so a changed generator never serves old faces.
+    """
+    stem = f"synthetic-{seed}-{n_samples}"
+    key = f"{stem}-{code_key(Path(synthetic.__file__), Path(faces.__file__))}"
+    cached = load_cached(cache, key, f"synthetic:seed={seed},n={n_samples}")
+    if cached is not None:
+        return cached
+    table = synthetic.make_synthetic(n_samples=n_samples, seed=seed)
+    store_cached(cache, stem, key, (table.pixels, table.age, table.ethnicity, table.gender))
+    return table
+
+
+def stratified_split(
+    age_bin: np.ndarray, *, seed: int = 13, test_fraction: float = 0.2, val_fraction: float = 0.1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split rows per age bin: test ``test_fraction``, val ``val_fraction`` of the rest.
+
+    Args:
+        age_bin: Bin of every row.
+        seed: Seed of the per-bin permutations.
+        test_fraction: Share of every bin held out for testing.
+        val_fraction: Share of every bin's non-test rows used for validation.
+
+    Returns:
+        Sorted, disjoint train, validation and test index arrays covering all rows.
+    """
+    age_bin = np.asarray(age_bin)
+    if not (0.0 < test_fraction < 1.0 and 0.0 <= val_fraction < 1.0) or age_bin.size == 0:
+        raise DataError(
+            f"stratified_split: test_fraction={test_fraction}, val_fraction={val_fraction}, "
+            f"{age_bin.size} rows (accepted: 0 < test_fraction < 1, 0 <= val_fraction < 1, "
+            "at least one row)"
+        )
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[np.ndarray], ...] = ([], [], [])
+    for b in np.unique(age_bin):
+        idx = rng.permutation(np.flatnonzero(age_bin == b))
+        n_test = int(idx.size * test_fraction + 0.5)
+        n_val = int((idx.size - n_test) * val_fraction + 0.5)
+        for part, rows in zip(parts, np.split(idx, [n_test, n_test + n_val])[::-1], strict=True):
+            part.append(rows)
+    train, val, test = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    return train, val, test
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    """One split as preloaded tensors (features already preprocessed)."""
+
+    x: torch.Tensor
+    age_bin: torch.Tensor
+    ethnicity: torch.Tensor
+    gender: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The four tensors, in field order."""
+        return self.x, self.age_bin, self.ethnicity, self.gender
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        """A copy of this split on ``device``."""
+        return TensorSplit(*(t.to(device) for t in self.tensors()))
+
+    def rows(self, index: torch.Tensor | slice) -> TensorSplit:
+        """The rows ``index`` of every tensor.
+
+        Args:
+            index: A 1-D tensor of row numbers (gathered into new tensors) or a slice
+                (views, no copy).
+
+        Returns:
+            A split holding just those rows.
+        """
+        if isinstance(index, slice):
+            return TensorSplit(*(t[index] for t in self.tensors()))
+        # index_select is a plain row gather; x[index] goes through advanced indexing, which
+        # cost more than twice as much per batch on the CPU.
+        return TensorSplit(*(t.index_select(0, index) for t in self.tensors()))
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Train/validation/test splits of one table, ready for training."""
+
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+    img_size: int
+    source: str
+    digest: str
+
+
+def preprocess(pixels: np.ndarray, img_size: int = 24) -> torch.Tensor:
+    """Scale to [0, 1], antialiased resize 48 -> ``img_size``, normalize (mean 0.5, std 0.5).
+
+    Args:
+        pixels: (N, 2304) values 0..255, row-major 48x48.
+        img_size: Output side length, 1..48.
+
+    Returns:
+        float32 tensor of shape (N, img_size**2).
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2 or pixels.shape[1] != PIXELS_PER_IMAGE:
+        raise DataError(
+            f"preprocess: pixels shape {pixels.shape} (accepted: (N, {PIXELS_PER_IMAGE}))"
+        )
+    if (
+        isinstance(img_size, bool)
+        or not isinstance(img_size, int)
+        or not 1 <= img_size <= IMAGE_SIDE
+    ):
+        raise DataError(
+            f"img_size: {img_size!r} is not accepted (accepted: integers 1..{IMAGE_SIDE})"
+        )
+    out = torch.empty((len(pixels), img_size * img_size), dtype=torch.float32)
+    for i0 in range(0, len(pixels), 4096):  # bounds the float copy of the 48x48 images
+        x = torch.from_numpy(np.ascontiguousarray(pixels[i0 : i0 + 4096])).to(torch.float32)
+        x = x.div_(255.0).view(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
+        if img_size != IMAGE_SIDE:
+            x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True)
+            x = x.clamp_(0.0, 1.0)  # the filter weights sum to 1 only up to rounding
+        out[i0 : i0 + len(x)] = x.reshape(len(x), -1).sub_(0.5).div_(0.5)
+    return out
+
+
+def prepare(table: FaceTable, *, img_size: int = 24, split_seed: int = 13) -> PreparedData:
+    """Preprocess every image once, then cut the stratified train/validation/test splits.
+
+    Args:
+        table: The faces.
+        img_size: Side length the images are resized to.
+        split_seed: Seed of ``stratified_split``.
+
+    Returns:
+        The three splits as tensors, with the table's source and digest.
+    """
+    if len(table) == 0:
+        raise DataError(f"data: '{table.source}' has no rows (accepted: at least one face)")
+    bins = age_to_bin(table.age)
+    x = preprocess(table.pixels, img_size)
+    labels = [
+        torch.as_tensor(np.asarray(a, dtype=np.int64))
+        for a in (bins, table.ethnicity, table.gender)
+    ]
+
+    def take(idx: np.ndarray) -> TensorSplit:
+        t = torch.from_numpy(idx)
+        return TensorSplit(x[t], *(lab[t] for lab in labels))
+
+    train, val, test = stratified_split(bins, seed=split_seed)
+    return PreparedData(take(train), take(val), take(test), img_size, table.source, table.digest)

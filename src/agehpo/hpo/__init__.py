@@ -1,0 +1,1 @@
+"""The study machinery: storage, locks, liveness, orderly stop, the trial loop, executors."""

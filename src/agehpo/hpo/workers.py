@@ -1,0 +1,151 @@
+"""Local worker processes that share one study (``n_workers``).
+
+The launcher creates the study, the storage schema and the MLflow parent run once, then
+starts the workers, so workers starting together never race to create them. Each worker is
+``agehpo worker`` with the same parameters: it claims trials from the shared budget until it
+is spent. The launcher shows their progress; on its orderly stop it passes the signal on;
+when a worker dies, the others (or a replacement the launcher starts) retry its trial, so the
+study still ends with exactly ``n_trials`` trials that count. Workers stop by themselves when
+the launcher dies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from agehpo.hpo.runner import TrialRunner
+from agehpo.hpo.stopping import DEADLINE_S, OrderlyStop
+from agehpo.study import FINISHED_STATES, StudyConfig
+
+_POLL_S = 1.0
+# Workers get most of the launcher's own stop deadline to end their trials.
+_STOP_GRACE_S = DEADLINE_S - 2.0
+EXIT_USAGE = 2
+
+
+class WorkersFailedError(RuntimeError):
+    """Workers died and the budget could not be finished. One-line message."""
+
+
+def worker_command(config: StudyConfig) -> list[str]:
+    """The command line of one worker: ``agehpo worker`` with the same parameters."""
+    command = [sys.executable, "-m", "agehpo", "worker"]
+    for config_field in dataclasses.fields(StudyConfig):
+        value = getattr(config, config_field.name)
+        text = json.dumps(value) if isinstance(value, dict) else str(value)
+        command += [f"--{config_field.name.replace('_', '-')}", text]
+    return command
+
+
+def _stop(workers: list[subprocess.Popen[bytes]], signum: int) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signum)
+    for worker in workers:
+        try:
+            worker.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()  # its trial keeps its owner record: the next run retries it at once
+            worker.wait()
+
+
+def _settle(runner: TrialRunner) -> int:
+    """Fail and retry the trials of dead workers; return how many trials are still due."""
+    with runner.budget_lock.hold():
+        runner.fail_dead_trials()
+        return runner.budget_left()
+
+
+def run_workers(
+    config: StudyConfig,
+    runner: TrialRunner,
+    *,
+    parent_run_id: str | None,
+    stop: OrderlyStop,
+    progress: tqdm | None = None,
+    poll_s: float = _POLL_S,
+) -> list[int]:
+    """Start ``config.n_workers`` workers on the runner's study and wait for them.
+
+    A worker that dies is replaced (at most ``n_workers`` times in all) while trials are
+    still due; its trial is failed and retried with the same params.
+
+    Args:
+        config: The run's parameters; each worker gets the same.
+        runner: The study's runner: its study, budget lock and dead-trial check.
+        parent_run_id: MLflow run the workers nest their trial runs under.
+        stop: The launcher's orderly stop; it is passed on to the workers.
+        progress: Advanced as trials finish.
+        poll_s: Seconds between progress checks.
+
+    Returns:
+        The numbers of the trials that finished while the workers ran.
+
+    Raises:
+        WorkersFailedError: When workers kept dying and trials are still due.
+        KeyboardInterrupt: When ``stop`` was requested (after the workers stopped).
+    """
+    study = runner.study
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state in FINISHED_STATES}
+    env = dict(os.environ)
+    if parent_run_id is not None:
+        env["MLFLOW_RUN_ID"] = parent_run_id  # also makes each worker watch the launcher
+    command = worker_command(dataclasses.replace(config, n_workers=1))
+    workers = [subprocess.Popen(command, env=env) for _ in range(config.n_workers)]
+    reported: set[int] = set()
+    restarts_left = config.n_workers
+    pending_deaths = 0
+    seen = len(before)
+    while True:
+        if stop.requested.wait(poll_s):
+            _stop(workers, signal.SIGINT if stop.signum == signal.SIGINT else signal.SIGTERM)
+            _settle(runner)
+            raise stop.exception()
+        finished = sum(t.state in FINISHED_STATES for t in study.get_trials(deepcopy=False))
+        if progress is not None and finished > seen:
+            progress.update(finished - seen)
+        seen = max(seen, finished)
+        died = [w for w in workers if w.poll() not in (None, 0) and w.pid not in reported]
+        pending_deaths += len(died)
+        for worker in died:
+            reported.add(worker.pid)
+            print(
+                f"agehpo: warning: worker {worker.pid} exited with status {worker.returncode}; "
+                "its running trial is retried",
+                file=sys.stderr,
+            )
+            if worker.returncode == EXIT_USAGE:
+                _stop(workers, signal.SIGTERM)
+                raise WorkersFailedError(
+                    f"worker {worker.pid} rejected its parameters (exit {EXIT_USAGE}); "
+                    "see its error line above"
+                )
+        if any(worker.poll() is None for worker in workers):
+            continue
+        due = _settle(runner)
+        if due <= 0 or not pending_deaths:
+            break  # done, or every worker stopped by itself (the timeout)
+        if restarts_left <= 0:
+            raise WorkersFailedError(
+                f"workers kept dying: {len(reported)} exited with an error and {due} trial(s) "
+                "are still due; rerun the same command to finish the budget"
+            )
+        replacements = min(due, config.n_workers, restarts_left)
+        restarts_left -= replacements
+        pending_deaths = 0
+        workers += [subprocess.Popen(command, env=env) for _ in range(replacements)]
+    return sorted(
+        t.number
+        for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        )
+        if t.number not in before
+    )

@@ -1,0 +1,108 @@
+"""The champion's report card in MLflow: metrics and ``evaluation/`` files on the parent run,
+tags on the registered model version.
+
+A model version holds tags only (MLflow has no version metrics), so each head's summary is a
+tag per number and its per-class precision, recall and F1 one JSON tag; the parent run
+carries every number as a metric, and the files that reproduce them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from agehpo.evaluation import ReportCard, write_files
+from agehpo.tracking.registry import CHAMPION, STUDY_UID, TRIAL_NUMBER
+
+_logger = logging.getLogger(__name__)
+EVALUATION_DIR = "evaluation"
+RUN_TAG = "evaluation.run_id"  # on the version: the run whose evaluation/ holds the files
+STUDY_UID_ATTR = "optuna_mlflow.study_uid"  # the study's user attr optuna_mlflow keeps it in
+
+
+def log_report_card(client: MlflowClient, run_id: str, card: ReportCard) -> None:
+    """Log the card's metrics (one batch) and its files under ``evaluation/``.
+
+    Args:
+        client: Client of the tracking store.
+        run_id: The study's parent run, still RUNNING.
+        card: The champion's report card.
+    """
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in card.metrics().items()]
+    client.log_batch(run_id, metrics=metrics)
+    with tempfile.TemporaryDirectory(prefix="agehpo-evaluation-") as tmp:
+        write_files(card, Path(tmp))
+        client.log_artifacts(run_id, tmp, EVALUATION_DIR)
+
+
+def version_tags(card: ReportCard, run_id: str) -> dict[str, str]:
+    """The version's tags: ``test_{head}_{summary}`` numbers, ``test_{head}_per_class`` JSON
+    and the run that holds the files."""
+    tags = {RUN_TAG: run_id}
+    for head, report in card.heads.items():
+        for key, value in report.summary().items():
+            if key != "accuracy":  # registry.register_champion tags the accuracies already
+                tags[f"test_{head}_{key}"] = f"{value:.4f}"
+        per_class = {
+            name: {k: round(v, 4) for k, v in values.items()}
+            for name, values in report.per_class().items()
+        }
+        tags[f"test_{head}_per_class"] = json.dumps(per_class, separators=(",", ":"))
+    return tags
+
+
+def tag_champion(
+    client: MlflowClient,
+    model_name: str,
+    study_uid: str | None,
+    trial_number: int,
+    card: ReportCard,
+    run_id: str,
+) -> ModelVersion | None:
+    """Tag the ``champion`` version with the card, when it is this study's best trial.
+
+    Another study may own the alias (its own study of the same model name registered later),
+    or registration may have been skipped: the card then describes no version, and no
+    version is touched.
+
+    Args:
+        client: Client of the tracking store.
+        model_name: The registered model.
+        study_uid: The study's ``optuna_mlflow.study_uid`` (None: no version is tagged).
+        trial_number: The best trial, whose weights the card scored.
+        card: The report card.
+        run_id: The parent run holding the ``evaluation/`` files.
+
+    Returns:
+        The version tagged, or None.
+    """
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    owner = (version.tags.get(STUDY_UID), version.tags.get(TRIAL_NUMBER))
+    if study_uid is None or owner != (study_uid, str(trial_number)):
+        _logger.warning(
+            "%s@%s is version %s of study uid %s trial %s, not this study's best (%s trial "
+            "%s): its report card is not tagged",
+            model_name,
+            CHAMPION,
+            version.version,
+            *owner,
+            study_uid,
+            trial_number,
+        )
+        return None
+    for key, value in version_tags(card, run_id).items():
+        if version.tags.get(key) != value:
+            client.set_model_version_tag(model_name, version.version, key, value)
+    return version
