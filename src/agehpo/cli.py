@@ -1,4 +1,4 @@
-"""Command line: the only place argv is read. ``agehpo <command>`` or ``python -m agehpo``."""
+"""Tune, compare, import and predict: agehpo <command> (or python -m agehpo)."""
 
 from __future__ import annotations
 
@@ -11,39 +11,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agehpo.cliparse import OneLineParser, int_flag, json_object, timeout_flag
-from agehpo.data import DataError
+from agehpo.config import StudyConfig
+from agehpo.errors import ConfigError, UserError, WorkersFailedError, quote
 from agehpo.hpo.stopping import OrderlyStop
-from agehpo.hpo.storage import StorageError
-from agehpo.hpo.workers import WorkersFailedError
-from agehpo.nn.train import DeviceError
-from agehpo.plugins import PluginError
-from agehpo.pyfunc import PredictionInputError
-from agehpo.study import StudyConfig
-from agehpo.tracking.tracker import TrackingError
-from agehpo.validation import (
-    ConfigError,
-    quote,
-    validate_compare,
-    validate_storage,
-    validate_study_config,
-)
-from optuna_mlflow import StudyImportError
+from agehpo.validation import validate_compare, validate_storage, validate_study_config
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143  # 128 + SIGTERM: OrderlyStop.exit_code gives it
-# Errors that are the user's input, not a bug: one line, no traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    DataError,
-    PluginError,
-    StorageError,
-    PredictionInputError,
-    TrackingError,
-    StudyImportError,
-    DeviceError,
-    ConfigError,
-)
 
 
 _FIELD_TYPES: dict[str, Callable[[str], Any]] = {
@@ -158,13 +134,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_study(args: argparse.Namespace) -> int:
-    from optuna_mlflow import import_study
+    from optuna_mlflow import StudyImportError, import_study
 
     # A damaged journal, or a file that is not there (Optuna would create an empty one).
     validate_storage(args.storage, must_exist=True)
-    imported = import_study(
-        args.storage, args.study_name or None, experiment_name=args.experiment_name or None
-    )
+    try:
+        imported = import_study(
+            args.storage, args.study_name or None, experiment_name=args.experiment_name or None
+        )
+    except StudyImportError as error:  # the plugin knows nothing of agehpo's UserError
+        raise ConfigError(str(error)) from error
     for study in imported:
         note = (
             f" (read an upgraded copy of a v{study.upgraded_from} schema)"
@@ -253,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.handler(args)
         return status
-    except USER_ERRORS as error:
+    except UserError as error:
         print(f"agehpo: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except WorkersFailedError as error:

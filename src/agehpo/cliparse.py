@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from agehpo.validation import MAX_SHOWN, ConfigError, check_timeout, quote
+from agehpo.errors import MAX_SHOWN, ConfigError, quote
+from agehpo.validation import check_timeout
 
 EXIT_USAGE = 2
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from agehpo.validation import quote
+from agehpo.errors import UserError, quote
 
 SAMPLER_GROUP = "agehpo.samplers"
 PRUNER_GROUP = "agehpo.pruners"
@@ -54,7 +54,7 @@ SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
 _NESTED_KWARGS = ("skopt_kwargs",)
 
 
-class PluginError(ValueError):
+class PluginError(UserError, ValueError):
     """A sampler or pruner name or its arguments were not accepted. The message is one line."""
 
 

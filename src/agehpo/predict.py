@@ -22,6 +22,7 @@ import pandas as pd
 
 from agehpo.data import DataError
 from agehpo.data.faces import LABEL_RANGES
+from agehpo.errors import ConfigError, quote, quote_path
 from agehpo.pyfunc import (
     LOADER_MODULE,
     AgePredictor,
@@ -29,7 +30,6 @@ from agehpo.pyfunc import (
     _load_pyfunc,
     pixels_from_frame,
 )
-from agehpo.validation import ConfigError, quote, quote_path
 
 LABEL_COLUMNS = ("age", "ethnicity", "gender", "img_name")
 

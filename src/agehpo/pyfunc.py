@@ -23,9 +23,9 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from safetensors.torch import load_file, save_file
 
 from agehpo.data import AGE_RANGES, PIXELS_PER_IMAGE, preprocess
+from agehpo.errors import UserError, quote
 from agehpo.nn.model import AgeNet, build_model
 from agehpo.nn.train import predict_probabilities
-from agehpo.validation import quote
 
 WEIGHTS_FILE = "weights.safetensors"
 PARAMS_FILE = "params.json"
@@ -35,7 +35,7 @@ SERVING_DISTRIBUTIONS = ("torch", "safetensors", "pandas", "numpy")
 LOADER_MODULE = "agehpo.pyfunc"
 
 
-class PredictionInputError(ValueError):
+class PredictionInputError(UserError, ValueError):
     """The input frame is not faces in the Kaggle pixel format. One-line message."""
 
 

@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agehpo.errors import ConfigError, quote, quote_path
+
 if TYPE_CHECKING:
     from agehpo.config import StudyConfig
 
-MAX_SHOWN = 80
-# A path or URL is the user's own name for a file: shown whole up to a sane length, or the
-# message would not say which file.
-MAX_PATH_SHOWN = 300
 # Optuna's RDB storage indexes study names as VARCHAR(512); MLflow stores run names in
 # VARCHAR(250) and experiment names up to 500 characters. Parent runs are named after the
 # study (``compare-{name}`` for compare), so 200 leaves room for every derived name.
@@ -34,47 +32,6 @@ MAX_SEED = 2**31 - 1
 IMG_SIZE_RANGE = (1, 48)
 # SQLAlchemy dialects Optuna's RDBStorage is tested with.
 _DIALECTS = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
-
-
-class ConfigError(ValueError):
-    """A parameter was not accepted. The message is one line: parameter, value, rule, fix."""
-
-
-def quote(value: object, limit: int = MAX_SHOWN) -> str:
-    """Quote a (possibly hostile) input for an error message.
-
-    At most ``limit`` characters are shown, control characters escaped, so a binary file or a
-    200 MB line cannot flood the terminal or break the one-line message.
-
-    Args:
-        value: The input; bytes are decoded as UTF-8 with replacement characters.
-        limit: Most characters shown, escapes included.
-
-    Returns:
-        The text in single quotes, ending in ``...`` when it was cut.
-    """
-    if isinstance(value, bytes | bytearray | memoryview):
-        text = bytes(value[: limit * 4]).decode("utf-8", "replace")
-        cut = len(value) > limit * 4
-    else:
-        text = str(value)
-        cut = False
-    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-    if cut or len(shown) > limit:
-        shown = shown[: limit - 3] + "..."
-    return f"'{shown}'"
-
-
-def quote_path(value: object) -> str:
-    """Quote a file path, URL or model URI for an error message (see :func:`quote`).
-
-    Args:
-        value: The path.
-
-    Returns:
-        The text in single quotes, cut only past :data:`MAX_PATH_SHOWN` characters.
-    """
-    return quote(value, MAX_PATH_SHOWN)
 
 
 def check_timeout(value: float, *, shown: object = None) -> None:

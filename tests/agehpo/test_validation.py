@@ -18,7 +18,7 @@ import pytest
 
 from agehpo.cli import main
 from agehpo.data import make_synthetic, write_csv
-from agehpo.validation import MAX_SHOWN, quote, quote_path
+from agehpo.errors import MAX_SHOWN, quote, quote_path
 
 TINY = ["--n-trials", "1", "--n-epochs", "1", "--n-samples", "60", "--img-size", "8"]
 TINY += ["--device", "cpu", "--sampler", "random"]

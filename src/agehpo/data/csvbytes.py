@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from agehpo.data.faces import PIXELS_PER_IMAGE, DataError
-from agehpo.validation import quote_path
+from agehpo.errors import quote_path
 
 _READ_BYTES = 8 << 20  # the file is read in pieces this size, checking line lengths as it comes
 # The longest line a valid file can hold: age, ethnicity and gender of at most 3 digits, the

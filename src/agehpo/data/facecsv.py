@@ -34,7 +34,7 @@ from agehpo.data.faces import (
     FaceTable,
     default_cache_dir,
 )
-from agehpo.validation import quote, quote_path
+from agehpo.errors import quote, quote_path
 
 _CHUNK_BYTES = 1 << 20  # one chunk's work arrays stay in the CPU caches
 _SENTINEL = 1000  # above any 3-digit value: marks each row's end in the decoded stream

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agehpo.errors import UserError
+
 AGE_RANGES: tuple[str, ...] = ("0-9", "10-19", "20-39", "40-59", "60+")
 AGE_BIN_EDGES: tuple[int, ...] = (10, 20, 40, 60)
 IMAGE_SIDE = 48
@@ -21,7 +23,7 @@ LABEL_RANGES: tuple[tuple[str, int, int], ...] = (
 )
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data; the message is one line naming the problem, the value and the rule."""
 
 

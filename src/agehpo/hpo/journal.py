@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agehpo.validation import ConfigError, quote, quote_path
+from agehpo.errors import ConfigError, quote, quote_path
 
 # Optuna's entries are a few hundred bytes; a line this long is not one of them, and reading
 # it whole would cost as much memory as the line is long.

@@ -27,6 +27,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from agehpo.errors import UserError
 from agehpo.hpo.liveness import HEARTBEAT_ATTR, retry_trial
 from optuna_mlflow import redact_url as redact
 
@@ -37,7 +38,7 @@ JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
 _logger = logging.getLogger(__name__)
 
 
-class StorageError(ValueError):
+class StorageError(UserError, ValueError):
     """The storage URL is malformed or the storage cannot be reached. One-line message."""
 
 

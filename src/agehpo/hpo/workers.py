@@ -21,6 +21,7 @@ import sys
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from agehpo.errors import WorkersFailedError
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.stopping import DEADLINE_S, OrderlyStop
 from agehpo.study import FINISHED_STATES, StudyConfig
@@ -29,10 +30,6 @@ _POLL_S = 1.0
 # Workers get most of the launcher's own stop deadline to end their trials.
 _STOP_GRACE_S = DEADLINE_S - 2.0
 EXIT_USAGE = 2
-
-
-class WorkersFailedError(RuntimeError):
-    """Workers died and the budget could not be finished. One-line message."""
 
 
 def worker_command(config: StudyConfig) -> list[str]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from agehpo.errors import UserError
 from agehpo.nn.model import HeadLogits
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ OPTIMIZERS = ("Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD")
 EVAL_BATCH_SIZE = 8192
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """The device parameter names no device this machine has. One-line message."""
 
 

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
 from agehpo.data import PreparedData
+from agehpo.errors import UserError
 from agehpo.hpo.storage import BudgetLock, heartbeat_settings
 from agehpo.nn.train import EpochMetrics
 from agehpo.objective import TrainedModel
@@ -39,7 +40,7 @@ _T = TypeVar("_T")
 METRIC_NAME = "val_age_accuracy"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The MLflow tracking server cannot be reached. One-line message."""
 
 

@@ -1,0 +1,62 @@
+"""The errors a user can cause, and how their values are shown in one-line messages.
+
+Every error that is the user's input, not a bug, derives from :class:`UserError`: the CLI
+prints its one line and exits 2 without a traceback, and it can catch them all by importing
+this module alone, which imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+MAX_SHOWN = 80
+# A path or URL is the user's own name for a file: shown whole up to a sane length, or the
+# message would not say which file.
+MAX_PATH_SHOWN = 300
+
+
+class UserError(Exception):
+    """A bad parameter, file or store: one line naming the parameter, the value and the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A parameter was not accepted."""
+
+
+class WorkersFailedError(RuntimeError):
+    """Worker processes kept dying: not the user's input, so the CLI exits 1, not 2."""
+
+
+def quote(value: object, limit: int = MAX_SHOWN) -> str:
+    """Quote a (possibly hostile) input for an error message.
+
+    At most ``limit`` characters are shown, control characters escaped, so a binary file or a
+    200 MB line cannot flood the terminal or break the one-line message.
+
+    Args:
+        value: The input; bytes are decoded as UTF-8 with replacement characters.
+        limit: Most characters shown, escapes included.
+
+    Returns:
+        The text in single quotes, ending in ``...`` when it was cut.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value[: limit * 4]).decode("utf-8", "replace")
+        cut = len(value) > limit * 4
+    else:
+        text = str(value)
+        cut = False
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    if cut or len(shown) > limit:
+        shown = shown[: limit - 3] + "..."
+    return f"'{shown}'"
+
+
+def quote_path(value: object) -> str:
+    """Quote a file path, URL or model URI for an error message (see :func:`quote`).
+
+    Args:
+        value: The path.
+
+    Returns:
+        The text in single quotes, cut only past :data:`MAX_PATH_SHOWN` characters.
+    """
+    return quote(value, MAX_PATH_SHOWN)
