@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,9 +17,8 @@ from mlflow.entities import Metric
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mlflow._batch import log_batch_chunked
+from optuna_mlflow._entities import now_ms
 from optuna_mlflow._keys import resolve_metric_names, safe_key
-
-__all__ = ["PLOTS", "log_study_artifacts"]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,10 +47,12 @@ def _why_not(name: str, study: optuna.Study) -> str | None:
 
 
 def _plot_kwargs(name: str, study: optuna.Study, names: Sequence[str]) -> dict[str, Any]:
-    # Multi-objective studies need a target: the first objective, named like its metric.
-    if len(study.directions) == 1 or name == "intermediate_values":
-        return {"target_name": names[0]} if name != "intermediate_values" else {}
+    if name == "intermediate_values":
+        return {}
+    if len(study.directions) == 1:
+        return {"target_name": names[0]}
 
+    # Multi-objective studies need a target: the first objective, named like its metric.
     def first(trial: FrozenTrial) -> float:
         assert trial.values is not None
         return trial.values[0]
@@ -71,8 +71,7 @@ def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) ->
 
     kwargs = _plot_kwargs(name, study, names)
     with warnings.catch_warnings():
-        # Experimental-API notices, importance-evaluator caveats and matplotlib layout
-        # notes are not news to someone looking at a plot.
+        # Experimental-API, importance and layout notices are no news to a plot's reader.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
         plotly_fn: Callable[..., Any] = getattr(vis, f"plot_{name}")
@@ -90,6 +89,64 @@ def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) ->
             plt.close(figure)
 
 
+def _log_summary(
+    study: optuna.Study, trials: list[FrozenTrial], run_id: str, client: MlflowClient, metric: str
+) -> Any:
+    """Log the trial counts and the best value(s); return the best params."""
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    summary: dict[str, float] = {
+        "n_trials_complete": counts[TrialState.COMPLETE],
+        "n_trials_pruned": counts[TrialState.PRUNED],
+        "n_trials_failed": counts[TrialState.FAIL],
+    }
+    best_params: Any = {}
+    if counts[TrialState.COMPLETE] and len(study.directions) == 1:
+        summary[safe_key(f"best_{metric}")] = study.best_value
+        best_params = study.best_params
+    elif counts[TrialState.COMPLETE]:
+        # Several objectives have no single best point: count the Pareto front instead.
+        summary["n_best_trials"] = len(study.best_trials)
+        best_params = [
+            {"number": t.number, "values": t.values, "params": t.params} for t in study.best_trials
+        ]
+    stamp = now_ms()
+    metrics = [Metric(key, float(v), stamp, 0) for key, v in summary.items()]
+    log_batch_chunked(client, run_id, metrics=metrics)
+    return best_params
+
+
+def _plots(
+    study: optuna.Study,
+    trials: list[FrozenTrial],
+    folder: Path,
+    names: list[str],
+    plots: Sequence[str],
+) -> dict[str, str]:
+    """Draw the plots into ``folder``; return plot name -> why it was skipped."""
+    # Plots read the trials many times; an in-memory snapshot spares the storage.
+    snapshot = optuna.create_study(directions=study.directions, study_name=study.study_name)
+    snapshot.add_trials([t for t in trials if t.state.is_finished()])
+    if study.metric_names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            snapshot.set_metric_names(study.metric_names)
+    skipped: dict[str, str] = {}
+    for name in plots:
+        reason = _why_not(name, snapshot)
+        if reason is None:
+            try:
+                _draw(name, snapshot, folder, names)
+            except Exception as exc:  # a plot is a nicety; never fail the study for it
+                reason = f"{type(exc).__name__}: {exc}"
+        if reason is not None:
+            skipped[name] = reason
+            _logger.warning("Plot %s skipped: %s", name, reason)
+    if skipped:
+        text = "".join(f"{name}: {why}\n" for name, why in skipped.items())
+        (folder / "skipped.txt").write_text(text)
+    return skipped
+
+
 def log_study_artifacts(
     study: optuna.Study,
     run_id: str,
@@ -100,12 +157,10 @@ def log_study_artifacts(
 ) -> dict[str, str]:
     """Log a study's plots, trial table, best params and summary metrics on a run.
 
-    Artifacts: ``plots/{name}.html`` (plotly, loading plotly.js from its CDN to keep files
-    small) and ``plots/{name}.png`` (matplotlib) for each plot, ``trials.csv``
-    (``study.trials_dataframe()``) and ``best_params.json``. Metrics:
-    ``n_trials_complete``, ``n_trials_pruned``, ``n_trials_failed`` and
-    ``best_{metric_name}`` (one per objective; for several objectives the best trials'
-    maximum/minimum is not one point, so ``n_best_trials`` is logged instead).
+    Artifacts: ``plots/{name}.html`` (plotly.js from its CDN) and ``plots/{name}.png``,
+    ``trials.csv`` and ``best_params.json``. Metrics: ``n_trials_complete``,
+    ``n_trials_pruned``, ``n_trials_failed``, and ``best_{metric}`` (one objective) or
+    ``n_best_trials`` (several).
 
     Args:
         study: The study.
@@ -120,54 +175,11 @@ def log_study_artifacts(
     client = client or MlflowClient()
     trials = study.get_trials(deepcopy=False)
     names = resolve_metric_names(metric_name, len(study.directions))
-    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
-    summary: dict[str, float] = {
-        "n_trials_complete": counts[TrialState.COMPLETE],
-        "n_trials_pruned": counts[TrialState.PRUNED],
-        "n_trials_failed": counts[TrialState.FAIL],
-    }
-    best_params: Any = {}
-    if counts[TrialState.COMPLETE]:
-        if len(study.directions) == 1:
-            summary[safe_key(f"best_{names[0]}")] = study.best_value
-            best_params = study.best_params
-        else:
-            summary["n_best_trials"] = len(study.best_trials)
-            best_params = [
-                {"number": t.number, "values": t.values, "params": t.params}
-                for t in study.best_trials
-            ]
-    stamp = int(time.time() * 1000)
-    log_batch_chunked(
-        client, run_id, metrics=[Metric(key, float(v), stamp, 0) for key, v in summary.items()]
-    )
-
-    skipped: dict[str, str] = {}
-    # Plots read the trials many times; an in-memory snapshot spares the storage.
-    snapshot = optuna.create_study(directions=study.directions, study_name=study.study_name)
-    snapshot.add_trials([t for t in trials if t.state.is_finished()])
-    if study.metric_names:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            snapshot.set_metric_names(study.metric_names)
+    best_params = _log_summary(study, trials, run_id, client, names[0])
     with tempfile.TemporaryDirectory(prefix="optuna_mlflow_") as tmp:
         root = Path(tmp)
-        folder = root / "plots"
-        folder.mkdir()
-        for name in plots:
-            reason = _why_not(name, snapshot)
-            if reason is None:
-                try:
-                    _draw(name, snapshot, folder, names)
-                except Exception as exc:  # a plot is a nicety; never fail the study for it
-                    reason = f"{type(exc).__name__}: {exc}"
-            if reason is not None:
-                skipped[name] = reason
-                _logger.warning("Plot %s skipped: %s", name, reason)
-        if skipped:
-            (folder / "skipped.txt").write_text(
-                "".join(f"{name}: {why}\n" for name, why in skipped.items())
-            )
+        (root / "plots").mkdir()
+        skipped = _plots(study, trials, root / "plots", names, plots)
         study.trials_dataframe().to_csv(root / "trials.csv", index=False)
         (root / "best_params.json").write_text(json.dumps(best_params, indent=2, default=str))
         client.log_artifacts(run_id, tmp)

@@ -12,8 +12,6 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
-__all__ = ["log_batch_chunked", "split_batches"]
-
 Batch = tuple[list[Metric], list[Param], list[RunTag]]
 
 
@@ -25,15 +23,11 @@ def split_batches(
 ) -> list[Batch]:
     """Cut entities into chunks within MLflow's per-request limits.
 
-    MLflow rejects a ``log_batch`` with more than 1000 metrics, 100 params, 100 tags or
-    1000 entities in all.
-
     Args:
         metrics: Metrics to log.
         params: Params to log.
         tags: Tags to log.
-        final_tags: Tags that must land in the last request, so that seeing them means
-            everything before them was written (used for ``optuna.trial_state``).
+        final_tags: Tags for the last request: seeing them means everything else landed.
 
     Returns:
         The requests, in order; empty when there is nothing to log.
@@ -69,7 +63,7 @@ def log_batch_chunked(
     params: Sequence[Param] = (),
     tags: Sequence[RunTag] = (),
     final_tags: Sequence[RunTag] = (),
-) -> int:
+) -> None:
     """Log everything with as few ``log_batch`` requests as MLflow's limits allow.
 
     Args:
@@ -78,12 +72,7 @@ def log_batch_chunked(
         metrics: Metrics to log.
         params: Params to log.
         tags: Tags to log.
-        final_tags: Tags to put in the last request (see :func:`split_batches`).
-
-    Returns:
-        The number of requests sent.
+        final_tags: Tags for the last request (see :func:`split_batches`).
     """
-    batches = split_batches(metrics, params, tags, final_tags)
-    for bm, bp, bt in batches:
+    for bm, bp, bt in split_batches(metrics, params, tags, final_tags):
         client.log_batch(run_id, metrics=bm, params=bp, tags=bt, synchronous=True)
-    return len(batches)

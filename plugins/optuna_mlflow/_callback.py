@@ -25,51 +25,40 @@ from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
 from optuna_mlflow._session import StudySession
 
-__all__ = ["MLflowCallback"]
-
 TrialEndHook = Callable[[optuna.Study, FrozenTrial, str], None]
 
 
 class MLflowCallback:
     """Track an Optuna study in MLflow: a drop-in for ``optuna_integration.MLflowCallback``.
 
-    Built with optuna_integration's arguments it writes the runs optuna_integration wrote:
-    one run per trial, named ``mlflow_kwargs["run_name"]`` or ``str(trial.number)``, in the
-    same experiment, with the same params, metrics and tags; with ``nested`` it is nested
-    under the run active when the trial ends, without it an active run is an error. Added,
-    without changing any of that: ``optuna.*`` tags, intermediate values as the history of
-    the (first) objective metric, FAILED status for FAIL trials, :meth:`log_step`, batched
-    writes, no global lock (only :class:`~mlflow.MlflowClient` calls with explicit run ids,
-    so ``n_jobs > 1`` never mixes runs). Every run it opens is ended at the trial's end, by
-    :meth:`close` (or ``with cb:``), or at the latest when the callback is collected or the
-    interpreter exits.
+    With optuna_integration's arguments it writes the runs that wrote: one per trial, named
+    ``mlflow_kwargs["run_name"]`` or ``str(trial.number)``, with the same params, metrics
+    and tags. Added (see the README): ``optuna.*`` tags, intermediate values as the first
+    metric's history, FAILED runs for FAIL trials, :meth:`log_step`, batched writes and only
+    explicit-run-id client calls (``n_jobs > 1`` never mixes runs). Every run it opens is
+    ended: at the trial's end, by :meth:`close` (or ``with cb:``), or when the callback is
+    collected or the interpreter exits.
 
     Args:
-        tracking_uri: Tracking store; None uses MLflow's default (``MLFLOW_TRACKING_URI``).
-        metric_name: Name of the objective metric; for several objectives one name per
-            objective or one name broadcast as ``{name}_{i}``.
+        tracking_uri: Tracking store; None uses MLflow's default.
+        metric_name: Objective metric name; several objectives: one each, or one broadcast
+            as ``{name}_{i}``.
         create_experiment: Without a parent run and ``experiment_id``, use an experiment
-            named after the study (created when missing); otherwise MLflow's active one.
-        mlflow_kwargs: ``experiment_id``, ``run_name``, ``nested`` and ``tags`` (added to
-            every trial run), as in optuna_integration. With a parent run, ``run_name``
-            names the parent started here and ``nested`` is implied.
-        tag_study_user_attrs: Add the study's user attrs to every trial run's tags.
-        tag_trial_user_attrs: Add each trial's user attrs to its run's tags.
-        parent_run: Opt-in layout: the trial runs, named ``trial-{n}``, nest under one
-            parent run per study: ``parent_run_id``, else the MLflow Project run
-            (``MLFLOW_RUN_ID``), else the run active at construction, else a run named
-            after the study, started on first use and ended by :meth:`close` or at exit.
+            named after the study (created when missing); else MLflow's active one.
+        mlflow_kwargs: ``experiment_id``, ``run_name``, ``nested`` and ``tags`` (on every
+            trial run); with a parent run ``run_name`` names it and ``nested`` is implied.
+        tag_study_user_attrs: Tag every trial run with the study's user attrs.
+        tag_trial_user_attrs: Tag each trial run with its trial's user attrs.
+        parent_run: Nest trial runs (``trial-{n}``) under one parent run per study:
+            ``parent_run_id``, else ``MLFLOW_RUN_ID``, else the run active now, else one
+            named after the study, started on first use.
         parent_run_id: Run to nest the trial runs under; implies ``parent_run``.
-        flush_interval: Seconds between writes of buffered :meth:`log_step` metrics while a
-            trial runs; everything is written when the trial ends.
-        trial_end_hooks: Callables ``(study, frozen_trial, run_id)`` run after a trial's
-            data is written and before its run is ended (e.g. to log its model). A hook's
-            exception propagates (after the run has been ended).
-        legacy_tags: Write the tags optuna_integration wrote (``number``, ``state``,
-            ``direction``, ``datetime_*``, ``{param}_distribution``).
-        heartbeat_interval: Seconds between updates of a parent run's
-            ``optuna_mlflow.heartbeat`` tag (read by the reconciler), refreshed by a daemon
-            thread while a parent run is tracked, at least every 1.5 intervals.
+        flush_interval: Seconds between writes of buffered :meth:`log_step` metrics.
+        trial_end_hooks: ``(study, frozen_trial, run_id)`` callables run after a trial is
+            written and before its run ends; their exceptions propagate after the end.
+        legacy_tags: Write optuna_integration's tags (``number``, ``state``, ...).
+        heartbeat_interval: Seconds between the parent run's heartbeat tags (read by the
+            reconciler), written by a daemon thread at least every 1.5 intervals.
     """
 
     def __init__(
@@ -94,20 +83,22 @@ class MLflowCallback:
                 f"{type(metric_name).__name__} {metric_name!r}; pass e.g. 'value'."
             )
         self._metric_name = metric_name if isinstance(metric_name, str) else list(metric_name)
-        self._create_experiment = create_experiment
-        self._mlflow_kwargs = dict(mlflow_kwargs or {})
-        self._tag_study_user_attrs = tag_study_user_attrs
-        self._tag_trial_user_attrs = tag_trial_user_attrs
-        self._legacy_tags = legacy_tags
         self._parent = parent_run or parent_run_id is not None
-        self._nested = bool(self._mlflow_kwargs.get("nested"))
+        self._nested = bool((mlflow_kwargs or {}).get("nested"))
+        self._session_kwargs: dict[str, Any] = {
+            "metric_name": self._metric_name,
+            "parent": self._parent,
+            "create_experiment": create_experiment,
+            "mlflow_kwargs": dict(mlflow_kwargs or {}),
+            "tag_study_user_attrs": tag_study_user_attrs,
+            "tag_trial_user_attrs": tag_trial_user_attrs,
+            "legacy_tags": legacy_tags,
+        }
         self.trial_end_hooks: list[TrialEndHook] = list(trial_end_hooks)
         self.client = MlflowClient(tracking_uri)
         given = None
         if self._parent:
-            # Captured now: MLflow's fluent end_run() deletes MLFLOW_RUN_ID from the
-            # environment.
-            active = mlflow.active_run()
+            active = mlflow.active_run()  # captured now: MLflow's end_run() deletes the env var
             given = (
                 parent_run_id
                 or os.environ.get("MLFLOW_RUN_ID")
@@ -119,11 +110,8 @@ class MLflowCallback:
         self._lock = self._live.lock
         self._tracked = Tracked(self.client, self._live, given, heartbeat_interval)
         self._fluent = FluentTrialRuns(self._live, self._session, self._parent_tags, tracking_uri)
-        # Ends what is still open when the callback is collected, or at interpreter exit:
-        # optuna_integration's users never call close().
+        # optuna_integration's users never call close(): end what is open when collected.
         self._finalizer = weakref.finalize(self, self._tracked.close_at_exit)
-
-    # -- where runs go --------------------------------------------------------------------
 
     def start(self, study: optuna.Study) -> str | None:
         """Resolve the experiment and the parent run of ``study`` now instead of lazily.
@@ -171,15 +159,12 @@ class MLflowCallback:
         Args:
             trial_number: Trial number.
             study_name: The trial's study; needed only when tracking several studies.
-            study_uid: The trial's study uid (:func:`ensure_study_uid`); tells apart
-                several studies of one name.
+            study_uid: The trial's study uid; tells apart studies of one name.
 
         Returns:
             The run id, or None if this callback has no run for that trial.
         """
         return self._live.run_id_for(trial_number, study_name, study_uid)
-
-    # -- the Optuna callback --------------------------------------------------------------
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Write the finished trial into its run, run the hooks, end the run.
@@ -188,8 +173,7 @@ class MLflowCallback:
             study: The study.
             trial: The finished trial.
         """
-        session = self._session(study)
-        live = self._live.write(session, trial, self._parent_tags())
+        live = self._live.write(self._session(study), trial, self._parent_tags())
         try:
             for hook in self.trial_end_hooks:
                 hook(study, trial, live.run_id)
@@ -199,17 +183,15 @@ class MLflowCallback:
     def log_step(self, trial: optuna.Trial, step: int, metrics: Mapping[str, float]) -> None:
         """Log per-step metrics of a running trial (e.g. ``train_loss`` per epoch).
 
-        The trial's run is created at the first call, so a live trial shows up in the UI.
-        Metrics are buffered and written at most every ``flush_interval`` seconds, and
-        completely when the trial ends.
+        The first call creates the trial's run; metrics are written at most every
+        ``flush_interval`` seconds, and all when the trial ends.
 
         Args:
             trial: The running trial.
             step: The step (epoch) the values belong to.
             metrics: Metric name -> value.
         """
-        session = self._session(trial.study)
-        live = self._live.open(session, trial.number, trial._trial_id, self._parent_tags)
+        live = self._live.open(self._session(trial.study), trial.number, self._parent_tags)
         self._live.log(live, step, metrics)
 
     def flush(self) -> None:
@@ -222,9 +204,7 @@ class MLflowCallback:
         Returns:
             A decorator for objective functions.
         """
-        return self._fluent.decorator()
-
-    # -- study-level helpers --------------------------------------------------------------
+        return self._fluent.decorator
 
     def reconcile(
         self,
@@ -240,8 +220,7 @@ class MLflowCallback:
 
         Args:
             study: The study.
-            stale_after: Seconds without a heartbeat after which another RUNNING parent
-                run of the study counts as dead.
+            stale_after: Seconds without a heartbeat after which another parent is dead.
             all_other_parents_stale: Treat every other RUNNING parent as dead.
             fill_missing: Write runs for finished trials that have none.
 
@@ -270,15 +249,13 @@ class MLflowCallback:
         Returns:
             Plot name -> why it was skipped.
         """
+        names = self._metric_name if metric_name is None else metric_name
         return log_study_artifacts(
-            study,
-            self._summary_run(study),
-            client=self.client,
-            metric_name=self._metric_name if metric_name is None else metric_name,
+            study, self._summary_run(study), client=self.client, metric_name=names
         )
 
     def log_dataset(self, study: optuna.Study, name: str, **kwargs: Any) -> None:
-        """Log a dataset input on the study's parent run (see :func:`log_dataset`).
+        """Log a dataset input on the study's parent run.
 
         Args:
             study: The study.
@@ -287,24 +264,17 @@ class MLflowCallback:
         """
         log_dataset(self._summary_run(study), name, client=self.client, **kwargs)
 
-    # -- ending ---------------------------------------------------------------------------
-
     def close(self, status: str = "FINISHED", *, end_parent: bool | None = None) -> None:
         """Flush everything and leave no run of this callback RUNNING.
 
-        Trial runs still open (the objective raised, the user interrupted) are rewritten
-        from Optuna's storage: a FAIL trial ends FAILED; a trial still RUNNING there ends
-        FAILED with tag ``optuna_mlflow.end_reason``. Every parent run this callback
-        started is ended with ``status``, whatever ``end_parent`` says. Optional: what is
-        still open is closed the same way when the callback is collected or at interpreter
-        exit (FAILED/KILLED after an uncaught exception, else FINISHED).
+        Open trial runs are rewritten from Optuna's storage (a trial still RUNNING there
+        ends FAILED with ``optuna_mlflow.end_reason``); parent runs started here end with
+        ``status``. Optional: the same happens when the callback is collected or at exit.
 
         Args:
             status: Terminal status of the parent run (FINISHED, FAILED or KILLED).
-            end_parent: True also ends, when still RUNNING, a parent run given to the
-                callback (e.g. the MLflow Project run, which MLflow otherwise ends itself,
-                unless the ``mlflow run`` process died), even when no trial was tracked
-                under it yet. None and False leave a given parent alone.
+            end_parent: True also ends a given parent run still RUNNING (e.g. the MLflow
+                Project run whose process died); None and False leave it alone.
         """
         self._tracked.close(status, end_parent)
 
@@ -319,12 +289,8 @@ class MLflowCallback:
     ) -> None:
         if exc_type is None:
             self.close("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("KILLED")
         else:
-            self.close("FAILED")
-
-    # -- internals ------------------------------------------------------------------------
+            self.close("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
 
     def _session(self, study: optuna.Study) -> StudySession:
         with self._lock:
@@ -335,17 +301,9 @@ class MLflowCallback:
             uid = ensure_study_uid(study)
             session = self._tracked.sessions.get(uid)
             if session is None:
+                given = self._tracked.given_parent
                 session = StudySession.open(
-                    self.client,
-                    study,
-                    metric_name=self._metric_name,
-                    parent=self._parent,
-                    parent_run_id=self._tracked.given_parent,
-                    create_experiment=self._create_experiment,
-                    mlflow_kwargs=self._mlflow_kwargs,
-                    tag_study_user_attrs=self._tag_study_user_attrs,
-                    tag_trial_user_attrs=self._tag_trial_user_attrs,
-                    legacy_tags=self._legacy_tags,
+                    self.client, study, parent_run_id=given, **self._session_kwargs
                 )
                 session.last_heartbeat = time.time()
                 self._tracked.add(uid, session)

@@ -12,12 +12,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from optuna_mlflow._compat import dataset_entity
 from optuna_mlflow._redact import redact_url
 
 if TYPE_CHECKING:
     import pandas as pd
-
-__all__ = ["log_dataset"]
 
 
 def log_dataset(
@@ -35,23 +34,19 @@ def log_dataset(
 ) -> Dataset:
     """Log a dataset (a DataFrame, or just its metadata) as an input of a run.
 
-    With ``df`` MLflow computes the digest, schema and profile itself; without it the
-    dataset is described by ``name``, ``digest`` and ``source`` alone (enough for a file
-    that is too large to hash again, or synthetic data defined by its seed).
+    With ``df`` MLflow computes digest, schema and profile; without it ``name``, ``digest``
+    and ``source`` describe the data (a file too large to hash again, seeded synthetic data).
 
     Args:
-        run_id: The run to attach the dataset to (usually the study's parent run).
+        run_id: The run (usually the study's parent run).
         name: Dataset name shown in the UI.
         df: The data itself, optional.
-        digest: Content digest; defaults to MLflow's for ``df``, else a hash of the
-            metadata.
-        source: Where the data comes from (path, URL, ``synthetic:seed=13``); URLs are
-            logged without passwords.
+        digest: Content digest; default MLflow's for ``df``, else a hash of the metadata.
+        source: Where the data comes from (path, URL without its password, ``synthetic:...``).
         source_type: MLflow source type (``local``, ``http``, ``code``, ...).
-        context: Dataset context tag (``training``, ``validation``, ...), None for none.
-        schema: JSON-able schema, when ``df`` is not given.
-        profile: JSON-able profile (e.g. ``{"num_rows": 23705}``), when ``df`` is not
-            given.
+        context: Dataset context tag (``training``, ...); None for none.
+        schema: JSON-able schema, without ``df``.
+        profile: JSON-able profile (e.g. ``{"num_rows": 23705}``), without ``df``.
         client: Client of the tracking store; None uses MLflow's default.
 
     Returns:
@@ -62,24 +57,20 @@ def log_dataset(
     if df is not None:
         from mlflow.data.pandas_dataset import from_pandas
 
-        # from_pandas resolves a missing source itself (to the calling code).
-        extra: dict[str, Any] = {"source": source} if source else {}
         with warnings.catch_warnings():
-            # MLflow warns that a local path matches two equal source types; it picks one.
+            # Two equal source types for a local path, and integer columns that cannot hold
+            # NaN: MLflow's notes, no news for a dataset that is no model schema.
             warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
-            # ...and hints that integer columns cannot hold NaN: this is no model schema.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-            dataset = from_pandas(df, name=name, digest=digest, **extra)
-            entity = dataset._to_mlflow_entity()
+            # from_pandas resolves a missing source itself (to the calling code).
+            extra: dict[str, Any] = {"source": source} if source else {}
+            entity = dataset_entity(from_pandas(df, name=name, digest=digest, **extra))
     else:
-        meta = json.dumps(
-            {"name": name, "source": source, "schema": schema, "profile": profile},
-            sort_keys=True,
-            default=str,
-        )
+        meta = {"name": name, "source": source, "schema": schema, "profile": profile}
+        text = json.dumps(meta, sort_keys=True, default=str)
         entity = Dataset(
             name=name,
-            digest=digest or hashlib.sha256(meta.encode()).hexdigest()[:8],
+            digest=digest or hashlib.sha256(text.encode()).hexdigest()[:8],
             source_type=source_type,
             source=json.dumps({"uri": source}),
             schema=json.dumps(schema, default=str) if schema is not None else None,

@@ -14,8 +14,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mlflow import _keys as k
 
-__all__ = ["now_ms", "to_ms", "trial_metrics", "trial_params", "trial_tags"]
-
 _logger = logging.getLogger(__name__)
 
 # Optuna >= 3 keeps no reason in its storage; only the process that ran the trial knew it.
@@ -32,8 +30,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def param_text(value: object) -> str:
+    """A param value as the writer logs it (stringified, cut to MLflow's limit)."""
+    return k.truncate(value, MAX_PARAM_VAL_LENGTH)
+
+
 def trial_params(trial: FrozenTrial, have: Mapping[str, str]) -> list[Param]:
-    """The trial's params as strings (as ``mlflow.log_param`` stores them), minus ``have``.
+    """The trial's params as strings, minus those the run already holds.
 
     Args:
         trial: The trial.
@@ -44,20 +47,18 @@ def trial_params(trial: FrozenTrial, have: Mapping[str, str]) -> list[Param]:
     """
     params: list[Param] = []
     for name, value in trial.params.items():
-        key = k.safe_key(name)
-        text = k.truncate(value, MAX_PARAM_VAL_LENGTH)
-        if key in have:
-            if have[key] != text:
-                # MLflow params are immutable; the storage stays the source of truth.
-                _logger.warning(
-                    "Trial %d keeps param %s=%s in MLflow; Optuna says %s.",
-                    trial.number,
-                    key,
-                    have[key],
-                    text,
-                )
-            continue
-        params.append(Param(key, text))
+        key, text = k.safe_key(name), param_text(value)
+        if key not in have:
+            params.append(Param(key, text))
+        elif have[key] != text:
+            # MLflow params are immutable; the storage stays the source of truth.
+            _logger.warning(
+                "Trial %d keeps param %s=%s in MLflow; Optuna says %s.",
+                trial.number,
+                key,
+                have[key],
+                text,
+            )
     return params
 
 
@@ -73,8 +74,7 @@ def trial_metrics(
 
     Args:
         trial: The trial.
-        curve_key: Metric that gets the intermediate values as history (step = the step
-            reported to Optuna).
+        curve_key: Metric whose history the intermediate values are.
         value_keys: One metric name per objective value.
         skip_steps: Steps of ``curve_key`` already in the run.
         have: Latest metric values already in the run.
@@ -100,8 +100,7 @@ def trial_metrics(
         on_curve = i == 0 and name == curve_key and steps
         if (on_curve and trial.intermediate_values[last_step] == value) or have.get(name) == value:
             continue
-        # At the last step with the newest timestamp, so that MLflow's "latest value" of
-        # the metric is the trial's value, not its last epoch's.
+        # Newest timestamp: MLflow's "latest value" is then the trial's, not its last epoch's.
         metrics.append(Metric(name, float(value), max(end, last_ts + 1), last_step))
     if trial.state == TrialState.PRUNED and steps:
         metrics.append(Metric("pruned_at_epoch", float(last_step), end, 0))
@@ -120,11 +119,10 @@ def trial_tags(
 
     Args:
         trial: The trial.
-        base: The writer's tags (study name, trial number, state, direction, ...).
-        fail_reason: Why a FAIL trial failed, when Optuna's storage does not say.
+        base: The writer's tags (study, trial number, state, direction, ...).
+        fail_reason: Why a FAIL trial failed, when the storage does not say.
         user_attrs: Include the trial's user attrs.
-        legacy_directions: When not None, also write ``optuna_integration``'s tags, with
-            these directions.
+        legacy_directions: Not None: also optuna_integration's tags, with these directions.
 
     Returns:
         Tag key -> value.
@@ -133,8 +131,7 @@ def trial_tags(
     if legacy_directions is not None:
         tags.update(_legacy_tags(trial, legacy_directions))
     if user_attrs:
-        for name, value in trial.user_attrs.items():
-            tags[k.safe_key(name)] = k.truncate(value, MAX_TAG_VAL_LENGTH)
+        tags.update({k.safe_key(n): tag_text(v) for n, v in trial.user_attrs.items()})
     tags.update(base)
     if trial.state == TrialState.FAIL:
         # Optuna 5 records no reason itself; objectives conventionally leave one in an attr.
@@ -144,8 +141,13 @@ def trial_tags(
             or trial.user_attrs.get("fail_reason")
             or UNKNOWN_FAILURE
         )
-        tags[k.FAIL_REASON] = k.truncate(reason, MAX_TAG_VAL_LENGTH)
+        tags[k.FAIL_REASON] = tag_text(reason)
     return tags
+
+
+def tag_text(value: object) -> str:
+    """A tag value cut to MLflow's limit."""
+    return k.truncate(value, MAX_TAG_VAL_LENGTH)
 
 
 def _legacy_tags(trial: FrozenTrial, directions: Sequence[StudyDirection]) -> dict[str, str]:
@@ -160,5 +162,5 @@ def _legacy_tags(trial: FrozenTrial, directions: Sequence[StudyDirection]) -> di
         names = [d.name for d in directions]
         tags["direction"] = str(names) if len(names) != 1 else names[0]
     for name, dist in trial.distributions.items():
-        tags[k.safe_key(f"{name}_distribution")] = k.truncate(dist, MAX_TAG_VAL_LENGTH)
+        tags[k.safe_key(f"{name}_distribution")] = tag_text(dist)
     return tags

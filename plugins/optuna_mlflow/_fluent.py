@@ -12,8 +12,6 @@ import optuna
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._session import StudySession
 
-__all__ = ["FluentTrialRuns"]
-
 
 class FluentTrialRuns:
     """Resumes each trial's run with ``mlflow.start_run`` around the objective.
@@ -38,40 +36,41 @@ class FluentTrialRuns:
         self._tracking_uri = tracking_uri
         self._experiment_id: str | None = None
 
-    def decorator(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """A decorator for objective functions; see ``MLflowCallback.track_in_mlflow``."""
+    def decorator(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap an objective function; see ``MLflowCallback.track_in_mlflow``.
 
-        def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
-            @functools.wraps(func)
-            def wrapper(trial: optuna.Trial) -> Any:
-                session = self._session_of(trial.study)
-                live = self._live.open(session, trial.number, trial._trial_id, self._parent_tags)
-                with self._live.lock:
-                    self._point_at(session)
-                try:
-                    # The active-run stack is thread-local in MLflow 3, so each thread of
-                    # n_jobs>1 resumes only its own trial's run.
-                    with mlflow.start_run(run_id=live.run_id, nested=True):
-                        result = func(trial)
-                except BaseException as exc:
-                    if not isinstance(exc, optuna.TrialPruned):
-                        # Optuna 5 keeps no fail reason; the callback or close() logs it.
-                        live.fail_reason = f"{type(exc).__name__}: {exc}"
-                    self._live.reopen(live, quiet=True)
-                    raise
-                self._live.reopen(live)
-                return result
+        Args:
+            func: The objective.
 
-            return wrapper
+        Returns:
+            The wrapped objective.
+        """
 
-        return decorator
+        @functools.wraps(func)
+        def wrapper(trial: optuna.Trial) -> Any:
+            session = self._session_of(trial.study)
+            live = self._live.open(session, trial.number, self._parent_tags)
+            with self._live.lock:
+                self._point_at(session)
+            try:
+                # MLflow 3's active-run stack is thread-local: each n_jobs thread resumes
+                # only its own trial's run.
+                with mlflow.start_run(run_id=live.run_id, nested=True):
+                    result = func(trial)
+            except BaseException as exc:
+                if not isinstance(exc, optuna.TrialPruned):
+                    # Optuna 5 keeps no fail reason; the callback or close() logs it.
+                    live.fail_reason = f"{type(exc).__name__}: {exc}"
+                self._live.reopen(live, quiet=True)
+                raise
+            self._live.reopen(live)
+            return result
+
+        return wrapper
 
     def _point_at(self, session: StudySession) -> None:
-        """Point MLflow's fluent API at our store and experiment (lock held).
-
-        ``mlflow.start_run(run_id=...)`` refuses a run outside the active experiment, and
-        ``optuna_integration`` also set both globally, so the decorator does the same.
-        """
+        # start_run(run_id=...) refuses a run outside the active experiment, and
+        # optuna_integration set both globally too (lock held).
         if self._tracking_uri is not None:
             mlflow.set_tracking_uri(self._tracking_uri)
         if self._experiment_id != session.writer.experiment_id:

@@ -13,22 +13,23 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
 
 from optuna_mlflow import _keys as k
 from optuna_mlflow._artifacts import log_study_artifacts
+from optuna_mlflow._entities import to_ms
 from optuna_mlflow._identity import (
     LegacyRule,
     adopt_legacy_runs,
     derived_study_uid,
     ensure_study_uid,
     legacy_rule,
+    next_trial_number,
     read_study_uid,
 )
 from optuna_mlflow._open_storage import OpenedStorage, UnknownStudyError, open_storage
 from optuna_mlflow._session import get_or_create_experiment
 from optuna_mlflow._writer import TrialRunWriter
-
-__all__ = ["ImportedStudy", "import_study"]
 
 _logger = logging.getLogger(__name__)
 
@@ -41,13 +42,12 @@ class ImportedStudy:
         study_name: The study.
         experiment_id: The MLflow experiment it went to.
         parent_run_id: Its parent run (found again on a later import).
+        study_uid: The study's uid, tagged ``optuna.study_uid`` on its runs.
         created: Trial runs created.
         updated: Trial runs that existed and were completed from the storage.
         unchanged: Trial runs already up to date.
         skipped_unfinished: RUNNING/WAITING trials, left for a later import.
-        upgraded_from: Old Optuna schema version of the storage, when a temporary copy of
-            it was upgraded to read it.
-        study_uid: The study's uid, tagged ``optuna.study_uid`` on its runs.
+        upgraded_from: Old schema version, when a temporary copy was upgraded to read it.
     """
 
     study_name: str
@@ -75,31 +75,21 @@ def import_study(
 ) -> list[ImportedStudy]:
     """Mirror Optuna studies into MLflow: a parent run per study, a nested run per trial.
 
-    Trial runs are written by the same writer as the live callback's (params, value(s),
-    intermediate values as metric steps, ``optuna.*`` tags, statuses, start/end times).
-    The parent run, named after the study, carries the study's tags, the import source
-    (``optuna_mlflow.import_source``, password-free) and the study artifacts (plots,
-    ``trials.csv``, ``best_params.json``, counts). Importing again creates nothing new;
-    trials added since are added; runs are matched by study uid and trial number, so
-    another study of the same name (in the same experiment) never shares a run.
-    RUNNING/WAITING trials are left for a later import.
-
-    The uid is the one stored in the study. A study without one gets one stored when the
-    storage is written in place (a server database, a storage object); a SQLite file's
-    copy or a journal file is never written, so its uid is derived from the file's path,
-    the study's name, id and first trial start: the same on every import.
+    Trial runs come from the live callback's writer; the parent run carries the study's
+    tags, ``optuna_mlflow.import_source`` and the study artifacts. Importing again adds only
+    what is new (runs matched by study uid and trial number); RUNNING/WAITING trials wait for
+    a later import. A study without a uid gets one stored when the storage is written in
+    place, else (a SQLite copy, a journal) one derived the same way on every import.
 
     Args:
-        storage: RDB URL, path of a SQLite or journal file, or a storage object. SQLite
-            files are read through a temporary copy (upgraded there if Optuna 2.x wrote
-            it); the file itself is never changed.
+        storage: RDB URL, SQLite or journal file path, or storage object; a SQLite file is
+            read through a temporary copy (upgraded there if Optuna 2.x wrote it).
         study_name: The study to import; None imports every study in the storage.
-        experiment_name: Experiment for all imported studies; default: one experiment per
-            study, named after it.
+        experiment_name: One experiment for all; default one per study, named after it.
         tracking_uri: Tracking store; None uses MLflow's default.
         client: A client to use instead of ``tracking_uri``.
         metric_name: Objective metric name(s); default the study's ``metric_names``, else
-            ``value`` (one objective) or ``values_0``, ``values_1``, ...
+            ``value`` or ``values_0``, ``values_1``, ...
         log_artifacts: Log plots, trial table and counts on the parent run.
         tag_user_attrs: Log trial user attrs as tags.
         max_workers: Threads writing trial runs concurrently.
@@ -108,140 +98,110 @@ def import_study(
         One report per imported study.
 
     Raises:
-        StudyImportError: With a one-line message: no such file, not an Optuna storage,
-            unknown study (with the available names), old server schema.
+        StudyImportError: No such file, not an Optuna storage, unknown study, old schema.
     """
     client = client or MlflowClient(tracking_uri)
+    reports = []
     with warnings.catch_warnings():
-        # Optuna 2.x trials carry deprecated distribution classes (read while upgrading
-        # the copy and while loading); reading them is exactly what an import is for.
+        # Optuna 2.x trials carry deprecated distribution classes; reading them is the point.
         warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-        return _import_all(
-            client,
-            storage,
-            study_name,
-            experiment_name,
-            metric_name,
-            log_artifacts,
-            tag_user_attrs,
-            max_workers,
-        )
-
-
-def _import_all(
-    client: MlflowClient,
-    storage: str | os.PathLike[str] | BaseStorage,
-    study_name: str | None,
-    experiment_name: str | None,
-    metric_name: str | Sequence[str] | None,
-    log_artifacts: bool,
-    tag_user_attrs: bool,
-    max_workers: int,
-) -> list[ImportedStudy]:
-    with open_storage(storage) as opened:
-        names = [s.study_name for s in opened.storage.get_all_studies()]
-        if study_name is not None and study_name not in names:
-            available = ", ".join(sorted(names)) or "none"
-            raise UnknownStudyError(
-                f"study {study_name!r} not found in {opened.source}; available: {available}"
-            )
-        if not names:
-            raise UnknownStudyError(f"{opened.source} holds no study")
-        reports = []
-        for name in [study_name] if study_name is not None else names:
-            study = optuna.load_study(study_name=name, storage=opened.storage)
-            report = _import_one(
-                client,
-                study,
-                opened=opened,
-                experiment_name=experiment_name or name,
-                metric_name=metric_name,
-                log_artifacts=log_artifacts,
-                tag_user_attrs=tag_user_attrs,
-                max_workers=max_workers,
-            )
-            report.upgraded_from = opened.upgraded_from
-            _logger.info(
-                "Imported study %s: %d runs created, %d updated, %d unchanged.",
-                name,
-                report.created,
-                report.updated,
-                report.unchanged,
-            )
-            reports.append(report)
+        with open_storage(storage) as opened:
+            for name in _study_names(opened, study_name):
+                study = optuna.load_study(study_name=name, storage=opened.storage)
+                writer = _writer(
+                    client, study, experiment_name or name, metric_name, tag_user_attrs
+                )
+                report = _import_one(writer, study, opened, log_artifacts, max_workers)
+                report.upgraded_from = opened.upgraded_from
+                _logger.info(
+                    "Imported study %s: %d runs created, %d updated, %d unchanged.",
+                    name,
+                    report.created,
+                    report.updated,
+                    report.unchanged,
+                )
+                reports.append(report)
     return reports
 
 
-def _metric_names(study: optuna.Study, metric_name: str | Sequence[str] | None) -> list[str]:
-    n = len(study.directions)
-    if metric_name is not None:
-        return k.resolve_metric_names(metric_name, n)
-    if study.metric_names:
-        return list(study.metric_names)
-    return ["value"] if n == 1 else [f"values_{i}" for i in range(n)]
+def _study_names(opened: OpenedStorage, study_name: str | None) -> list[str]:
+    names = [s.study_name for s in opened.storage.get_all_studies()]
+    if study_name is not None and study_name not in names:
+        available = ", ".join(sorted(names)) or "none"
+        raise UnknownStudyError(
+            f"study {study_name!r} not found in {opened.source}; available: {available}"
+        )
+    if not names:
+        raise UnknownStudyError(f"{opened.source} holds no study")
+    return [study_name] if study_name is not None else names
 
 
-def _import_one(
+def _writer(
     client: MlflowClient,
     study: optuna.Study,
-    *,
-    opened: OpenedStorage,
     experiment_name: str,
     metric_name: str | Sequence[str] | None,
-    log_artifacts: bool,
     tag_user_attrs: bool,
-    max_workers: int,
-) -> ImportedStudy:
-    names = _metric_names(study, metric_name)
+) -> TrialRunWriter:
+    n = len(study.directions)
+    if metric_name is not None:
+        names = k.resolve_metric_names(metric_name, n)
+    elif study.metric_names:
+        names = list(study.metric_names)
+    else:
+        names = ["value"] if n == 1 else [f"values_{i}" for i in range(n)]
     experiment_id = get_or_create_experiment(client, experiment_name)
-    study_uid, rule = _study_uid(study, opened)
-    writer = TrialRunWriter(
+    return TrialRunWriter(
         client,
         experiment_id,
         study.study_name,
         metric_name=names,
         directions=study.directions,
         tag_user_attrs=tag_user_attrs,
-        study_uid=study_uid,
     )
+
+
+def _import_one(
+    writer: TrialRunWriter,
+    study: optuna.Study,
+    opened: OpenedStorage,
+    log_artifacts: bool,
+    max_workers: int,
+) -> ImportedStudy:
+    writer.study_uid, rule = _study_uid(study, opened)
     adopt_legacy_runs(writer, study, rule)
     runs = writer.search_study_runs()
     trials = study.get_trials(deepcopy=False)
     parent = _find_parent(runs)
     new_parent = parent is None
     if parent is None:
-        parent = _create_parent(client, experiment_id, study, opened.source, trials, study_uid)
+        parent = _create_parent(writer, study, opened.source, trials)
     writer.parent_run_id = parent.info.run_id
     existing = writer.index_trial_runs(runs)
-    report = ImportedStudy(study.study_name, experiment_id, parent.info.run_id, study_uid=study_uid)
-    todo: list[tuple[optuna.trial.FrozenTrial, Run | None]] = []
+    report = ImportedStudy(
+        study.study_name, writer.experiment_id, parent.info.run_id, study_uid=writer.study_uid
+    )
+    todo: list[tuple[FrozenTrial, Run | None]] = []
     for trial in trials:
+        run = existing.get(trial.number)
         if not trial.state.is_finished():
             report.skipped_unfinished += 1
-            continue
-        run = existing.get(trial.number)
-        if run is None:
-            report.created += 1
-        elif writer.is_up_to_date(run, trial):
+        elif run is not None and writer.is_up_to_date(run, trial):
             report.unchanged += 1
-            continue
         else:
-            report.updated += 1
-        todo.append((trial, run))
-
-    def write(item: tuple[optuna.trial.FrozenTrial, Run | None]) -> None:
-        trial, run = item
-        writer.write(trial, existing=run, search=False)
-
-    # Each run costs a few round trips (commits on SQLite, HTTP calls on a server) that
-    # mostly wait; a few threads overlap the waits. Runs never share state.
+            report.created += run is None
+            report.updated += run is not None
+            todo.append((trial, run))
+    # Each run costs a few round trips that mostly wait; a few threads overlap the waits.
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        list(pool.map(write, todo))
+        list(pool.map(lambda item: writer.write(item[0], existing=item[1], search=False), todo))
     if new_parent or report.created or report.updated:
         if log_artifacts:
-            log_study_artifacts(study, parent.info.run_id, client=client, metric_name=names)
-        ends = [int(t.datetime_complete.timestamp() * 1000) for t in trials if t.datetime_complete]
-        client.set_terminated(parent.info.run_id, "FINISHED", end_time=max(ends, default=None))
+            log_study_artifacts(
+                study, parent.info.run_id, client=writer.client, metric_name=writer.metric_name
+            )
+        end = max((ms for t in trials if (ms := to_ms(t.datetime_complete))), default=None)
+        writer.client.set_terminated(parent.info.run_id, "FINISHED", end_time=end)
     return report
 
 
@@ -253,9 +213,8 @@ def _study_uid(study: optuna.Study, opened: OpenedStorage) -> tuple[str, LegacyR
     if uid is not None:
         return uid, legacy_rule(study, opened.identity)
     # Never stored, so every run of this study written so far has no uid (or this one).
-    numbers = [t.number for t in study.get_trials(deepcopy=False)]
     derived = derived_study_uid(opened.identity or opened.source, study)
-    return derived, LegacyRule(max(numbers, default=-1) + 1)
+    return derived, LegacyRule(next_trial_number(study))
 
 
 def _find_parent(runs: list[Run]) -> Run | None:
@@ -266,27 +225,17 @@ def _find_parent(runs: list[Run]) -> Run | None:
 
 
 def _create_parent(
-    client: MlflowClient,
-    experiment_id: str,
-    study: optuna.Study,
-    source: str,
-    trials: list[optuna.trial.FrozenTrial],
-    study_uid: str,
+    writer: TrialRunWriter, study: optuna.Study, source: str, trials: list[FrozenTrial]
 ) -> Run:
     tags = {k.safe_key(key): k.truncate(v, 5000) for key, v in study.user_attrs.items()}
     tags.update(
         {
             k.STUDY_NAME: study.study_name,
-            k.STUDY_UID: study_uid,
+            k.STUDY_UID: str(writer.study_uid),
             k.DIRECTION: ",".join(d.name for d in study.directions),
             k.ROLE: "parent",
             k.IMPORT_SOURCE: source,
         }
     )
-    starts = [int(t.datetime_start.timestamp() * 1000) for t in trials if t.datetime_start]
-    return client.create_run(
-        experiment_id,
-        start_time=min(starts, default=None),
-        tags=tags,
-        run_name=study.study_name,
-    )
+    start = min((ms for t in trials if (ms := to_ms(t.datetime_start))), default=None)
+    return writer.client.create_run(writer.experiment_id, start, tags, study.study_name)

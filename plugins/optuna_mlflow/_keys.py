@@ -1,8 +1,4 @@
-"""Tag keys and small naming helpers shared by every writer of this package.
-
-The tag keys are a contract (listed in this package's README): dashboards, the
-reconciler and the importer find runs by them, so they never change silently.
-"""
+"""Tag keys (a contract listed in the README: dashboards and lookups rely on them) and naming."""
 
 from __future__ import annotations
 
@@ -12,28 +8,7 @@ from collections.abc import Sequence
 
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-__all__ = [
-    "DIRECTION",
-    "ENDED_BY",
-    "END_REASON",
-    "FAIL_REASON",
-    "HEARTBEAT",
-    "IMPORT_SOURCE",
-    "LEGACY_TRIALS_ATTR",
-    "MLFLOW_PARENT_RUN_ID",
-    "MLFLOW_RUN_NAME",
-    "OWNER",
-    "ROLE",
-    "STORAGE",
-    "STUDY_NAME",
-    "STUDY_UID",
-    "STUDY_UID_ATTR",
-    "TRIAL_NUMBER",
-    "TRIAL_STATE",
-    "resolve_metric_names",
-    "safe_key",
-    "truncate",
-]
+__all__ = ["MLFLOW_PARENT_RUN_ID", "MLFLOW_RUN_NAME"]  # re-exported for the other modules
 
 STUDY_NAME = "optuna.study_name"
 TRIAL_NUMBER = "optuna.trial_number"
@@ -46,81 +21,69 @@ HEARTBEAT = "optuna_mlflow.heartbeat"
 ENDED_BY = "optuna_mlflow.ended_by"
 END_REASON = "optuna_mlflow.end_reason"
 IMPORT_SOURCE = "optuna_mlflow.import_source"
-# Which study a run belongs to: two Optuna studies may share a name (a deleted and
-# recreated storage, another storage file), never a uid.
+# Two Optuna studies may share a name (a recreated storage, another file), never a uid.
 STUDY_UID = "optuna.study_uid"
-# Which process created a run, "host:pid:start-ticks": the reconciler ends a RUNNING parent
-# of a dead process on its own host at once instead of waiting for the heartbeat to age.
+# "host:pid:start-ticks" of the creating process: a dead owner on this host is seen at once.
 OWNER = "optuna_mlflow.owner"
 
-# Study user attrs (in Optuna's storage, not in MLflow): the study's uid, and how many
-# trials the study held when it got it (only those may have runs written without a uid).
+# Study user attrs (in Optuna's storage): the uid, and how many trials the study held when it
+# got it (only their runs may lack the uid).
 STUDY_UID_ATTR = "optuna_mlflow.study_uid"
 LEGACY_TRIALS_ATTR = "optuna_mlflow.legacy_trials"
 
-# MLflow's own rule for param/metric/tag keys (mlflow.utils.validation), copied because
-# the validators there are private; a key breaking it makes the whole batch fail.
+# MLflow's key rule (its validators are private); one bad key fails the whole batch.
 _VALID_KEY = re.compile(r"^[/\w.\- :]*$")
 _INVALID_CHAR = re.compile(r"[^/\w.\- :]")
 _MAX_KEY_LENGTH = 250
 
 
 def safe_key(name: str) -> str:
-    """Turn an arbitrary name (param, user attr) into a key MLflow accepts.
+    """A key MLflow accepts for an arbitrary name (param, user attr).
 
     Args:
-        name: The original name, e.g. an Optuna param name.
+        name: The original name.
 
     Returns:
-        ``name`` itself when MLflow accepts it, otherwise a close variant with the
-        offending characters replaced by ``_``.
+        ``name`` when MLflow accepts it, else a variant with bad characters replaced by ``_``.
     """
-    if _VALID_KEY.match(name) and 0 < len(name) <= _MAX_KEY_LENGTH and _unique_path(name):
+    norm = posixpath.normpath(name)
+    unique = norm == name and norm != "." and not norm.startswith(("..", "/"))
+    if _VALID_KEY.match(name) and 0 < len(name) <= _MAX_KEY_LENGTH and unique:
         return name
     key = _INVALID_CHAR.sub("_", name).strip("/") or "_"
     key = posixpath.normpath(key).lstrip("./") or "_"
     return key[:_MAX_KEY_LENGTH]
 
 
-def _unique_path(name: str) -> bool:
-    norm = posixpath.normpath(name)
-    return not (norm != name or norm == "." or norm.startswith("..") or norm.startswith("/"))
-
-
 def truncate(value: object, limit: int) -> str:
-    """Stringify ``value`` and cut it to ``limit`` characters, marking the cut with ``...``.
+    """``str(value)`` cut to ``limit`` characters, the cut marked with ``...``.
 
     Args:
-        value: Any value; ``str()`` is applied as MLflow itself does.
-        limit: Maximum length MLflow accepts for this kind of value.
+        value: Any value.
+        limit: Maximum length.
 
     Returns:
-        The string, at most ``limit`` characters long.
+        The string.
     """
     text = str(value)
-    if len(text) <= limit:
-        return text
-    return text[: limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_metric_names(metric_name: str | Sequence[str], n_values: int) -> list[str]:
-    """Name the objective values the way ``optuna_integration.MLflowCallback`` does.
+    """Name the objective values as ``optuna_integration.MLflowCallback`` does.
 
     Args:
-        metric_name: One name, broadcast as ``{name}_{i}`` for several objectives, or one
-            name per objective.
+        metric_name: One name (``{name}_{i}`` for several objectives) or one per objective.
         n_values: Number of objective values.
 
     Returns:
-        One metric name per objective value.
+        One metric name per value.
 
     Raises:
-        ValueError: When a sequence of names does not match the number of values.
+        ValueError: When the number of names does not match.
     """
     if isinstance(metric_name, str):
-        if n_values > 1:
-            return [f"{metric_name}_{i}" for i in range(n_values)]
-        return [metric_name]
+        return [f"{metric_name}_{i}" for i in range(n_values)] if n_values > 1 else [metric_name]
     names = list(metric_name)
     if len(names) != n_values:
         raise ValueError(

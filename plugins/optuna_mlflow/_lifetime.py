@@ -1,9 +1,7 @@
 """What one callback holds open, and how all of it is ended, whatever the user forgets.
 
-:class:`Tracked` holds a callback's study sessions, its open trial runs and the heartbeat
-thread of its parent runs. It never refers to the callback itself, so the callback's
-``weakref.finalize`` can end everything when the callback is collected or, at the latest,
-at interpreter exit.
+:class:`Tracked` never refers to the callback, so the callback's ``weakref.finalize`` can end
+everything when the callback is collected or, at the latest, at interpreter exit.
 """
 
 from __future__ import annotations
@@ -18,34 +16,27 @@ from mlflow import MlflowClient
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._session import StudySession
 
-__all__ = ["ParentHeartbeat", "Tracked"]
-
 _logger = logging.getLogger(__name__)
-# Waking at half the interval bounds the gap between two beats by 1.5 intervals while the
-# beat itself still writes at most once per interval. The floor keeps a zero interval (a
-# beat on every flush, as tests use) from turning the thread into a busy loop of writes.
+# Waking at half the interval bounds the gap between beats by 1.5 intervals; the floor keeps
+# a zero interval (a beat on every flush, as tests use) from a busy loop of writes.
 MIN_PERIOD_S = 0.5
 
 
 class ParentHeartbeat:
-    """Calls ``beat`` from a daemon thread, about every ``interval / 2`` seconds.
+    """Calls ``beat`` from a daemon thread about every ``interval / 2`` seconds.
 
-    A trial can run for longer than another process's reconcile waits (``stale_after``)
-    without writing anything to MLflow: no :meth:`MLflowCallback.log_step`, or one long
-    epoch. Beating from a thread, not only when metrics are flushed, keeps such a live
-    parent run from being ended KILLED as if its process had died.
+    A trial may write nothing to MLflow for longer than another process's reconcile waits
+    (one long epoch); beating from a thread keeps its live parent run from being ended.
 
     Args:
-        beat: Refreshes the heartbeat tags that are due; its errors are logged (debug) and
-            the next beat tries again, since a missed beat only risks a later reconcile.
+        beat: Refreshes the due heartbeat tags; its errors are logged (debug) and retried.
         interval: The heartbeat interval in seconds.
     """
 
     def __init__(self, beat: Callable[[], None], interval: float) -> None:
         self._beat = beat
         self._period = max(interval / 2, MIN_PERIOD_S)
-        # Guards _thread and _stop, so a start() racing a stop() never leaves a thread that
-        # nobody stops, nor a stopped one that start() takes for running.
+        # Guards _thread and _stop: a start() racing a stop() never leaves a stray thread.
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,8 +80,8 @@ class Tracked:
     Args:
         client: Client of the tracking store.
         live: The callback's trial runs (its lock guards the sessions too).
-        given_parent: A parent run given to the callback (``parent_run_id``, the MLflow
-            Project run), ended only by ``close(end_parent=True)``.
+        given_parent: A parent run given to the callback, ended only by
+            ``close(end_parent=True)``.
         heartbeat_interval: Seconds between heartbeat tags on the parent runs.
     """
 
@@ -105,8 +96,7 @@ class Tracked:
         self.live = live
         self.lock = live.lock
         self.given_parent = given_parent
-        # By study uid: two studies of one name are two sessions.
-        self.sessions: dict[str, StudySession] = {}
+        self.sessions: dict[str, StudySession] = {}  # by uid: one name may be two studies
         self.closed: list[StudySession] = []
         self.heartbeat = ParentHeartbeat(self._beat, heartbeat_interval)
 
@@ -123,15 +113,13 @@ class Tracked:
 
     def close(self, status: str, end_parent: bool | None) -> None:
         """End every run of the callback; see ``MLflowCallback.close``."""
-        # First, so that no beat lands on a parent run after it has ended.
-        self.heartbeat.stop()
+        self.heartbeat.stop()  # first: no beat may land on an ended parent
         errors = self.live.close_open()
         with self.lock:
             sessions = list(self.sessions.values())
             owned = [s.parent_run_id for s in sessions if s.owns_parent]
-            given = [s.parent_run_id for s in sessions if not s.owns_parent]
-            # A parent given to us may be ended by a later, explicit close(end_parent=True).
-            given += [s.parent_run_id for s in self.closed if not s.owns_parent]
+            # A given parent may be ended by a later, explicit close(end_parent=True).
+            given = [s.parent_run_id for s in [*sessions, *self.closed] if not s.owns_parent]
             given.append(self.given_parent)
         ends = [(run_id, False) for run_id in owned if run_id is not None]
         if end_parent:

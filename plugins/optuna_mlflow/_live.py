@@ -13,9 +13,8 @@ from optuna.trial import FrozenTrial
 
 from optuna_mlflow import _keys as k
 from optuna_mlflow._batch import log_batch_chunked
+from optuna_mlflow._entities import now_ms
 from optuna_mlflow._session import StudySession
-
-__all__ = ["LiveTrialRuns"]
 
 PROCESS_STOPPED = (
     "the process stopped before the trial finished (still RUNNING in Optuna's storage)"
@@ -28,9 +27,9 @@ class LiveRun:
 
     Attributes:
         run_id: The MLflow run.
-        trial_id: Optuna's storage id of the trial (to re-read it on close).
+        number: The trial's number (to re-read it on close).
         session: The study's session.
-        buffer: :meth:`LiveTrialRuns.log` metrics not sent yet.
+        buffer: Logged metrics not sent yet.
         logged: Steps logged per metric key (intermediate values there are not resent).
         last_flush: ``time.monotonic()`` of the last send.
         fail_reason: The exception that ended the objective, if any.
@@ -38,7 +37,7 @@ class LiveRun:
     """
 
     run_id: str
-    trial_id: int
+    number: int
     session: StudySession
     buffer: list[Metric] = field(default_factory=list)
     logged: dict[str, set[int]] = field(default_factory=dict)
@@ -47,17 +46,11 @@ class LiveRun:
     done: bool = False
 
 
-def _key(session: StudySession, number: int) -> tuple[str, int]:
-    # By uid, not name: one callback may track two studies of the same name in turn.
-    return (session.study_uid, number)
-
-
 class LiveTrialRuns:
     """The trial runs of one callback, keyed by (study uid, trial number).
 
-    Every method takes ``lock``; MLflow calls are made while holding it, which also keeps
-    several threads from writing one SQLite store at the same instant. The exception is
-    :meth:`heartbeat` called from the heartbeat thread, whose tag write must not stall trials.
+    Every method takes ``lock`` around its MLflow calls, which also keeps threads from
+    writing one SQLite store at once; only the heartbeat thread's tag write goes without it.
 
     Args:
         client: Client of the tracking store.
@@ -77,15 +70,11 @@ class LiveTrialRuns:
         self.lock = lock
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
+        # By uid, not name: one callback may track two studies of the same name in turn.
         self._runs: dict[tuple[str, int], LiveRun] = {}
 
-    def get(self, session: StudySession, number: int) -> LiveRun | None:
-        """The run of a trial, if this process opened one."""
-        with self.lock:
-            return self._runs.get(_key(session, number))
-
     def owns(self, run_id: str) -> bool:
-        """Whether ``run_id`` is a trial run this process opened (and has not ended)."""
+        """Whether ``run_id`` is a trial run this process opened and has not ended."""
         with self.lock:
             return any(live.run_id == run_id and not live.done for live in self._runs.values())
 
@@ -95,39 +84,34 @@ class LiveTrialRuns:
         """Run id of trial ``number`` (of the study named/with the uid given, or any)."""
         with self.lock:
             for (uid, num), live in self._runs.items():
-                if (
-                    num == number
-                    and study_uid in (None, uid)
-                    and study_name in (None, live.session.writer.study_name)
-                ):
+                name = live.session.writer.study_name
+                if num == number and study_uid in (None, uid) and study_name in (None, name):
                     return live.run_id
         return None
 
     def open(
-        self,
-        session: StudySession,
-        number: int,
-        trial_id: int,
-        parent: Callable[[], Mapping[str, str]] = dict,
+        self, session: StudySession, number: int, parent: Callable[[], Mapping[str, str]] = dict
     ) -> LiveRun:
         """The trial's run, created (RUNNING, start time now) on first use.
 
-        ``parent`` gives the tags naming the new run's parent (none: the session's); it is
-        asked only when the run is created.
+        Args:
+            session: The study's session.
+            number: The trial's number.
+            parent: Tags naming a new run's parent (none: the session's), asked on creation.
+
+        Returns:
+            The run.
         """
         with self.lock:
-            key = _key(session, number)
-            live = self._runs.get(key)
+            live = self._runs.get((session.study_uid, number))
             if live is None:
                 run_id = session.writer.create_run(number, tags=parent())
-                live = LiveRun(run_id, trial_id, session)
-                self._runs[key] = live
+                live = self._runs[(session.study_uid, number)] = LiveRun(run_id, number, session)
             return live
 
     def log(self, live: LiveRun, step: int, metrics: Mapping[str, float]) -> None:
         """Buffer per-step metrics; send them when ``flush_interval`` has passed."""
-        now = time.monotonic()
-        stamp = int(time.time() * 1000)
+        now, stamp = time.monotonic(), now_ms()
         entries = [Metric(k.safe_key(n), float(v), stamp, int(step)) for n, v in metrics.items()]
         with self.lock:
             live.buffer.extend(entries)
@@ -155,18 +139,24 @@ class LiveTrialRuns:
     def write(
         self, session: StudySession, trial: FrozenTrial, parent: Mapping[str, str]
     ) -> LiveRun:
-        """Write a finished trial with its buffer into its run (created if none); no end.
+        """Write a finished trial and its buffer into its run (created if none), not ending it.
 
-        ``parent``: tags naming the parent of a run created here (none: the session's).
+        Args:
+            session: The study's session.
+            trial: The finished trial.
+            parent: Tags naming the parent of a run created here (none: the session's).
+
+        Returns:
+            The run.
         """
         with self.lock:
-            live = self._runs.get(_key(session, trial.number))
+            live = self._runs.get((session.study_uid, trial.number))
             if live is None:
                 run_id = session.writer.write(
                     trial, search=False, terminate=False, extra_tags=parent
                 )
-                live = LiveRun(run_id, trial._trial_id, session)
-                self._runs[_key(session, trial.number)] = live
+                live = LiveRun(run_id, trial.number, session)
+                self._runs[(session.study_uid, trial.number)] = live
             else:
                 self._write(live, trial, terminate=False)
             self.heartbeat([session])
@@ -179,10 +169,9 @@ class LiveTrialRuns:
             self._forget(live)
 
     def reopen(self, live: LiveRun, *, quiet: bool = False) -> None:
-        """Mark a run RUNNING again after MLflow's fluent API ended it.
+        """Mark a run RUNNING again after leaving ``mlflow.start_run`` ended it.
 
-        Leaving ``mlflow.start_run`` ends the run, but the trial is not over until the
-        callback has written it and run the hooks (or close() has).
+        The trial is not over until the callback has written it and run the hooks.
 
         Args:
             live: The run.
@@ -207,7 +196,8 @@ class LiveTrialRuns:
         for live in open_runs:
             try:
                 with self.lock:
-                    trial = live.session.study._storage.get_trial(live.trial_id)
+                    trials = live.session.study.get_trials(deepcopy=False)
+                    trial = next(t for t in trials if t.number == live.number)
                     if trial.state.is_finished():
                         self._write(live, trial, terminate=True)
                     else:
@@ -221,9 +211,11 @@ class LiveTrialRuns:
     def heartbeat(self, sessions: Iterable[StudySession]) -> None:
         """Refresh the parent heartbeat tag of those ``sessions`` whose interval has passed.
 
-        The lock is taken only to read and record the beat times, so the heartbeat thread
-        writes its tags without holding up the trial threads' logging; a flush, which
-        already holds the lock, writes under it.
+        The lock only guards the beat times, so the heartbeat thread does not hold up the
+        trial threads; a flush, which holds the lock already, writes under it.
+
+        Args:
+            sessions: The sessions to check.
         """
         now = time.time()
         with self.lock:

@@ -1,10 +1,9 @@
 """Open an existing Optuna storage for reading, without ever changing it.
 
-A SQLite file is read through a temporary copy (made with SQLite's backup API, so a WAL
-file is honoured): opening an RDB storage with current Optuna may create tables or stamp
-versions, and an old schema (Optuna 2.x) has to be upgraded first, which is done on the
-copy only. Journal files are only ever opened for reading. Other RDB URLs are opened as
-they are; an old schema there gets the ``optuna storage upgrade`` command to run.
+A SQLite file is read through a temporary copy (SQLite's backup API honours a WAL file):
+current Optuna may create tables or stamp versions, and an Optuna 2.x schema is upgraded on
+the copy only. Journal files are only read. Other RDB URLs are opened as they are; an old
+schema there needs ``optuna storage upgrade``.
 """
 
 from __future__ import annotations
@@ -19,23 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from optuna_mlflow._identity import file_identity, storage_identity
+from optuna_mlflow._identity import file_identity, sqlite_path, storage_identity
 from optuna_mlflow._redact import redact_url
 from optuna_mlflow._session import storage_url
-
-__all__ = [
-    "NotAnOptunaStorageError",
-    "OldSchemaError",
-    "OpenedStorage",
-    "StorageNotFoundError",
-    "StudyImportError",
-    "UnknownStudyError",
-    "open_storage",
-]
 
 _logger = logging.getLogger(__name__)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -70,10 +58,8 @@ class OpenedStorage:
         storage: The Optuna storage.
         source: Password-free description of where it came from.
         upgraded_from: The old schema version when a temporary copy was upgraded.
-        writable: Whether writes reach the original (False for a SQLite file's temporary
-            copy and for journal files, which are only read).
-        identity: Where the original lives, as ``storage_identity`` names it (the
-            resolved path of a file), for uids derived when the storage is not writable.
+        writable: Whether writes reach the original (not for a SQLite copy or a journal).
+        identity: ``storage_identity`` of the original, for uids derived when not writable.
     """
 
     storage: BaseStorage
@@ -88,8 +74,8 @@ def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[Open
     """Open a storage for reading; temporary copies are removed on exit.
 
     Args:
-        storage: An RDB URL (``sqlite:///optuna.db``, ``postgresql://...``), a path to a
-            SQLite file or a journal file (``file://`` URLs too), or a storage object.
+        storage: An RDB URL, a path to a SQLite or journal file (``file://`` too), or a
+            storage object.
 
     Yields:
         The opened storage.
@@ -108,36 +94,24 @@ def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[Open
     if scheme == "file":
         text, scheme = text[len("file://") :], ""
     if scheme == "sqlite":
-        path = _sqlite_path(text)
+        path = sqlite_path(text)
         if path is None:  # in-memory SQLite: nothing to protect, nothing to import
             raise NotAnOptunaStorageError(f"{text} is an in-memory database; nothing to import")
         with _sqlite_copy(path) as (copy, old):
             yield OpenedStorage(copy, redact_url(text), old, False, file_identity(text))
-        return
-    if scheme in _RDB_SCHEMES:
+    elif scheme in _RDB_SCHEMES:
         yield OpenedStorage(_open_server(text), redact_url(text), identity=redact_url(text))
-        return
-    if scheme:
+    elif scheme:
         raise NotAnOptunaStorageError(
             f"{redact_url(text)}: unsupported storage URL scheme {scheme!r} "
             f"(use one of {', '.join(_RDB_SCHEMES)}, or a file path)"
         )
-    path = Path(text).expanduser()
-    kind = _file_kind(path)
-    identity = str(path.resolve())
-    if kind == "sqlite":
+    elif _file_kind(path := Path(text).expanduser()) == "sqlite":
         with _sqlite_copy(path) as (copy, old):
-            yield OpenedStorage(copy, str(path), old, False, identity)
+            yield OpenedStorage(copy, str(path), old, False, str(path.resolve()))
     else:
         journal = JournalStorage(JournalFileBackend(str(path)))
-        yield OpenedStorage(journal, str(path), writable=False, identity=identity)
-
-
-def _sqlite_path(url: str) -> Path | None:
-    rest = url.split("://", 1)[1]
-    if not rest.startswith("/") or rest in ("/", "/:memory:"):
-        return None
-    return Path(rest[1:].split("?", 1)[0]).expanduser()
+        yield OpenedStorage(journal, str(path), writable=False, identity=str(path.resolve()))
 
 
 def _file_kind(path: Path) -> str:
@@ -146,8 +120,7 @@ def _file_kind(path: Path) -> str:
     if path.is_dir():
         raise NotAnOptunaStorageError(f"{path} is a directory, not an Optuna storage file")
     with path.open("rb") as f:
-        head = f.read(len(_SQLITE_MAGIC))
-        if head == _SQLITE_MAGIC:
+        if f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
             return "sqlite"
         f.seek(0)
         first = f.readline(1 << 20)
@@ -185,30 +158,37 @@ def _sqlite_copy(path: Path) -> Iterator[tuple[BaseStorage, str | None]]:
             source.close()
             target.close()
         url = f"sqlite:///{copy}"
-        rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
-        current, head = rdb.get_current_version(), rdb.get_head_version()
-        upgraded_from = None
-        if current != head:
-            upgraded_from = current
-            if current not in rdb.get_all_versions():
-                raise StudyImportError(
-                    f"{path} was written by a newer Optuna (schema {current}); "
-                    "upgrade Optuna: pip install -U optuna"
-                )
-            _logger.info(
-                "%s has Optuna schema %s; upgraded a temporary copy to %s and read that "
-                "(the file itself is untouched).",
-                path,
-                current,
-                head,
-            )
-            rdb.upgrade()
-        rdb.engine.dispose()
+        upgraded_from = _upgrade(url, path)
         storage = RDBStorage(url, skip_table_creation=True)
         try:
             yield storage, upgraded_from
         finally:
             storage.engine.dispose()
+
+
+def _upgrade(url: str, path: Path) -> str | None:
+    """Upgrade the copy at ``url`` of ``path`` to this Optuna's schema; return the old one."""
+    rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
+    current, head = rdb.get_current_version(), rdb.get_head_version()
+    try:
+        if current == head:
+            return None
+        if current not in rdb.get_all_versions():
+            raise StudyImportError(
+                f"{path} was written by a newer Optuna (schema {current}); "
+                "upgrade Optuna: pip install -U optuna"
+            )
+        _logger.info(
+            "%s has Optuna schema %s; upgraded a temporary copy to %s and read that "
+            "(the file itself is untouched).",
+            path,
+            current,
+            head,
+        )
+        rdb.upgrade()
+        return current
+    finally:
+        rdb.engine.dispose()
 
 
 def _open_server(url: str) -> BaseStorage:
@@ -226,4 +206,4 @@ def _open_server(url: str) -> BaseStorage:
             f"{shown} has Optuna schema {current}, this Optuna needs {head}; upgrade it "
             f"first: optuna storage upgrade --storage {shown}{hint}"
         )
-    return optuna.storages.RDBStorage(url, skip_table_creation=True)
+    return RDBStorage(url, skip_table_creation=True)

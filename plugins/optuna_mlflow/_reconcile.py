@@ -1,44 +1,30 @@
 """Repair what a killed process left behind in MLflow, from Optuna's storage.
 
-Rules (one study, one experiment):
+Rules (the README has them at length), for the runs of one study (matched by uid):
 
-* A parent run of the study is *stale* when it is RUNNING, is not the current parent, and
-  either the caller says every other parent is dead (``all_other_parents_stale``) or it
-  has shown no sign of life for ``stale_after`` seconds. Sign of life = the newest of its
-  start time and its ``optuna_mlflow.heartbeat`` tag, which the live callback refreshes
-  (at most every ``heartbeat_interval``) while trials run. A pid cannot be checked across
-  machines, hence the heartbeat. On its own host it can: a RUNNING parent whose
-  ``optuna_mlflow.owner`` names a process of this host that is gone (no such pid, or a pid
-  reused by a process started at another time) is stale at once. Stale parents end KILLED,
-  tagged ``optuna_mlflow.ended_by = reconciler``.
-* A trial run is left alone when its parent is the current parent or a live (RUNNING, not
-  stale) one: some process is still writing it. Unless its own owner is a gone process of
-  this host (a dead worker under a live, shared parent).
-* Only runs of this study count: the writer matches on the study's uid, so runs of another
-  study of the same name are never touched.
-* Otherwise a RUNNING trial run is rewritten from the storage: a finished trial gets its
-  data and status (FAIL -> FAILED, ...); a trial still RUNNING in the storage (its process
-  died) ends KILLED. A finished run whose ``optuna.trial_state`` disagrees with the
-  storage (e.g. Optuna later failed a stale trial) is rewritten too.
-* A RUNNING trial run with no parent of the study (optuna_integration's layout: no parent,
-  or a run of the user's) is judged like a parent: left alone unless its owner is gone,
-  ``all_other_parents_stale``, or it started more than ``stale_after`` seconds ago.
-* With ``fill_missing``, finished trials without any run get one, under the current parent.
+* Another RUNNING parent is stale when ``all_other_parents_stale``, when its newest sign of
+  life (start time, ``optuna_mlflow.heartbeat`` tag) is older than ``stale_after``, or at
+  once when its ``optuna_mlflow.owner`` is a gone process of this host. It ends KILLED.
+* Trial runs under the current or a live parent are left alone, unless their own owner is
+  gone. Others are rewritten from the storage: a finished trial gets its data and status,
+  one still RUNNING there ends KILLED; a finished run whose state tag disagrees is rewritten.
+* A RUNNING trial run without a parent of the study is judged like a parent.
+* ``fill_missing`` writes runs for finished trials that have none.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
 from mlflow.entities import Run, RunTag
+from optuna.trial import FrozenTrial
 
 from optuna_mlflow import _keys as k
 from optuna_mlflow._owner import owner_is_gone
 from optuna_mlflow._writer import TrialRunWriter
-
-__all__ = ["ReconcileReport", "reconcile_study"]
 
 RECONCILER = "reconciler"
 
@@ -62,19 +48,20 @@ class ReconcileReport:
     @property
     def changed(self) -> int:
         """Number of runs changed or created."""
-        return sum(
-            len(x)
-            for x in (self.parents_killed, self.runs_rewritten, self.runs_killed, self.runs_created)
-        )
+        lists = (self.parents_killed, self.runs_rewritten, self.runs_killed, self.runs_created)
+        return sum(len(x) for x in lists)
 
 
 def _last_seen(run: Run) -> float:
     seen = (run.info.start_time or 0) / 1000.0
-    beat = run.data.tags.get(k.HEARTBEAT, "")
     try:
-        return max(seen, float(beat))
+        return max(seen, float(run.data.tags.get(k.HEARTBEAT, "")))
     except ValueError:
         return seen
+
+
+def _ended_tags(reason: str) -> dict[str, str]:
+    return {k.ENDED_BY: RECONCILER, k.END_REASON: reason}
 
 
 def reconcile_study(
@@ -88,102 +75,114 @@ def reconcile_study(
 ) -> ReconcileReport:
     """Bring the study's runs in ``writer``'s experiment in line with Optuna's storage.
 
-    See the module docstring for the rules. ``writer.parent_run_id`` is the current parent
-    (never touched, nor its trial runs). Run it before starting workers: a trial finished
-    by a live worker whose callback has not written it yet would otherwise get two runs.
+    ``writer.parent_run_id`` is the current parent: never touched, nor its trial runs. Run
+    it before workers start, or a trial finished but not yet written would get two runs.
 
     Args:
         study: The study, from its storage (the source of truth).
-        writer: The study's trial writer; its parent is the current parent.
-        stale_after: Seconds without a heartbeat after which another RUNNING parent counts
-            as dead; None: only ``all_other_parents_stale`` makes one stale.
-        all_other_parents_stale: Treat every other RUNNING parent of the study as dead
-            (the caller knows no other process works on the study).
+        writer: The study's trial writer.
+        stale_after: Seconds without a heartbeat after which another RUNNING parent is
+            dead; None: only ``all_other_parents_stale`` makes one stale.
+        all_other_parents_stale: Treat every other RUNNING parent as dead.
         fill_missing: Write a run for every finished trial that has none.
         now: Current time (``time.time()``), for tests.
 
     Returns:
         What was changed.
     """
-    now = time.time() if now is None else now
-    current = writer.parent_run_id
+
+    clock = time.time() if now is None else now
+
+    def stale(run: Run) -> bool:
+        idle = clock - _last_seen(run)
+        return all_other_parents_stale or (stale_after is not None and idle > stale_after)
+
     report = ReconcileReport()
     runs = writer.search_study_runs()
     parents = [r for r in runs if k.TRIAL_NUMBER not in r.data.tags]
+    live_parents = _end_stale_parents(writer, parents, stale, clock, report)
+    if writer.parent_run_id is not None:
+        live_parents.add(writer.parent_run_id)
+    study_parents = {p.info.run_id for p in parents} | live_parents
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     trial_runs = [r for r in runs if k.TRIAL_NUMBER in r.data.tags]
+    with_runs = _repair(writer, trial_runs, trials, (live_parents, study_parents), stale, report)
+    if fill_missing:
+        for number, trial in sorted(trials.items()):
+            if number not in with_runs and trial.state.is_finished():
+                report.runs_created.append(writer.write(trial, search=False))
+    return report
 
-    live_parents: set[str] = set()
+
+def _end_stale_parents(
+    writer: TrialRunWriter,
+    parents: list[Run],
+    stale: Callable[[Run], bool],
+    now: float,
+    report: ReconcileReport,
+) -> set[str]:
+    """End the stale parents KILLED; return the live ones (the current one aside)."""
+    live: set[str] = set()
     for parent in parents:
         run_id = parent.info.run_id
-        if run_id == current or parent.info.status != "RUNNING":
+        if run_id == writer.parent_run_id or parent.info.status != "RUNNING":
             continue
-        idle = now - _last_seen(parent)
         owner = parent.data.tags.get(k.OWNER)
         gone = owner_is_gone(owner)
-        if gone or all_other_parents_stale or (stale_after is not None and idle > stale_after):
-            reason = (
-                f"its process {owner} is gone"
-                if gone
-                else f"no heartbeat for {idle:.0f} s; its process is gone"
-            )
-            tags = _ended_tags(reason)
-            writer.client.log_batch(
-                run_id, tags=[RunTag(key, v) for key, v in tags.items()], synchronous=True
-            )
-            writer.client.set_terminated(run_id, status="KILLED")
-            report.parents_killed.append(run_id)
-        else:
-            live_parents.add(run_id)
-    if current is not None:
-        live_parents.add(current)
+        if not gone and not stale(parent):
+            live.add(run_id)
+            continue
+        idle = now - _last_seen(parent)
+        reason = (
+            f"its process {owner} is gone"
+            if gone
+            else f"no heartbeat for {idle:.0f} s; its process is gone"
+        )
+        tags = [RunTag(key, v) for key, v in _ended_tags(reason).items()]
+        writer.client.log_batch(run_id, tags=tags, synchronous=True)
+        writer.client.set_terminated(run_id, status="KILLED")
+        report.parents_killed.append(run_id)
+    return live
 
-    study_parents = {p.info.run_id for p in parents}
-    if current is not None:
-        study_parents.add(current)
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    numbers_with_runs: set[int] = set()
+
+def _repair(
+    writer: TrialRunWriter,
+    trial_runs: list[Run],
+    trials: dict[int, FrozenTrial],
+    parents: tuple[set[str], set[str]],
+    stale: Callable[[Run], bool],
+    report: ReconcileReport,
+) -> set[int]:
+    """Rewrite or end the trial runs no live process writes; return the numbers with runs.
+
+    ``parents`` holds the live parents and all parents of the study.
+    """
+    live_parents, study_parents = parents
+    numbers: set[int] = set()
     for run in trial_runs:
         try:
             number = int(run.data.tags[k.TRIAL_NUMBER])
         except ValueError:
             continue
-        numbers_with_runs.add(number)
+        numbers.add(number)
+        running = run.info.status == "RUNNING"
+        gone = running and owner_is_gone(run.data.tags.get(k.OWNER))
         parent_id = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID)
-        gone = run.info.status == "RUNNING" and owner_is_gone(run.data.tags.get(k.OWNER))
         if parent_id in live_parents and not gone:
             continue
-        if parent_id not in study_parents and run.info.status == "RUNNING" and not gone:
-            # optuna_integration's layout: no study parent to tell that its process lives;
-            # the run itself is judged like a parent, from its start time.
-            idle = now - _last_seen(run)
-            if not all_other_parents_stale and (stale_after is None or idle <= stale_after):
-                continue
+        if parent_id not in study_parents and running and not gone and not stale(run):
+            continue  # optuna_integration's layout: judged like a parent, by its start time
         trial = trials.get(number)
-        run_id = run.info.run_id
         if trial is not None and trial.state.is_finished():
-            if run.info.status == "RUNNING" or not writer.is_up_to_date(run, trial):
-                writer.write(
-                    trial,
-                    existing=run,
-                    extra_tags=_ended_tags(
-                        "rewritten from Optuna's storage after its process stopped"
-                    ),
-                )
-                report.runs_rewritten.append(run_id)
-        elif run.info.status == "RUNNING":
-            reason = "the process running this trial stopped"
+            if running or not writer.is_up_to_date(run, trial):
+                reason = "rewritten from Optuna's storage after its process stopped"
+                writer.write(trial, existing=run, extra_tags=_ended_tags(reason))
+                report.runs_rewritten.append(run.info.run_id)
+        elif running:
             if trial is not None:
+                reason = "the process running this trial stopped"
                 writer.write(trial, existing=run, status="KILLED", extra_tags=_ended_tags(reason))
             else:
-                writer.client.set_terminated(run_id, status="KILLED")
-            report.runs_killed.append(run_id)
-
-    if fill_missing:
-        for number, trial in sorted(trials.items()):
-            if number not in numbers_with_runs and trial.state.is_finished():
-                report.runs_created.append(writer.write(trial, search=False))
-    return report
-
-
-def _ended_tags(reason: str) -> dict[str, str]:
-    return {k.ENDED_BY: RECONCILER, k.END_REASON: reason}
+                writer.client.set_terminated(run.info.run_id, status="KILLED")
+            report.runs_killed.append(run.info.run_id)
+    return numbers

@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["redact_url"]
-
-_MASK = "***"
-_SECRET_QUERY_KEYS = {"password", "passwd", "pwd", "secret", "token", "access_token"}
-# Fallback for strings urlsplit cannot parse (e.g. an invalid port): mask "user:pw@".
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][\w+.\-]*://)(?P<user>[^:/@]*):[^@/]*@")
+# sqlalchemy's make_url(...).render_as_string(hide_password=True) leaves query secrets
+# shown and rejects plain paths and bad ports, so two patterns do it instead.
+_USERINFO = re.compile(r"([A-Za-z][\w+.\-]*://[^:/?#@]*):[^/?#]*@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|secret|token|access_token)=)[^&#]*", re.I)
 
 
 def redact_url(url: str) -> str:
-    """Mask the password of a database or server URL.
+    """Mask the password of a database or server URL with ``***``.
 
     ``postgresql://user:secret@host/db`` becomes ``postgresql://user:***@host/db``; query
-    parameters such as ``?password=...`` are masked too. Paths and URLs without
-    credentials (``sqlite:///optuna.db``, ``./journal.log``) come back unchanged.
+    parameters such as ``?password=...`` are masked too; anything else is unchanged.
 
     Args:
         url: A storage or tracking URL, or a plain path.
 
     Returns:
-        The URL with every secret replaced by ``***``.
+        The URL without secrets.
     """
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            if ":" in userinfo:
-                user = userinfo.split(":", 1)[0]
-                netloc = f"{user}:{_MASK}@{hostport}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(k.lower() in _SECRET_QUERY_KEYS for k, _ in pairs):
-                query = urlencode(
-                    [(k, _MASK if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs],
-                    safe="*/",
-                )
-        if (netloc, query) == (parts.netloc, parts.query):
-            return url
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return _USERINFO.sub(rf"\g<scheme>\g<user>:{_MASK}@", url)
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO.sub(r"\1:***@", url, count=1))

@@ -13,9 +13,10 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from optuna_mlflow import _keys as k
+from optuna_mlflow._compat import active_experiment_id, storage_location, study_storage
+from optuna_mlflow._entities import tag_text
 from optuna_mlflow._identity import (
     adopt_legacy_runs,
     ensure_study_uid,
@@ -26,49 +27,35 @@ from optuna_mlflow._owner import process_owner
 from optuna_mlflow._redact import redact_url
 from optuna_mlflow._writer import TrialRunWriter
 
-__all__ = ["StudySession", "context_tags", "get_or_create_experiment", "storage_url"]
+# Our own study attrs are not tagged as user attrs: the uid is optuna.study_uid already.
+_OWN_ATTRS = (k.STUDY_UID_ATTR, k.LEGACY_TRIALS_ATTR)
 
 
 @functools.cache
 def context_tags() -> dict[str, str]:
-    """MLflow's source/user/git tags for runs of this process, resolved once.
-
-    Returns:
-        Tag key -> value (never the run name or parent, which are per run).
-    """
+    """MLflow's source/user/git tags for runs of this process (resolved once: git is slow)."""
     from mlflow.tracking.context.registry import resolve_tags
 
-    # Once per process: the git lookup behind these is slow.
-    return {
-        key: str(v)
-        for key, v in resolve_tags({}).items()
-        if key not in (k.MLFLOW_RUN_NAME, k.MLFLOW_PARENT_RUN_ID)
-    }
+    skip = (k.MLFLOW_RUN_NAME, k.MLFLOW_PARENT_RUN_ID)  # per run
+    return {key: str(v) for key, v in resolve_tags({}).items() if key not in skip}
 
 
-def storage_url(storage: object) -> str | None:
-    """Best-effort, password-free description of an Optuna storage.
-
-    Args:
-        storage: An Optuna storage object.
-
-    Returns:
-        The redacted RDB URL or journal file path, or None for in-memory storages.
-    """
-    backend = getattr(storage, "_backend", storage)  # _CachedStorage and JournalStorage wrap
-    url = getattr(backend, "url", None) or getattr(backend, "_file_path", None)
-    return redact_url(str(url)) if url else None
+def storage_url(storage: optuna.storages.BaseStorage) -> str | None:
+    """Password-free RDB URL or journal path of a storage; None in memory."""
+    url, path = storage_location(storage)
+    where = url or path
+    return redact_url(where) if where else None
 
 
 @dataclass
 class StudySession:
-    """The resolved MLflow home of one study: experiment, parent run (if any), trial writer.
+    """The MLflow home of one study: experiment, parent run (if any) and trial writer.
 
     Attributes:
-        study: The live study (its storage is re-read when runs are closed).
-        writer: The trial writer bound to the experiment (and the parent run).
+        study: The live study (re-read when runs are closed).
+        writer: The trial writer bound to the experiment and the parent run.
         owns_parent: Whether the parent run was started here (and is ended by close()).
-        last_heartbeat: Time of the last heartbeat tag on the parent (``time.time()``).
+        last_heartbeat: ``time.time()`` of the last heartbeat tag on the parent.
     """
 
     study: optuna.Study
@@ -84,7 +71,7 @@ class StudySession:
 
     @property
     def parent_run_id(self) -> str | None:
-        """The study's parent run; None in optuna_integration's layout (no parent)."""
+        """The study's parent run; None in optuna_integration's layout."""
         return self.writer.parent_run_id
 
     @classmethod
@@ -102,48 +89,25 @@ class StudySession:
         tag_trial_user_attrs: bool,
         legacy_tags: bool,
     ) -> StudySession:
-        """Resolve (and create if needed) the experiment and the parent run of ``study``.
+        """Resolve (creating if needed) the experiment and parent run of ``study``.
 
-        The study gets its uid here if it has none (:func:`ensure_study_uid`), and its
-        runs written before uids existed are adopted (see ``optuna_mlflow._identity``).
-        A parent run created here is tagged with this process as its owner.
+        The study gets its uid if it has none, and its runs from before uids are adopted.
+        The other arguments are ``MLflowCallback``'s.
 
         Args:
             client: Client of the tracking store.
             study: The study.
-            metric_name: See ``MLflowCallback``.
-            parent: Nest the trial runs (named ``trial-{n}``) under a study parent run:
-                ``parent_run_id``, else one started here, named after the study. False:
-                optuna_integration's layout, one run per trial named ``{n}``.
-            parent_run_id: An existing parent run (e.g. the MLflow Project run); its
-                experiment is used.
-            create_experiment: Use (creating if needed) an experiment named after the
-                study when there is no parent run and no ``experiment_id``.
-            mlflow_kwargs: ``experiment_id``, ``run_name`` (of the parent run, or of every
-                trial run without one) and ``tags`` (added to every trial run).
-            tag_study_user_attrs: Add the study's user attrs to every trial run's tags.
-            tag_trial_user_attrs: Add each trial's user attrs to its run's tags.
-            legacy_tags: See ``TrialRunWriter``.
+            parent_run_id: An existing parent run; its experiment is used.
 
         Returns:
             The session.
         """
-        directions = list(study.directions)
         study_uid = ensure_study_uid(study)
         if parent_run_id is not None:
             experiment_id = client.get_run(parent_run_id).info.experiment_id
         else:
             experiment_id = _experiment_id(
                 client, study.study_name, create_experiment, mlflow_kwargs
-            )
-        run_tags: dict[str, str] = dict(context_tags())
-        run_tags.update({str(key): str(v) for key, v in (mlflow_kwargs.get("tags") or {}).items()})
-        if tag_study_user_attrs:
-            # As in optuna_integration: study user attrs supersede the trial's. Our own
-            # attrs are left out: the uid is tagged as optuna.study_uid already.
-            attrs = {key: v for key, v in study.user_attrs.items() if key not in _OWN_ATTRS}
-            run_tags.update(
-                {k.safe_key(key): k.truncate(v, MAX_TAG_VAL_LENGTH) for key, v in attrs.items()}
             )
         run_name = mlflow_kwargs.get("run_name")
         owns_parent = parent and parent_run_id is None
@@ -155,30 +119,35 @@ class StudySession:
             study.study_name,
             metric_name=metric_name,
             parent_run_id=parent_run_id if parent else None,
-            directions=directions,
+            directions=study.directions,
             tag_user_attrs=tag_trial_user_attrs,
             legacy_tags=legacy_tags,
-            run_tags=run_tags,
+            run_tags=_run_tags(study, mlflow_kwargs, tag_study_user_attrs),
             study_uid=study_uid,
             owner=process_owner(),
             name_prefix="trial-" if parent else "",
             run_name=None if parent or run_name is None else str(run_name),
         )
-        adopt_legacy_runs(writer, study, legacy_rule(study, storage_identity(study._storage)))
+        identity = storage_identity(study_storage(study))
+        adopt_legacy_runs(writer, study, legacy_rule(study, identity))
         return cls(study=study, writer=writer, owns_parent=owns_parent)
 
 
-_OWN_ATTRS = (k.STUDY_UID_ATTR, k.LEGACY_TRIALS_ATTR)
+def _run_tags(
+    study: optuna.Study, mlflow_kwargs: Mapping[str, Any], study_user_attrs: bool
+) -> dict[str, str]:
+    tags = dict(context_tags())
+    tags.update({str(key): str(v) for key, v in (mlflow_kwargs.get("tags") or {}).items()})
+    if study_user_attrs:  # as in optuna_integration: they supersede the trial's
+        attrs = {key: v for key, v in study.user_attrs.items() if key not in _OWN_ATTRS}
+        tags.update({k.safe_key(key): tag_text(v) for key, v in attrs.items()})
+    return tags
 
 
 def _open_parent(
-    client: MlflowClient,
-    study: optuna.Study,
-    experiment_id: str,
-    given: str | None,
-    run_name: object,
+    client: MlflowClient, study: optuna.Study, experiment_id: str, given: str | None, name: Any
 ) -> str:
-    """Tag the given parent run as the study's, or start one (owned by this process)."""
+    """Tag the given parent run as the study's, or start one owned by this process."""
     tags = {
         k.STUDY_NAME: study.study_name,
         k.STUDY_UID: ensure_study_uid(study),
@@ -186,43 +155,34 @@ def _open_parent(
         k.DIRECTION: ",".join(d.name for d in study.directions),
         k.HEARTBEAT: str(int(time.time())),
     }
-    url = storage_url(getattr(study, "_storage", None))
+    url = storage_url(study_storage(study))
     if url:
         tags[k.STORAGE] = url
     if given is None:
         tags = {**context_tags(), **tags, k.OWNER: process_owner()}
-        name = str(run_name or study.study_name)
-        return str(client.create_run(experiment_id, tags=tags, run_name=name).info.run_id)
+        run_name = str(name or study.study_name)
+        return str(client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id)
     client.log_batch(given, tags=[RunTag(key, v) for key, v in tags.items()], synchronous=True)
     return given
 
 
 def _experiment_id(
-    client: MlflowClient,
-    study_name: str,
-    create_experiment: bool,
-    mlflow_kwargs: Mapping[str, Any],
+    client: MlflowClient, study_name: str, create: bool, mlflow_kwargs: Mapping[str, Any]
 ) -> str:
     if mlflow_kwargs.get("experiment_id") is not None:
         return str(mlflow_kwargs["experiment_id"])
-    if create_experiment:
+    if create:
         return get_or_create_experiment(client, study_name)
-    # Same order as MLflow's fluent API (set_experiment, then the environment, then the
-    # Default experiment), without relying on its private helpers.
-    import mlflow.tracking.fluent as fluent
-
-    active = getattr(fluent, "_active_experiment_id", None)
-    if active:
-        return str(active)
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    # The order of MLflow's fluent API: set_experiment, the environment, then Default.
+    if active := active_experiment_id() or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return active
     if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
         return get_or_create_experiment(client, os.environ["MLFLOW_EXPERIMENT_NAME"])
     return "0"
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    """Id of the experiment called ``name``, creating it when missing (race-safe).
+    """Id of the experiment called ``name``, created when missing (race-safe).
 
     Args:
         client: Client of the tracking store.
@@ -242,8 +202,7 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
         return str(experiment.experiment_id)
     try:
         return str(client.create_experiment(name))
-    except MlflowException:
-        # Another worker created it between our lookup and create.
+    except MlflowException:  # another worker created it between our lookup and create
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
