@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from agehpo.hpo import _compat
+from agehpo import _compat
 from agehpo.hpo.liveness import (
     FAIL_REASON_ATTR,
     OWNER_ATTR,

@@ -12,7 +12,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from agehpo.hpo import _compat
+from agehpo import _compat
 from agehpo.hpo.liveness import (
     FAIL_REASON_ATTR,
     OWNER_ATTR,
