@@ -7,17 +7,9 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-# Per-second acquisition functions need (value, duration) observations, which Optuna does not
-# report as objective values.
-_UNSUPPORTED_ACQ_FUNCS = ("EIps", "PIps")
-
 
 def import_skopt() -> ModuleType:
-    """Import scikit-optimize, explaining how to install it when it is missing.
-
-    Returns:
-        The ``skopt`` module.
-    """
+    """The ``skopt`` module, or an ImportError that says how to install it."""
     try:
         import skopt
     except ImportError as e:
@@ -46,21 +38,19 @@ def validate_skopt_kwargs(skopt_kwargs: Mapping[str, Any] | None) -> dict[str, A
             "skopt_kwargs must not contain 'dimensions': SkoptSampler derives the dimensions "
             "from the study's search space."
         )
-    accepted = sorted(
-        name for name in inspect.signature(skopt.Optimizer).parameters if name != "dimensions"
-    )
+    accepted = sorted(set(inspect.signature(skopt.Optimizer).parameters) - {"dimensions"})
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(
             f"Unknown skopt_kwargs key(s) {unknown}; skopt.Optimizer accepts {accepted}."
         )
-    if kwargs.get("acq_func") in _UNSUPPORTED_ACQ_FUNCS:
+    # Per-second acquisition functions need evaluation times, which Optuna does not report.
+    if kwargs.get("acq_func") in ("EIps", "PIps"):
         raise ValueError(
             f"acq_func={kwargs['acq_func']!r} needs evaluation times alongside objective "
             "values, which SkoptSampler does not provide; use 'EI', 'PI', 'LCB' or 'gp_hedge'."
         )
-    # A throwaway build on a one-dimensional space makes bad values fail at construction
-    # rather than at the first relative sample, possibly hours into a study.
+    # A throwaway build makes bad values fail now, not at the first relative sample.
     build_optimizer(skopt, [skopt.space.Real(0.0, 1.0)], kwargs, random_state=0)
     return kwargs
 
@@ -79,16 +69,14 @@ def build_optimizer(
     Returns:
         The ``skopt.Optimizer``.
     """
-    kwargs = {**kwargs, "random_state": random_state}
-    # skopt keeps every fitted surrogate by default; a long-lived cached optimizer would
-    # otherwise hold one forest per completed trial.
-    kwargs.setdefault("model_queue_size", 1)
+    # skopt keeps every fitted surrogate by default: one forest per trial in a cached optimizer.
+    kwargs = {"model_queue_size": 1, **kwargs, "random_state": random_state}
     estimator: Any = kwargs.get("base_estimator")
-    if _has_unset_random_state(estimator):
+    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+    if "random_state" in params and params["random_state"] is None:
         from sklearn.base import clone
 
-        # skopt seeds only the surrogates it builds from a name; without this a regressor
-        # object would make a seeded sampler irreproducible.
+        # skopt seeds only the surrogates it builds from a name.
         estimator = clone(estimator).set_params(random_state=random_state)
         kwargs["base_estimator"] = estimator
     is_skopt_gbrt = isinstance(estimator, skopt.learning.GradientBoostingQuantileRegressor)
@@ -100,10 +88,3 @@ def build_optimizer(
         else:
             kwargs["base_estimator"] = QuantileGBRT.default(random_state, kwargs.get("n_jobs", 1))
     return skopt.Optimizer(dimensions, **kwargs)
-
-
-def _has_unset_random_state(estimator: Any) -> bool:
-    if isinstance(estimator, str) or not hasattr(estimator, "get_params"):
-        return False
-    params = estimator.get_params(deep=False)
-    return "random_state" in params and params["random_state"] is None

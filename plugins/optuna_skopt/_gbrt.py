@@ -1,6 +1,6 @@
 """A gradient-boosted quantile surrogate that current scikit-learn accepts as a regressor.
 
-Imported only when a GBRT surrogate is requested, because importing it imports skopt.
+Imported only when a GBRT surrogate is requested: importing it imports skopt.
 """
 
 from __future__ import annotations
@@ -17,24 +17,21 @@ _STD_QUANTILES = (0.16, 0.5, 0.84)
 class QuantileGBRT(GradientBoostingQuantileRegressor):
     """skopt's ``"GBRT"`` surrogate, repaired for scikit-learn 1.6+ and numpy 2.4.
 
-    scikit-optimize 0.10.2's ``GradientBoostingQuantileRegressor`` lists ``BaseEstimator``
-    before ``RegressorMixin``, so scikit-learn's estimator tags no longer mark it as a
-    regressor and ``skopt.Optimizer`` refuses it; its ``predict`` also calls ``np.in1d``,
-    which numpy 2.4 removed. Subclassing (rather than wrapping) keeps skopt recognising it as
-    a tree model, so it is still optimized by sampling instead of L-BFGS, which would ask it
-    for gradients it cannot give. The constructor arguments are those of the parent.
+    skopt 0.10.2's class lists ``BaseEstimator`` before ``RegressorMixin``, so scikit-learn no
+    longer tags it a regressor, and its ``predict`` calls the removed ``np.in1d``. A subclass,
+    not a wrapper, so skopt still optimizes it by sampling, not by gradients it cannot give.
     """
 
     @classmethod
     def default(cls, random_state: int, n_jobs: int = 1) -> QuantileGBRT:
-        """Build the surrogate skopt means by ``base_estimator="GBRT"``.
+        """The surrogate skopt means by ``base_estimator="GBRT"`` (30 rounds per quantile).
 
         Args:
             random_state: Seed for the boosted trees.
             n_jobs: Number of quantiles fitted in parallel.
 
         Returns:
-            An unfitted estimator with 30 boosting rounds per quantile, as in skopt.
+            An unfitted estimator.
         """
         template = GradientBoostingRegressor(n_estimators=30, loss="quantile")
         return cls(base_estimator=template, n_jobs=n_jobs, random_state=random_state)
@@ -49,26 +46,23 @@ class QuantileGBRT(GradientBoostingQuantileRegressor):
 
         Args:
             X: Inputs, shape ``(n_samples, n_features)``.
-            return_std: Whether to also return a standard-deviation estimate.
-            return_quantiles: Whether to return the prediction of every quantile instead.
+            return_std: Also return a standard-deviation estimate.
+            return_quantiles: Return every quantile's prediction instead.
 
         Returns:
-            The median prediction; a ``(median, std)`` tuple when ``return_std`` is true; or an
-            array of shape ``(n_samples, n_quantiles)`` when ``return_quantiles`` is true.
+            The median; ``(median, std)``; or an ``(n_samples, n_quantiles)`` array.
         """
         by_quantile = dict(
             zip(self.quantiles, (r.predict(X) for r in self.regressors_), strict=True)
         )
         if return_quantiles:
             return np.column_stack([by_quantile[q] for q in self.quantiles])
-        if 0.5 not in by_quantile or (
-            return_std and not all(q in by_quantile for q in _STD_QUANTILES)
-        ):
+        needed = _STD_QUANTILES if return_std else (0.5,)
+        if not all(q in by_quantile for q in needed):
             raise ValueError(f"QuantileGBRT needs the quantiles {_STD_QUANTILES} to predict.")
-        median = by_quantile[0.5]
         if not return_std:
-            return median
-        # The 16th and 84th percentiles lie one standard deviation from a Gaussian median.
-        # Independently fitted quantiles can cross; a negative spread would break EI and PI.
+            return by_quantile[0.5]
+        # The 16th and 84th percentiles lie one standard deviation from a Gaussian median;
+        # independently fitted quantiles can cross, and a negative spread would break EI.
         spread = np.maximum(by_quantile[0.84] - by_quantile[0.16], 0.0) / 2.0
-        return median, spread
+        return by_quantile[0.5], spread

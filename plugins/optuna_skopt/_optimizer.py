@@ -25,18 +25,18 @@ def _n_steps(distribution: IntDistribution | FloatDistribution) -> int:
 
 
 def to_dimension(distribution: BaseDistribution, space: ModuleType) -> Any:
-    """Convert an Optuna distribution to a skopt dimension.
+    """The skopt dimension of an Optuna distribution that is not single-valued.
 
     Args:
-        distribution: A distribution that is not single-valued.
+        distribution: The distribution.
         space: The ``skopt.space`` module.
 
     Returns:
         A ``Real``, ``Integer`` or ``Categorical`` dimension.
     """
     if isinstance(distribution, CategoricalDistribution):
-        # Indices, not the choices: skopt's encoders hash and compare categories, which
-        # conflates 1, 1.0 and True and turns mixed types such as None and floats into strings.
+        # Indices, not the choices: skopt's encoders conflate 1, 1.0 and True and turn
+        # mixed types such as None and floats into strings.
         return space.Categorical(list(range(len(distribution.choices))))
     if not isinstance(distribution, (IntDistribution, FloatDistribution)):
         raise ValueError(f"SkoptSampler cannot handle {type(distribution).__name__}.")
@@ -50,14 +50,14 @@ def to_dimension(distribution: BaseDistribution, space: ModuleType) -> Any:
 
 
 def encode(distribution: BaseDistribution, value: Any) -> Any | None:
-    """Map an Optuna parameter value into the matching skopt dimension.
+    """Map an Optuna parameter value into its skopt dimension.
 
     Args:
         distribution: The distribution of the current search space.
-        value: The trial's value in Optuna's external representation.
+        value: The trial's value (Optuna's external representation).
 
     Returns:
-        The skopt value, or ``None`` if ``value`` lies outside ``distribution``.
+        The skopt value, or None if ``value`` lies outside ``distribution``.
     """
     if isinstance(distribution, CategoricalDistribution):
         try:
@@ -75,14 +75,14 @@ def encode(distribution: BaseDistribution, value: Any) -> Any | None:
 
 
 def decode(distribution: BaseDistribution, value: Any) -> Any:
-    """Map a skopt value back to Optuna's external representation.
+    """Map a skopt value (maybe a numpy scalar) back to Optuna's external representation.
 
     Args:
         distribution: The distribution the dimension was built from.
-        value: A value proposed by skopt, possibly a numpy scalar.
+        value: A value proposed by skopt.
 
     Returns:
-        A plain Python value contained in ``distribution``.
+        A plain Python value inside ``distribution``.
     """
     if isinstance(distribution, CategoricalDistribution):
         return distribution.choices[int(value)]
@@ -99,8 +99,7 @@ def decode(distribution: BaseDistribution, value: Any) -> Any:
 class _Optimizer:
     """One ``skopt.Optimizer`` over a fixed search space, fed observations incrementally.
 
-    Single-valued distributions are not given to skopt (its dimensions need two distinct
-    bounds); their value is returned as is.
+    Single-valued distributions stay out of skopt (it needs two distinct bounds).
 
     Args:
         search_space: The relative search space, in a fixed order.
@@ -119,12 +118,9 @@ class _Optimizer:
         self._fixed = {
             name: _single_value(dist) for name, dist in search_space.items() if dist.single()
         }
-        self._distributions = {
-            name: dist for name, dist in search_space.items() if not dist.single()
-        }
+        self._distributions = {n: d for n, d in search_space.items() if not d.single()}
         self._told: dict[int, Observation] = {}
-        # Points proposed since the last tell; see ``_next_point``.
-        self._pending: list[list[Any]] = []
+        self._pending: list[list[Any]] = []  # proposed since the last tell
         self._skopt: Any = None
         if self._distributions:
             dimensions = [to_dimension(d, skopt.space) for d in self._distributions.values()]
@@ -136,15 +132,14 @@ class _Optimizer:
         return len(self._told)
 
     def observe(self, params: Mapping[str, Any], value: float) -> Observation | None:
-        """Convert a trial's parameters and value into a skopt observation.
+        """A trial's parameters and value as a skopt observation.
 
         Args:
             params: The trial's parameters.
             value: The value to minimize.
 
         Returns:
-            ``(x, y)``, or ``None`` if the trial lacks a parameter of the space or one of its
-            values lies outside it (a conditional parameter, or a changed range).
+            ``(x, y)``, or None if a parameter of the space is missing or outside it.
         """
         x = []
         for name, distribution in self._distributions.items():
@@ -163,26 +158,20 @@ class _Optimizer:
             observations: Observations keyed by trial number.
 
         Returns:
-            ``False``, telling nothing, if a trial told earlier is missing or changed, in which
-            case this optimizer is stale and must be rebuilt; ``True`` otherwise.
+            False, telling nothing, if one told earlier is missing or changed (rebuild).
         """
         if any(observations.get(number) != obs for number, obs in self._told.items()):
             return False
         new = {n: obs for n, obs in observations.items() if n not in self._told}
         if new and self._skopt is not None:
-            # One batched tell: skopt refits the surrogate and reruns the acquisition search
-            # on every call.
+            # One tell: skopt refits and reruns the acquisition search on every call.
             self._skopt.tell([x for x, _ in new.values()], [y for _, y in new.values()])
             self._pending.clear()
         self._told.update(new)
         return True
 
     def ask(self) -> dict[str, Any]:
-        """Propose parameters for the next trial.
-
-        Returns:
-            A value for every parameter of the search space.
-        """
+        """Propose a value for every parameter of the search space."""
         proposed: dict[str, Any] = {}
         if self._skopt is not None:
             x = self._next_point()
@@ -201,14 +190,13 @@ class _Optimizer:
             x = opt.space.rvs(random_state=opt.rng)[0]
         else:
             with warnings.catch_warnings():
-                # skopt already replaces a proposal that repeats an evaluated point with a
-                # random one; its warning about that would fire on most asks in small spaces.
+                # skopt replaces a repeated point with a random one, warning on most asks
+                # in small spaces.
                 warnings.filterwarnings("ignore", "The objective has been evaluated", UserWarning)
                 x = opt.ask()
             if x in self._pending:
-                # skopt computes its proposal during tell, so asking again before a new result
-                # arrives (parallel workers, or a failed trial) would repeat a point already
-                # being evaluated; explore instead.
+                # skopt computes its proposal during tell: asking again before a new result
+                # (parallel workers, a failed trial) repeats a point; explore instead.
                 x = opt.space.rvs(random_state=opt.rng)[0]
         self._pending.append(x)
         return list(x)

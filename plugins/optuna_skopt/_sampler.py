@@ -1,3 +1,5 @@
+"""SkoptSampler: Optuna's sampler interface over one cached ``skopt.Optimizer`` per study."""
+
 from __future__ import annotations
 
 import math
@@ -13,6 +15,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from optuna_skopt._compat import cached_trials, study_key
 from optuna_skopt._config import validate_skopt_kwargs
 from optuna_skopt._optimizer import Observation, _Optimizer
 
@@ -38,55 +41,30 @@ class _StudyState:
 class SkoptSampler(BaseSampler):
     """Sampler using `scikit-optimize <https://scikit-optimize.github.io/>`__ as the backend.
 
-    Parameters in the intersection search space of the completed trials are sampled jointly by
-    a ``skopt.Optimizer``; other parameters (e.g. conditional ones) are sampled by
-    ``independent_sampler``. One ``skopt.Optimizer`` is cached per study and told only the
-    trials it has not seen; it is rebuilt whenever the search space changes or a trial it was
-    told no longer matches the storage, so trials added by other processes are picked up.
+    Parameters of the completed trials' intersection search space are sampled jointly by a
+    ``skopt.Optimizer``, others (e.g. conditional ones) by ``independent_sampler``. One
+    optimizer is cached per study and told only new trials; it is rebuilt when the space
+    changes or a trial it was told changed, so other processes' trials are picked up.
 
     Example:
-
-        .. code-block:: python
-
-            import optuna
-            from optuna_skopt import SkoptSampler
-
-
-            def objective(trial):
-                x = trial.suggest_float("x", -10, 10)
-                y = trial.suggest_int("y", 0, 10)
-                return x**2 + y
-
-
-            sampler = SkoptSampler(skopt_kwargs={"base_estimator": "ET", "n_initial_points": 10})
-            study = optuna.create_study(sampler=sampler)
-            study.optimize(objective, n_trials=30)
+        ``SkoptSampler(skopt_kwargs={"base_estimator": "ET", "n_initial_points": 10})``
 
     Args:
-        independent_sampler:
-            Sampler for parameters outside the relative search space, and for every parameter
-            during the startup phase. Defaults to :class:`~optuna.samplers.RandomSampler`
-            seeded with ``seed``.
-        warn_independent_sampling:
-            Whether to log a warning when a parameter is sampled independently after the
-            startup phase.
-        skopt_kwargs:
-            Keyword arguments for ``skopt.Optimizer`` except ``dimensions``, e.g.
+        independent_sampler: Sampler for parameters outside the relative search space and
+            during startup; default a ``RandomSampler`` seeded with ``seed``.
+        warn_independent_sampling: Log a warning when a parameter is sampled independently
+            after startup.
+        skopt_kwargs: Keyword arguments for ``skopt.Optimizer`` except ``dimensions``, e.g.
             ``base_estimator`` (``"ET"``, ``"RF"``, ``"GP"``, ``"GBRT"`` or a regressor),
-            ``n_initial_points``, ``acq_func``, ``acq_func_kwargs`` or ``acq_optimizer``.
-            A ``random_state`` here takes precedence over ``seed``.
-        n_startup_trials:
-            Number of finished trials (complete, plus pruned ones when
-            ``consider_pruned_trials`` is set) before relative sampling starts.
-        consider_pruned_trials:
-            Whether to tell skopt the last intermediate value of pruned trials.
-        seed:
-            Seed for the independent sampler and for skopt.
+            ``n_initial_points`` or ``acq_func``; a ``random_state`` here beats ``seed``.
+        n_startup_trials: Finished trials (complete, plus pruned ones with
+            ``consider_pruned_trials``) before relative sampling starts.
+        consider_pruned_trials: Tell skopt the last intermediate value of pruned trials.
+        seed: Seed for the independent sampler and for skopt.
 
     Raises:
         ImportError: If scikit-optimize is not installed.
-        ValueError: If ``skopt_kwargs`` has an unknown key, ``dimensions``, or a value skopt
-            rejects.
+        ValueError: If ``skopt_kwargs`` has an unknown key, ``dimensions``, or a bad value.
     """
 
     def __init__(
@@ -102,8 +80,7 @@ class SkoptSampler(BaseSampler):
         kwargs = validate_skopt_kwargs(skopt_kwargs)
         random_state = kwargs.pop("random_state", seed)
         self._skopt_kwargs = kwargs
-        # Each (re)built skopt.Optimizer gets a fresh seed from this stream, so a rebuild does
-        # not replay the random points an earlier optimizer already proposed.
+        # A fresh seed per (re)built optimizer: a rebuild does not replay earlier random points.
         self._rng = (
             random_state
             if isinstance(random_state, np.random.RandomState)
@@ -113,8 +90,7 @@ class SkoptSampler(BaseSampler):
         self._warn_independent_sampling = warn_independent_sampling
         self._n_startup_trials = n_startup_trials
         self._consider_pruned_trials = consider_pruned_trials
-        # Optuna calls samplers from several threads when n_jobs > 1; the cached optimizer and
-        # the incremental search space are not thread-safe.
+        # Optuna calls samplers from n_jobs threads; the cached state is not thread-safe.
         self._lock = threading.Lock()
         self._state: _StudyState | None = None
 
@@ -149,14 +125,13 @@ class SkoptSampler(BaseSampler):
         _check_single_objective(study)
         if not search_space:
             return {}
-        finished = self._finished_values(study)
+        finished = self._finished_values(study, study.get_trials(deepcopy=False))
         if len(finished) < self._n_startup_trials:
             return {}
         with self._lock:
             state = self._state_for(study)
             optimizer = state.optimizer
-            # sync() tells the cached optimizer only the trials it has not seen, and refuses
-            # when one it was told has changed; then, as for a new space, start afresh.
+            # sync() refuses when a trial it was told has changed: then start afresh.
             if (
                 optimizer is None
                 or optimizer.search_space != search_space
@@ -179,7 +154,7 @@ class SkoptSampler(BaseSampler):
         _check_single_objective(study)
         if self._warn_independent_sampling:
             # The per-ask trial cache is enough here: staleness could only shift a warning.
-            n_finished = len(self._finished_values(study, use_cache=True))
+            n_finished = len(self._finished_values(study, cached_trials(study)))
             if n_finished >= max(self._n_startup_trials, 1):
                 _logger.warning(
                     f"Parameter '{param_name}' of trial {trial.number} is outside the relative "
@@ -205,26 +180,18 @@ class SkoptSampler(BaseSampler):
         self._independent_sampler.after_trial(study, trial, state, values)
 
     def _state_for(self, study: Study) -> _StudyState:
-        # The storage object is part of the key because every InMemoryStorage numbers its
-        # studies from the same start; the study name guards against reused ids. Hyperband
-        # hands samplers a per-bracket view of the study, whose trials differ.
-        key = (
-            id(study._storage),
-            study._study_id,
-            study.study_name,
-            getattr(study, "_bracket_id", None),
-        )
+        key = study_key(study)
         if self._state is None or self._state.key != key:
             self._state = _StudyState(key)
         return self._state
 
     def _finished_values(
-        self, study: Study, use_cache: bool = False
+        self, study: Study, trials: list[FrozenTrial]
     ) -> list[tuple[FrozenTrial, float]]:
         """The trials skopt may learn from, with the value it should minimize."""
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
         result = []
-        for trial in study._get_trials(deepcopy=False, use_cache=use_cache):
+        for trial in trials:
             if trial.state == TrialState.COMPLETE:
                 value = trial.value
             elif (
