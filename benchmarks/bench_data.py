@@ -30,7 +30,8 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from agehpo import data, synthetic
+from agehpo import data
+from agehpo.data import synthetic
 
 T = TypeVar("T")
 
