@@ -1,13 +1,5 @@
-"""Optuna -> MLflow: every trial as a run, live or imported after the fact.
-
-:class:`MLflowCallback` is a drop-in for ``optuna_integration.MLflowCallback`` (same
-arguments, same runs); ``parent_run=True`` nests the trial runs under one parent run per
-study. Optuna's storage is the source of truth and MLflow mirrors it. The live
-:class:`MLflowCallback`, the crash reconciler (:func:`reconcile_study`) and the study
-importer share one trial writer (:class:`TrialRunWriter`), so a trial looks the same in
-MLflow however it got there. Runs are found by the study's uid (:func:`ensure_study_uid`),
-never by its name alone. This package imports nothing from any application.
-"""
+"""Optuna -> MLflow: every trial as a run, live (:class:`MLflowCallback`) or imported after the
+fact (:func:`import_study`), all written by one :class:`TrialRunWriter`; see the README."""
 
 from __future__ import annotations
 

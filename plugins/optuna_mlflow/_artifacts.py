@@ -16,8 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_mlflow._batch import log_batch_chunked
-from optuna_mlflow._entities import now_ms
+from optuna_mlflow._entities import log_batch_chunked, now_ms
 from optuna_mlflow._keys import resolve_metric_names, safe_key
 
 _logger = logging.getLogger(__name__)

@@ -31,13 +31,9 @@ TrialEndHook = Callable[[optuna.Study, FrozenTrial, str], None]
 class MLflowCallback:
     """Track an Optuna study in MLflow: a drop-in for ``optuna_integration.MLflowCallback``.
 
-    With optuna_integration's arguments it writes the runs that wrote: one per trial, named
-    ``mlflow_kwargs["run_name"]`` or ``str(trial.number)``, with the same params, metrics
-    and tags. Added (see the README): ``optuna.*`` tags, intermediate values as the first
-    metric's history, FAILED runs for FAIL trials, :meth:`log_step`, batched writes and only
-    explicit-run-id client calls (``n_jobs > 1`` never mixes runs). Every run it opens is
-    ended: at the trial's end, by :meth:`close` (or ``with cb:``), or when the callback is
-    collected or the interpreter exits.
+    With optuna_integration's arguments it writes the runs that wrote, plus what the README
+    lists. Every run it opens is ended: with its trial, by :meth:`close` (or ``with cb:``),
+    or when the callback is collected or the interpreter exits.
 
     Args:
         tracking_uri: Tracking store; None uses MLflow's default.
@@ -109,47 +105,43 @@ class MLflowCallback:
         )
         self._lock = self._live.lock
         self._tracked = Tracked(self.client, self._live, given, heartbeat_interval)
-        self._fluent = FluentTrialRuns(self._live, self._session, self._parent_tags, tracking_uri)
+        self._fluent = FluentTrialRuns(self._live, self.session, self._parent_tags, tracking_uri)
         # optuna_integration's users never call close(): end what is open when collected.
         self._finalizer = weakref.finalize(self, self._tracked.close_at_exit)
 
     def start(self, study: optuna.Study) -> str | None:
-        """Resolve the experiment and the parent run of ``study`` now instead of lazily.
-
-        Args:
-            study: The study to track.
-
-        Returns:
-            The parent run id; None without ``parent_run``.
-        """
-        return self._session(study).parent_run_id
+        """Resolve the study's experiment and parent run now; return the parent run id, if any."""
+        return self.session(study).parent_run_id
 
     def session(self, study: optuna.Study) -> StudySession:
-        """The experiment, parent run and trial writer of ``study`` (started if needed).
-
-        Args:
-            study: The study to track.
-
-        Returns:
-            The study's session.
-        """
-        return self._session(study)
+        """The study's session: experiment, parent run and trial writer (started if needed)."""
+        with self._lock:
+            # The same Study object: no storage read (log_step calls this every epoch).
+            for open_session in self._tracked.sessions.values():
+                if open_session.study is study:
+                    return open_session
+            uid = ensure_study_uid(study)
+            session = self._tracked.sessions.get(uid)
+            if session is None:
+                given = self._tracked.given_parent
+                session = StudySession.open(
+                    self.client, study, parent_run_id=given, **self._session_kwargs
+                )
+                session.last_heartbeat = time.time()
+                self._tracked.add(uid, session)
+            return session
 
     @property
     def parent_run_id(self) -> str | None:
         """Parent run of the (first) tracked study, or the given one; None before start."""
-        with self._lock:
-            for session in [*self._tracked.sessions.values(), *self._tracked.closed]:
-                return session.parent_run_id
-        return self._tracked.given_parent
+        first = self._tracked.first_session()
+        return first.parent_run_id if first is not None else self._tracked.given_parent
 
     @property
     def experiment_id(self) -> str | None:
         """Experiment of the (first) tracked study; None before start."""
-        with self._lock:
-            for session in [*self._tracked.sessions.values(), *self._tracked.closed]:
-                return session.writer.experiment_id
-        return None
+        first = self._tracked.first_session()
+        return first.writer.experiment_id if first is not None else None
 
     def run_id_for(
         self, trial_number: int, study_name: str | None = None, *, study_uid: str | None = None
@@ -167,13 +159,8 @@ class MLflowCallback:
         return self._live.run_id_for(trial_number, study_name, study_uid)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Write the finished trial into its run, run the hooks, end the run.
-
-        Args:
-            study: The study.
-            trial: The finished trial.
-        """
-        live = self._live.write(self._session(study), trial, self._parent_tags())
+        """Write the finished trial into its run, run the hooks, end the run."""
+        live = self._live.write(self.session(study), trial, self._parent_tags())
         try:
             for hook in self.trial_end_hooks:
                 hook(study, trial, live.run_id)
@@ -191,7 +178,7 @@ class MLflowCallback:
             step: The step (epoch) the values belong to.
             metrics: Metric name -> value.
         """
-        live = self._live.open(self._session(trial.study), trial.number, self._parent_tags)
+        live = self._live.open(self.session(trial.study), trial.number, self._parent_tags)
         self._live.log(live, step, metrics)
 
     def flush(self) -> None:
@@ -199,11 +186,7 @@ class MLflowCallback:
         self._live.flush_all()
 
     def track_in_mlflow(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: inside the objective, ``mlflow.log_*`` calls log into the trial's run.
-
-        Returns:
-            A decorator for objective functions.
-        """
+        """A decorator: inside the objective, ``mlflow.log_*`` calls log into the trial's run."""
         return self._fluent.decorator
 
     def reconcile(
@@ -229,7 +212,7 @@ class MLflowCallback:
         """
         return reconcile_study(
             study,
-            self._session(study).writer,
+            self.session(study).writer,
             stale_after=stale_after,
             all_other_parents_stale=all_other_parents_stale,
             fill_missing=fill_missing,
@@ -238,9 +221,7 @@ class MLflowCallback:
     def log_study_artifacts(
         self, study: optuna.Study, metric_name: str | Sequence[str] | None = None
     ) -> dict[str, str]:
-        """Log plots, ``trials.csv``, ``best_params.json`` and counts on the parent run.
-
-        Without ``parent_run`` they go to the active MLflow run (an error without one).
+        """Log the study's plots, trial table and counts on its parent run, else the active run.
 
         Args:
             study: The study.
@@ -255,13 +236,7 @@ class MLflowCallback:
         )
 
     def log_dataset(self, study: optuna.Study, name: str, **kwargs: Any) -> None:
-        """Log a dataset input on the study's parent run.
-
-        Args:
-            study: The study.
-            name: Dataset name.
-            **kwargs: Passed to :func:`optuna_mlflow.log_dataset`.
-        """
+        """Log a dataset input (see :func:`optuna_mlflow.log_dataset`) on the study's parent run."""
         log_dataset(self._summary_run(study), name, client=self.client, **kwargs)
 
     def close(self, status: str = "FINISHED", *, end_parent: bool | None = None) -> None:
@@ -291,23 +266,6 @@ class MLflowCallback:
             self.close("FINISHED")
         else:
             self.close("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
-
-    def _session(self, study: optuna.Study) -> StudySession:
-        with self._lock:
-            # The same Study object: no storage read (log_step calls this every epoch).
-            for open_session in self._tracked.sessions.values():
-                if open_session.study is study:
-                    return open_session
-            uid = ensure_study_uid(study)
-            session = self._tracked.sessions.get(uid)
-            if session is None:
-                given = self._tracked.given_parent
-                session = StudySession.open(
-                    self.client, study, parent_run_id=given, **self._session_kwargs
-                )
-                session.last_heartbeat = time.time()
-                self._tracked.add(uid, session)
-            return session
 
     def _parent_tags(self) -> dict[str, str]:
         """The parent of a trial run created now, as optuna_integration chose it."""

@@ -1,4 +1,4 @@
-"""What a trial's run holds: its params, metrics and tags as MLflow entities."""
+"""What a trial's run holds (params, metrics, tags as MLflow entities), and how it is sent."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from mlflow.entities import Metric, Param
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.validation import (
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -36,15 +43,7 @@ def param_text(value: object) -> str:
 
 
 def trial_params(trial: FrozenTrial, have: Mapping[str, str]) -> list[Param]:
-    """The trial's params as strings, minus those the run already holds.
-
-    Args:
-        trial: The trial.
-        have: Params the run already holds.
-
-    Returns:
-        The params to send.
-    """
+    """The trial's params as MLflow stores them, minus those the run already has (``have``)."""
     params: list[Param] = []
     for name, value in trial.params.items():
         key, text = k.safe_key(name), param_text(value)
@@ -164,3 +163,60 @@ def _legacy_tags(trial: FrozenTrial, directions: Sequence[StudyDirection]) -> di
     for name, dist in trial.distributions.items():
         tags[k.safe_key(f"{name}_distribution")] = tag_text(dist)
     return tags
+
+
+Batch = tuple[list[Metric], list[Param], list[RunTag]]
+
+
+def split_batches(
+    metrics: Sequence[Metric],
+    params: Sequence[Param],
+    tags: Sequence[RunTag],
+    final_tags: Sequence[RunTag] = (),
+) -> list[Batch]:
+    """Cut entities into chunks within MLflow's per-request limits.
+
+    Args:
+        metrics: Metrics to log.
+        params: Params to log.
+        tags: Tags to log.
+        final_tags: Tags for the last request: seeing them means everything else landed.
+
+    Returns:
+        The requests, in order; empty when there is nothing to log.
+    """
+    m, p, t = list(metrics), list(params), list(tags)
+    batches: list[Batch] = []
+    while m or p or t:
+        bp, p = p[:MAX_PARAMS_TAGS_PER_BATCH], p[MAX_PARAMS_TAGS_PER_BATCH:]
+        bt, t = t[:MAX_PARAMS_TAGS_PER_BATCH], t[MAX_PARAMS_TAGS_PER_BATCH:]
+        room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(bp) - len(bt))
+        bm, m = m[:room], m[room:]
+        batches.append((bm, bp, bt))
+    final = list(final_tags)
+    while final:
+        if batches:
+            bm, bp, bt = batches[-1]
+            room = min(
+                MAX_PARAMS_TAGS_PER_BATCH - len(bt),
+                MAX_ENTITIES_PER_BATCH - len(bm) - len(bp) - len(bt),
+            )
+            if room > 0:
+                bt.extend(final[:room])
+                final = final[room:]
+                continue
+        batches.append(([], [], []))
+    return batches
+
+
+def log_batch_chunked(
+    client: MlflowClient,
+    run_id: str,
+    metrics: Sequence[Metric] = (),
+    params: Sequence[Param] = (),
+    tags: Sequence[RunTag] = (),
+    final_tags: Sequence[RunTag] = (),
+) -> None:
+    """Log everything with as few ``log_batch`` requests as MLflow's limits allow."""
+    for bm, bp, bt in split_batches(metrics, params, tags, final_tags):
+        client.log_batch(run_id, metrics=bm, params=bp, tags=bt, synchronous=True)

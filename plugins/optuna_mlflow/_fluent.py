@@ -37,14 +37,7 @@ class FluentTrialRuns:
         self._experiment_id: str | None = None
 
     def decorator(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap an objective function; see ``MLflowCallback.track_in_mlflow``.
-
-        Args:
-            func: The objective.
-
-        Returns:
-            The wrapped objective.
-        """
+        """Wrap an objective function; see ``MLflowCallback.track_in_mlflow``."""
 
         @functools.wraps(func)
         def wrapper(trial: optuna.Trial) -> Any:

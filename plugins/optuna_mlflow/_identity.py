@@ -22,8 +22,7 @@ from optuna_mlflow import _keys as k
 from optuna_mlflow._compat import storage_location, study_id
 from optuna_mlflow._entities import param_text, to_ms
 from optuna_mlflow._redact import redact_url
-from optuna_mlflow._search import quote, search_runs
-from optuna_mlflow._writer import TrialRunWriter
+from optuna_mlflow._writer import TrialRunWriter, quote, search_runs
 
 _logger = logging.getLogger(__name__)
 # Fixed namespace of derived uids (uuid5), so the same study always derives the same uid.
@@ -72,15 +71,7 @@ def ensure_study_uid(study: optuna.Study) -> str:
 
 
 def storage_identity(storage: BaseStorage) -> str | None:
-    """Where a storage lives, the same however it was named (for derived uids).
-
-    Args:
-        storage: An Optuna storage.
-
-    Returns:
-        The resolved path of a SQLite or journal file, the password-free URL of a server
-        database, or None in memory.
-    """
+    """A storage's resolved file path or password-free URL, however named; None in memory."""
     url, path = storage_location(storage)
     if url is not None:
         return file_identity(url) or redact_url(url)
@@ -133,15 +124,7 @@ class LegacyRule:
 
 
 def legacy_rule(study: optuna.Study, identity: str | None) -> LegacyRule:
-    """The legacy rule of a study that has a uid.
-
-    Args:
-        study: The study.
-        identity: :func:`storage_identity` of its storage, if known.
-
-    Returns:
-        The rule; ``trials`` is 0 for a study created with its uid.
-    """
+    """The legacy rule of a study that has a uid (``identity``: its storage's, if known)."""
     value = study.user_attrs.get(k.LEGACY_TRIALS_ATTR, 0)
     trials = value if isinstance(value, int) else 0
     also = derived_study_uid(identity, study) if identity and trials > 0 else None

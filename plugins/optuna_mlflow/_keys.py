@@ -38,14 +38,7 @@ _MAX_KEY_LENGTH = 250
 
 
 def safe_key(name: str) -> str:
-    """A key MLflow accepts for an arbitrary name (param, user attr).
-
-    Args:
-        name: The original name.
-
-    Returns:
-        ``name`` when MLflow accepts it, else a variant with bad characters replaced by ``_``.
-    """
+    """``name`` if MLflow accepts it as a key, else a variant with ``_`` for bad characters."""
     norm = posixpath.normpath(name)
     unique = norm == name and norm != "." and not norm.startswith(("..", "/"))
     if _VALID_KEY.match(name) and 0 < len(name) <= _MAX_KEY_LENGTH and unique:
@@ -56,15 +49,7 @@ def safe_key(name: str) -> str:
 
 
 def truncate(value: object, limit: int) -> str:
-    """``str(value)`` cut to ``limit`` characters, the cut marked with ``...``.
-
-    Args:
-        value: Any value.
-        limit: Maximum length.
-
-    Returns:
-        The string.
-    """
+    """``str(value)`` cut to ``limit`` characters, the cut marked with ``...``."""
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -106,6 +106,11 @@ class Tracked:
         if session.parent_run_id is not None:
             self.heartbeat.start()
 
+    def first_session(self) -> StudySession | None:
+        """The first session tracked, open or closed."""
+        with self.lock:
+            return next(iter([*self.sessions.values(), *self.closed]), None)
+
     def _beat(self) -> None:
         with self.lock:
             sessions = list(self.sessions.values())

@@ -12,8 +12,7 @@ from mlflow.entities import Metric
 from optuna.trial import FrozenTrial
 
 from optuna_mlflow import _keys as k
-from optuna_mlflow._batch import log_batch_chunked
-from optuna_mlflow._entities import now_ms
+from optuna_mlflow._entities import log_batch_chunked, now_ms
 from optuna_mlflow._session import StudySession
 
 PROCESS_STOPPED = (
@@ -92,16 +91,7 @@ class LiveTrialRuns:
     def open(
         self, session: StudySession, number: int, parent: Callable[[], Mapping[str, str]] = dict
     ) -> LiveRun:
-        """The trial's run, created (RUNNING, start time now) on first use.
-
-        Args:
-            session: The study's session.
-            number: The trial's number.
-            parent: Tags naming a new run's parent (none: the session's), asked on creation.
-
-        Returns:
-            The run.
-        """
+        """The trial's run, created on first use (RUNNING; ``parent()`` tags its parent)."""
         with self.lock:
             live = self._runs.get((session.study_uid, number))
             if live is None:
@@ -139,16 +129,7 @@ class LiveTrialRuns:
     def write(
         self, session: StudySession, trial: FrozenTrial, parent: Mapping[str, str]
     ) -> LiveRun:
-        """Write a finished trial and its buffer into its run (created if none), not ending it.
-
-        Args:
-            session: The study's session.
-            trial: The finished trial.
-            parent: Tags naming the parent of a run created here (none: the session's).
-
-        Returns:
-            The run.
-        """
+        """Write a finished trial and its buffer into its run (created if none); no end."""
         with self.lock:
             live = self._runs.get((session.study_uid, trial.number))
             if live is None:
@@ -169,14 +150,7 @@ class LiveTrialRuns:
             self._forget(live)
 
     def reopen(self, live: LiveRun, *, quiet: bool = False) -> None:
-        """Mark a run RUNNING again after leaving ``mlflow.start_run`` ended it.
-
-        The trial is not over until the callback has written it and run the hooks.
-
-        Args:
-            live: The run.
-            quiet: Swallow MLflow errors (an exception is already propagating).
-        """
+        """Mark a run RUNNING again after ``mlflow.start_run`` ended it (``quiet``: no raise)."""
         try:
             with self.lock:
                 self.client.update_run(live.run_id, status="RUNNING")
@@ -185,11 +159,7 @@ class LiveTrialRuns:
                 raise
 
     def close_open(self) -> list[BaseException]:
-        """Rewrite every still-open run from Optuna's storage and end it.
-
-        Returns:
-            The errors met (the other runs are still closed).
-        """
+        """Rewrite every still-open run from Optuna's storage and end it; return the errors met."""
         errors: list[BaseException] = []
         with self.lock:
             open_runs = [live for live in self._runs.values() if not live.done]
@@ -209,14 +179,7 @@ class LiveTrialRuns:
         return errors
 
     def heartbeat(self, sessions: Iterable[StudySession]) -> None:
-        """Refresh the parent heartbeat tag of those ``sessions`` whose interval has passed.
-
-        The lock only guards the beat times, so the heartbeat thread does not hold up the
-        trial threads; a flush, which holds the lock already, writes under it.
-
-        Args:
-            sessions: The sessions to check.
-        """
+        """Refresh the parent heartbeat tag of the due ``sessions`` (writes not under the lock)."""
         now = time.time()
         with self.lock:
             due = [s for s in sessions if now - s.last_heartbeat >= self.heartbeat_interval]

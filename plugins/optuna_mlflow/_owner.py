@@ -67,14 +67,7 @@ def process_owner() -> str:
 
 
 def parse_owner(tag: str) -> Owner | None:
-    """Read an owner tag back.
-
-    Args:
-        tag: The tag's value.
-
-    Returns:
-        The owner, or None when the tag is in neither form.
-    """
+    """Read an owner tag back; None when it is in neither form."""
     host, sep, rest = tag.partition(":")
     pid_text, _, rest = rest.partition(":")
     start, _, pidns = rest.partition(":")

@@ -1,15 +1,11 @@
 """Repair what a killed process left behind in MLflow, from Optuna's storage.
 
-Rules (the README has them at length), for the runs of one study (matched by uid):
-
-* Another RUNNING parent is stale when ``all_other_parents_stale``, when its newest sign of
-  life (start time, ``optuna_mlflow.heartbeat`` tag) is older than ``stale_after``, or at
-  once when its ``optuna_mlflow.owner`` is a gone process of this host. It ends KILLED.
-* Trial runs under the current or a live parent are left alone, unless their own owner is
-  gone. Others are rewritten from the storage: a finished trial gets its data and status,
-  one still RUNNING there ends KILLED; a finished run whose state tag disagrees is rewritten.
-* A RUNNING trial run without a parent of the study is judged like a parent.
-* ``fill_missing`` writes runs for finished trials that have none.
+For one study's runs (matched by uid): another RUNNING parent is stale when
+``all_other_parents_stale``, when its last sign of life (start, heartbeat tag) is older than
+``stale_after``, or when its owner is a gone process of this host; it ends KILLED. Trial runs
+no live process writes are rewritten from the storage (a trial still RUNNING there ends
+KILLED); a trial run without a parent of the study is judged like a parent. The README has
+the rules at length.
 """
 
 from __future__ import annotations

@@ -182,15 +182,7 @@ def _experiment_id(
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    """Id of the experiment called ``name``, created when missing (race-safe).
-
-    Args:
-        client: Client of the tracking store.
-        name: Experiment name.
-
-    Returns:
-        The experiment id.
-    """
+    """Id of the experiment called ``name``, created when missing (race-safe)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":

@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mlflow import _keys as k
-from optuna_mlflow._batch import log_batch_chunked
-from optuna_mlflow._entities import now_ms, to_ms, trial_metrics, trial_params, trial_tags
-from optuna_mlflow._search import index_trial_runs, quote, search_runs
+from optuna_mlflow._entities import (
+    log_batch_chunked,
+    now_ms,
+    to_ms,
+    trial_metrics,
+    trial_params,
+    trial_tags,
+)
 
 # Pruning is the normal fate of most trials; FAILED/KILLED would paint them red in the UI.
 _STATUS = {
@@ -21,6 +26,25 @@ _STATUS = {
     TrialState.PRUNED: "FINISHED",
     TrialState.FAIL: "FAILED",
 }
+
+
+def quote(value: str) -> str:
+    """A string literal for MLflow's search filter syntax."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def search_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    """Every active run of the experiment matching ``filter_string``, all pages."""
+    runs: list[Run] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results=5000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def run_status_for(state: TrialState) -> str:
@@ -104,15 +128,7 @@ class TrialRunWriter:
         return self.fixed_run_name or f"{self.name_prefix}{number}"
 
     def base_tags(self, number: int, state: str = "RUNNING") -> dict[str, str]:
-        """Tags every run of trial ``number`` carries from its creation on.
-
-        Args:
-            number: Trial number.
-            state: Value of ``optuna.trial_state``.
-
-        Returns:
-            The tags.
-        """
+        """Tags every run of trial ``number`` carries from its creation on."""
         tags = dict(self.run_tags)
         if self.directions:
             tags[k.DIRECTION] = ",".join(d.name for d in self.directions)
@@ -133,8 +149,22 @@ class TrialRunWriter:
         return search_runs(self.client, self.experiment_id, self.study_filter())
 
     def index_trial_runs(self, runs: Iterable[Run]) -> dict[int, Run]:
-        """Trial runs by number; of several for one trial, the one under our parent wins."""
-        return index_trial_runs(runs, self.parent_run_id, self.study_uid)
+        """Trial runs by number; of several, the one under our parent wins, then the oldest."""
+        found: dict[int, Run] = {}
+
+        def rank(run: Run) -> tuple[bool, int]:
+            parent = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID)
+            return parent != self.parent_run_id, run.info.start_time or 0
+
+        for run in runs:
+            number = run.data.tags.get(k.TRIAL_NUMBER)
+            if number is None or not number.lstrip("-").isdigit():
+                continue
+            if self.study_uid is not None and run.data.tags.get(k.STUDY_UID) != self.study_uid:
+                continue  # another study of the same name
+            if int(number) not in found or rank(run) < rank(found[int(number)]):
+                found[int(number)] = run
+        return found
 
     def find_runs(self) -> dict[int, Run]:
         """All trial runs of this study in the experiment, by trial number."""
@@ -149,16 +179,7 @@ class TrialRunWriter:
     def create_run(
         self, number: int, *, start_time: int | None = None, tags: Mapping[str, str] | None = None
     ) -> str:
-        """Create the RUNNING run of trial ``number`` under ``parent_run_id``.
-
-        Args:
-            number: Trial number.
-            start_time: Start time in ms since the epoch; None: now.
-            tags: Tags added to :meth:`base_tags`.
-
-        Returns:
-            The new run's id.
-        """
+        """Create the RUNNING run of trial ``number`` (``start_time`` in ms); return its id."""
         all_tags = {**self.base_tags(number), **(tags or {})}
         if self.parent_run_id is not None:
             all_tags[k.MLFLOW_PARENT_RUN_ID] = self.parent_run_id
@@ -169,18 +190,7 @@ class TrialRunWriter:
         return run.info.run_id
 
     def is_up_to_date(self, run: Run, trial: FrozenTrial) -> bool:
-        """Whether ``run`` already holds the finished ``trial`` in full.
-
-        The state tag is sent after everything else and the status last, so both matching
-        means the whole trial landed.
-
-        Args:
-            run: The trial's run, with its tags.
-            trial: The trial from Optuna's storage.
-
-        Returns:
-            True when there is nothing left to write.
-        """
+        """Whether ``run`` holds the finished ``trial`` in full (state tag, status come last)."""
         return (
             trial.state.is_finished()
             and run.data.tags.get(k.TRIAL_STATE) == trial.state.name
@@ -245,13 +255,7 @@ class TrialRunWriter:
         return run_id
 
     def terminate(self, run_id: str, trial: FrozenTrial, status: str | None = None) -> None:
-        """End the trial's run with the status of its state at its completion time.
-
-        Args:
-            run_id: The trial's run.
-            trial: The trial, as stored by Optuna.
-            status: Status to use instead of the mapped one.
-        """
+        """End the trial's run with ``status`` or its state's, at its completion time."""
         end = to_ms(trial.datetime_complete) or now_ms()
         self.client.set_terminated(run_id, status or run_status_for(trial.state), end)
 

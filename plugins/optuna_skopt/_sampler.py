@@ -171,11 +171,7 @@ class SkoptSampler(BaseSampler):
         self._independent_sampler.before_trial(study, trial)
 
     def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
+        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
         self._independent_sampler.after_trial(study, trial, state, values)
 

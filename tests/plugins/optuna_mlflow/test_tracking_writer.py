@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from om_helpers import assert_run_matches, history, make_objective, trial_runs
 
 from optuna_mlflow import TrialRunWriter, run_status_for
-from optuna_mlflow._batch import split_batches
+from optuna_mlflow._entities import split_batches
 
 
 def _study(n_trials: int = 6, n_steps: int = 4) -> optuna.Study:
