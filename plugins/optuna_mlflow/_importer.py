@@ -88,8 +88,7 @@ def import_study(
         experiment_name: One experiment for all; default one per study, named after it.
         tracking_uri: Tracking store; None uses MLflow's default.
         client: A client to use instead of ``tracking_uri``.
-        metric_name: Objective metric name(s); default the study's ``metric_names``, else
-            ``value`` or ``values_0``, ``values_1``, ...
+        metric_name: Metric name(s); default the study's names, else ``value``, ``values_{i}``.
         log_artifacts: Log plots, trial table and counts on the parent run.
         tag_user_attrs: Log trial user attrs as tags.
         max_workers: Threads writing trial runs concurrently.
