@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agehpo.cliparse import OneLineParser, int_flag, json_object, timeout_flag
-from agehpo.config import StudyConfig
+from agehpo.config import Role, StudyConfig
 from agehpo.errors import ConfigError, UserError, WorkersFailedError, quote
 from agehpo.hpo.stopping import OrderlyStop
 from agehpo.validation import validate_compare, validate_storage, validate_study_config
@@ -75,7 +75,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     config = study_config(args)
     validate_study_config(config)  # before any store is opened: a bad value leaves nothing
-    role = "launcher" if config.n_workers > 1 else "single"
+    role = Role.LAUNCHER if config.n_workers > 1 else Role.SINGLE
     result = run_study(config, track=True, role=role, stop=args.stop)
     print(format_summary(result, config))
     return 0
@@ -85,7 +85,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from agehpo.study import run_study
 
     validate_study_config(study_config(args))  # before any store is opened
-    result = run_study(study_config(args), track=True, role="worker", stop=args.stop)
+    result = run_study(study_config(args), track=True, role=Role.WORKER, stop=args.stop)
     print(f"Worker finished: ran trials {result.ran}")
     return 0
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StudyConfig"]
+__all__ = ["Role", "StudyConfig"]
+
+
+class Role(enum.Enum):
+    """What one process does for a study."""
+
+    SINGLE = "single"  # runs trials, then finishes the study (test score, registry, plots)
+    WORKER = "worker"  # only runs trials
+    LAUNCHER = "launcher"  # starts n_workers worker processes, then finishes the study
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,15 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
 
 from agehpo.data import PreparedData
+from agehpo.names import EPOCH_METRICS
 from agehpo.nn.cuda_graph import CAPTURABLE_OPTIMIZERS, GraphTrainStep
-from agehpo.nn.model import build_model
+from agehpo.nn.model import TrainedModel, build_model
 from agehpo.nn.train import EpochMetrics, evaluate, make_optimizer, train_epoch
 from agehpo.search_space import suggest
 
@@ -32,35 +32,12 @@ class NonFiniteLossError(RuntimeError):
     """Training diverged: the loss became nan or inf. Fails the trial, not the study."""
 
 
-@dataclass(frozen=True)
-class TrainedModel:
-    """A finished trial's weights, kept on the CPU so the best one can be logged or tested."""
-
-    params: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    in_features: int
-
-
-EPOCH_METRIC_NAMES = (
-    "train_loss",
-    "val_loss",
-    "val_age_accuracy",
-    "val_ethnicity_accuracy",
-    "val_gender_accuracy",
-    "val_all_accuracy",
-)
+EPOCH_METRIC_NAMES = EPOCH_METRICS
 
 
 def epoch_metrics(train_loss: float, val: EpochMetrics) -> dict[str, float]:
     """Name one epoch's measurements the way they land in MLflow."""
-    return {
-        "train_loss": train_loss,
-        "val_loss": val.loss,
-        "val_age_accuracy": val.age_accuracy,
-        "val_ethnicity_accuracy": val.ethnicity_accuracy,
-        "val_gender_accuracy": val.gender_accuracy,
-        "val_all_accuracy": val.all_accuracy,
-    }
+    return {"train_loss": train_loss, "val_loss": val.loss, **val.accuracies("val_")}
 
 
 class Objective:

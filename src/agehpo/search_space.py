@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-OPTIMIZER_NAMES = ("Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD")
+from agehpo.names import OPTIMIZERS
 
 
 def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
@@ -27,6 +27,6 @@ def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         params[f"fc_output_feat_{i}"] = trial.suggest_int(f"fc_output_feat_{i}", 8, 64)
         params[f"fc_dropout_{i}"] = trial.suggest_float(f"fc_dropout_{i}", 0.0, 0.5)
     params["last_fc"] = trial.suggest_int("last_fc", 8, 64)
-    params["optimizer"] = trial.suggest_categorical("optimizer", OPTIMIZER_NAMES)
+    params["optimizer"] = trial.suggest_categorical("optimizer", OPTIMIZERS)
     params["lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
     return params

@@ -1,39 +1,42 @@
-"""One study run: storage, sampler and pruner by name, the shared budget, the summary."""
+"""One study run: prepare it, optimize it with an executor, then finalize it.
+
+``prepare`` opens the study (storage, sampler and pruner by name), loads the data and wires
+the objective, the trial runner and the observers; ``optimize`` hands the runner to an
+executor (threads in this process, or worker processes); ``finalize`` scores the best model
+on the test split and lets the tracker register it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from agehpo.config import StudyConfig
-from agehpo.data import PreparedData, load_table, prepare
+from agehpo.config import Role, StudyConfig
+from agehpo.data import PreparedData, load_table
+from agehpo.data import prepare as prepare_table
 from agehpo.evaluation import ReportCard, evaluate, format_head
-
-# BestModelKeeper, best_model and test_metrics moved to agehpo.hpo.best; callers still import
-# them from here.
 from agehpo.hpo.best import BestModelKeeper, best_model, test_metrics, test_predictions
 from agehpo.hpo.liveness import budget_used
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.stopping import OrderlyStop
 from agehpo.hpo.storage import BudgetLock, open_storage
+from agehpo.hpo.workers import run_workers
 from agehpo.nn.train import EpochMetrics, configure_cpu_threads, resolve_device
-from agehpo.objective import Objective, TrainedModel
+from agehpo.objective import Objective
 from agehpo.plugins import create_pruner, create_sampler
+from agehpo.tracking.report_card import STUDY_UID_ATTR, log_report_card, tag_champion
+from agehpo.tracking.tracker import StudyTracker, check_tracking_server
 from optuna_mlflow import ensure_study_uid
 
-if TYPE_CHECKING:
-    from agehpo.tracking.tracker import StudyTracker
-
 _logger = logging.getLogger(__name__)
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]
+TrialEndHook = Callable[[optuna.Study, FrozenTrial], None]
 
 
 def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optuna.Study:
@@ -44,43 +47,21 @@ def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optun
         sampler_seed: Seed for the sampler; defaults to ``config.seed``.
 
     Returns:
-        The study, maximizing validation age accuracy, with its uid (see
-        ``optuna_mlflow.ensure_study_uid``).
+        The study, maximizing validation age accuracy, with its uid.
     """
-    storage = open_storage(config.storage)
-    sampler = create_sampler(
-        config.sampler,
-        config.sampler_kwargs,
-        seed=config.seed if sampler_seed is None else sampler_seed,
+    seed = config.seed if sampler_seed is None else sampler_seed
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=open_storage(config.storage),
+        sampler=create_sampler(config.sampler, config.sampler_kwargs, seed=seed),
+        pruner=create_pruner(config.pruner),
+        direction="maximize",
+        load_if_exists=True,  # a worker that loses the race to create it loads it
     )
-    pruner = create_pruner(config.pruner)
-    study = _create_or_load(config.study_name, storage, sampler, pruner)
     # Under the budget lock, so workers starting together agree on one uid.
     with BudgetLock(config.storage, config.study_name).hold():
         ensure_study_uid(study)
     return study
-
-
-def _create_or_load(
-    name: str,
-    storage: optuna.storages.BaseStorage,
-    sampler: optuna.samplers.BaseSampler,
-    pruner: optuna.pruners.BasePruner,
-) -> optuna.Study:
-    for attempt in range(5):
-        try:
-            return optuna.create_study(
-                study_name=name,
-                storage=storage,
-                sampler=sampler,
-                pruner=pruner,
-                direction="maximize",
-                load_if_exists=True,
-            )
-        except optuna.exceptions.DuplicatedStudyError:
-            # Another worker created it between our lookup and our insert: load theirs.
-            time.sleep(0.1 * (attempt + 1))
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
@@ -94,7 +75,7 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
 def load_data(config: StudyConfig) -> PreparedData:
     """Load, split and preprocess the configured data once, on the configured device."""
     table = load_table(config.data, n_samples=config.n_samples, seed=config.seed)
-    prepared = prepare(table, img_size=config.img_size)
+    prepared = prepare_table(table, img_size=config.img_size)
     device = resolve_device(config.device)
     configure_cpu_threads(device)
     return PreparedData(
@@ -105,6 +86,30 @@ def load_data(config: StudyConfig) -> PreparedData:
         source=prepared.source,
         digest=prepared.digest,
     )
+
+
+@dataclass(frozen=True)
+class Observer:
+    """One party told about the trials: after each epoch, and when a trial ends."""
+
+    name: str
+    on_epoch: EpochHook | None = None
+    on_trial_end: TrialEndHook | None = None
+
+
+@dataclass
+class StudyRun:
+    """Everything ``prepare`` wired for one study run."""
+
+    config: StudyConfig
+    role: Role
+    study: optuna.Study
+    data: PreparedData
+    objective: Objective
+    keeper: BestModelKeeper
+    runner: TrialRunner
+    tracker: StudyTracker | None
+    stop: OrderlyStop
 
 
 @dataclass
@@ -120,51 +125,32 @@ class StudyResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_study(
+def prepare(
     config: StudyConfig,
     *,
+    role: Role = Role.SINGLE,
     track: bool = False,
     parent_run_id: str | None = None,
     sampler_seed: int | None = None,
     data: PreparedData | None = None,
-    out: Callable[[str], None] = print,
-    role: str = "single",
     stop: OrderlyStop | None = None,
-) -> StudyResult:
-    """Run the study until its budget is met, then score the best configuration on test.
+) -> StudyRun:
+    """Open the study and wire the objective, the runner and the observers, in their order.
 
-    Args:
-        config: The run's parameters.
-        track: Track the study in MLflow (parent run, trial runs, plots, best model).
-        parent_run_id: MLflow run to nest the trial runs under; None uses the MLflow
-            Project run, or starts one named after the study.
-        sampler_seed: Seed of the sampler; ``config.seed`` when None (the data and the
-            training seeds stay ``config.seed`` either way).
-        data: Preprocessed data; loaded from ``config`` when None.
-        out: Where progress lines go.
-        role: ``single`` runs trials and finishes the study (test score, registry, plots);
-            ``worker`` only runs trials; ``launcher`` starts ``config.n_workers`` worker
-            processes instead of running trials itself, then finishes the study.
-        stop: The process's orderly stop (signals, a dead supervisor); None: an own one
-            that nothing requests.
+    The order is the contract: the interrupt check sees an epoch first, so an interrupted
+    trial's last epoch reaches neither Optuna nor MLflow; the keeper sees a finished trial
+    before the tracker, which logs the model the keeper kept.
 
     Returns:
-        The study, the trials this call ran and the test metrics of the best trial.
-
-    Raises:
-        KeyboardInterrupt: :class:`~agehpo.hpo.stopping.Terminated` or KeyboardInterrupt when
-            ``stop`` was requested; running trials were failed and their runs ended.
+        The wired run; nothing has trained yet.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop = stop or OrderlyStop()
     resolve_device(config.device)  # a bad device stops here, before any store is touched
     if track:
-        from agehpo.tracking.tracker import check_tracking_server
-
         check_tracking_server()
     study = open_study(config, sampler_seed=sampler_seed)
-    if data is None:
-        data = load_data(config)
+    data = data if data is not None else load_data(config)
     objective = Objective(
         data,
         n_epochs=config.n_epochs,
@@ -174,110 +160,152 @@ def run_study(
         cuda_graphs=config.device in ("auto", "cuda-graph"),
     )
     keeper = BestModelKeeper(objective)
+    lock = BudgetLock(config.storage, config.study_name)
     runner = TrialRunner(
         study,
         objective,
         n_trials=config.n_trials,
-        budget_lock=BudgetLock(config.storage, config.study_name),
+        budget_lock=lock,
         timeout=config.timeout,
         stop=stop,
     )
-    # The interrupt check comes first, so that an interrupted trial's last epoch reaches
-    # neither Optuna nor MLflow; the keeper comes before tracking, which logs its model.
-    objective.epoch_hooks.append(runner.stop_at_epoch_end)
-    runner.callbacks.append(keeper)
-    tracker = None
-    if track:
-        from agehpo.tracking.tracker import StudyTracker
+    tracker = StudyTracker(config, keeper, parent_run_id=parent_run_id) if track else None
+    observers = [
+        Observer("interrupt check", on_epoch=runner.stop_at_epoch_end),
+        Observer("best-model keeper", on_trial_end=keeper),
+        *([Observer("MLflow", tracker.epoch_hook, tracker.callback)] if tracker else []),
+    ]
+    for observer in observers:
+        if observer.on_epoch is not None:
+            objective.epoch_hooks.append(observer.on_epoch)
+        if observer.on_trial_end is not None:
+            runner.callbacks.append(observer.on_trial_end)
+    return StudyRun(config, role, study, data, objective, keeper, runner, tracker, stop)
 
-        tracker = StudyTracker(config, keeper, parent_run_id=parent_run_id)
-        objective.epoch_hooks.append(tracker.epoch_hook)
-        runner.callbacks.append(tracker.callback)
-    already = budget_used(study.get_trials(deepcopy=False))
+
+def optimize(run: StudyRun) -> None:
+    """Run trials until the budget is met: in this process, or in local worker processes.
+
+    On an error or a stop the runs this process opened are ended (KILLED or FAILED).
+    """
+    config, tracker = run.config, run.tracker
+    already = budget_used(run.study.get_trials(deepcopy=False))
     try:
         if tracker is not None:
-            tracker.start(study, data, describe=role != "worker")
-        with tqdm(
-            total=config.n_trials,
-            initial=min(already, config.n_trials),
-            desc="trials",
-            unit="trial",
-        ) as progress:
-            if role == "launcher":
-                from agehpo.hpo.workers import run_workers
-
+            tracker.start(run.study, run.data, describe=run.role is not Role.WORKER)
+        bar = tqdm(total=config.n_trials, initial=min(already, config.n_trials), unit="trial")
+        with bar as progress:
+            if run.role is Role.LAUNCHER:
                 parent = tracker.callback.parent_run_id if tracker is not None else None
-                runner.ran = run_workers(
-                    config, runner, parent_run_id=parent, progress=progress, stop=stop
+                run.runner.ran = run_workers(
+                    config, run.runner, parent_run_id=parent, progress=progress, stop=run.stop
                 )
             else:
-                runner.run(config.n_jobs, progress)
-        stop.check()
+                run.runner.run(config.n_jobs, progress)
+        run.stop.check()
     except BaseException as error:
         if tracker is not None:
-            if role == "launcher":
+            if run.role is Role.LAUNCHER:
                 # Best effort within the stop's deadline: the next run's reconcile also does it.
                 with contextlib.suppress(Exception):
-                    _end_dead_workers_runs(tracker, study)
-            tracker.close(
-                "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED",
-                end_parent=stop.supervisor_died,
-            )
+                    tracker.callback.reconcile(run.study, stale_after=None)
+            killed = isinstance(error, KeyboardInterrupt)
+            tracker.close("KILLED" if killed else "FAILED", end_parent=run.stop.supervisor_died)
         raise
-    if tracker is not None and role == "launcher":
-        _end_dead_workers_runs(tracker, study)
-    result = StudyResult(study, runner.ran, count_trials(study))
+    if tracker is not None and run.role is Role.LAUNCHER:
+        # A worker killed mid-trial left its trial run RUNNING; its owner tag names a
+        # process that is gone, so the reconciler ends it now.
+        tracker.callback.reconcile(run.study, stale_after=None)
+
+
+def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
+    """Score the best trial's model on the test split, register it, end the runs.
+
+    Returns:
+        The study, the trials this call ran and the test metrics of the best trial.
+    """
+    config, study, tracker = run.config, run.study, run.tracker
+    result = StudyResult(study, run.runner.ran, count_trials(study))
     used = budget_used(study.get_trials(deepcopy=False))
-    if not runner.ran and role != "worker" and used >= config.n_trials:
+    if not run.runner.ran and run.role is not Role.WORKER and used >= config.n_trials:
         out(
             f"Study {config.study_name!r} already holds {used} trials that count (n_trials="
             f"{config.n_trials}): the budget is met, no trial ran. Raise n_trials to continue."
         )
-    if role == "worker":
+    if run.role is Role.WORKER:
         if tracker is not None:
             tracker.close("FINISHED")
         return result
-    found = best_model(study, objective, keeper, tracker.fetch_logged(study) if tracker else None)
+    fetch = tracker.fetch_logged(study) if tracker else None
+    found = best_model(study, run.objective, run.keeper, fetch)
     if found is not None:
-        result.test = test_metrics(data, found[0])
-        result.test_source = found[1]
-        result.card = evaluate(test_predictions(data, found[0]))
-    if tracker is not None:
-        _finish_tracking(tracker, config, result, found[0] if found else None)
-    return result
-
-
-def _finish_tracking(
-    tracker: StudyTracker, config: StudyConfig, result: StudyResult, best: TrainedModel | None
-) -> None:
-    """Log the report card on the parent run, let the tracker register the champion and end
-    the runs, then tag the champion version with the card."""
-    from agehpo.tracking.report_card import STUDY_UID_ATTR, log_report_card, tag_champion
-
-    study, card = result.study, result.card
-    parent = tracker.callback.parent_run_id
+        result.test, result.test_source = test_metrics(run.data, found[0]), found[1]
+        result.card = evaluate(test_predictions(run.data, found[0]))
+    if tracker is None:
+        return result
+    parent, card = tracker.callback.parent_run_id, result.card
     if card is not None and parent is not None:
         log_report_card(tracker.client, parent, card)  # now: finish ends the parent run
-    result.notes = tracker.finish(study, best, result.test)
+    result.notes = tracker.finish(study, found[0] if found else None, result.test)
     if card is not None and parent is not None:
-        uid = study.user_attrs.get(STUDY_UID_ATTR)
-        number = study.best_trial.number
         # The registration's lock: workers finishing together would race on the same tags,
         # and the alias must not move between the lookup and the tagging.
         with BudgetLock(config.storage, f"{config.model_name}/registry").hold():
-            tag_champion(tracker.client, config.model_name, uid, number, card, parent)
+            uid = study.user_attrs.get(STUDY_UID_ATTR)
+            tag_champion(
+                tracker.client, config.model_name, uid, study.best_trial.number, card, parent
+            )
+    return result
 
 
-def _end_dead_workers_runs(tracker: StudyTracker, study: optuna.Study) -> None:
-    """A worker killed mid-trial left its trial run RUNNING under this live parent; the run's
-    owner tag names a process that is gone, so the reconciler ends it now."""
-    tracker.callback.reconcile(study, stale_after=None)
+def run_study(
+    config: StudyConfig,
+    *,
+    role: Role | str = Role.SINGLE,
+    track: bool = False,
+    parent_run_id: str | None = None,
+    sampler_seed: int | None = None,
+    data: PreparedData | None = None,
+    stop: OrderlyStop | None = None,
+    out: Callable[[str], None] = print,
+) -> StudyResult:
+    """Run the study until its budget is met, then score the best configuration on test.
+
+    Args:
+        config: The run's parameters.
+        role: What this process does (see :class:`~agehpo.config.Role`).
+        track: Track the study in MLflow (parent run, trial runs, plots, best model).
+        parent_run_id: MLflow run to nest the trial runs under; None: the MLflow Project
+            run, or a new run named after the study.
+        sampler_seed: Seed of the sampler; ``config.seed`` when None.
+        data: Preprocessed data; loaded from ``config`` when None.
+        stop: The process's orderly stop; None: an own one that nothing requests.
+        out: Where progress lines go.
+
+    Returns:
+        The study, the trials this call ran and the test metrics of the best trial.
+
+    Raises:
+        KeyboardInterrupt: When the stop was requested; running trials were failed and
+            their runs ended.
+    """
+    run = prepare(
+        config,
+        role=Role(role),
+        track=track,
+        parent_run_id=parent_run_id,
+        sampler_seed=sampler_seed,
+        data=data,
+        stop=stop,
+    )
+    optimize(run)
+    return finalize(run, out)
 
 
 def format_summary(result: StudyResult, config: StudyConfig) -> str:
     """The seed's end-of-study summary; accuracies as percentages."""
     counts = result.counts
-    finished = sum(counts[state.name] for state in FINISHED_STATES)
+    finished = sum(counts[state.name] for state in TrialState if state.is_finished())
     lines = [
         f"Study {config.study_name!r} (sampler {config.sampler}, pruner {config.pruner})",
         f"  Trials run now: {len(result.ran)}",
@@ -290,8 +318,7 @@ def format_summary(result: StudyResult, config: StudyConfig) -> str:
     try:
         best = result.study.best_trial
     except ValueError:
-        lines.append("No trial completed, so there is no best trial yet.")
-        return "\n".join(lines)
+        return "\n".join([*lines, "No trial completed, so there is no best trial yet."])
     lines += [
         f"Best trial: #{best.number}",
         f"  Validation age accuracy: {100 * (best.value or 0.0):.2f} %",

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from agehpo.cli import build_parser, main, study_config
-from agehpo.study import StudyConfig
+from agehpo.config import StudyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,10 +21,10 @@ import sys
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from agehpo.config import StudyConfig
 from agehpo.errors import WorkersFailedError
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.stopping import DEADLINE_S, OrderlyStop
-from agehpo.study import FINISHED_STATES, StudyConfig
 
 _POLL_S = 1.0
 # Workers get most of the launcher's own stop deadline to end their trials.
@@ -91,7 +91,7 @@ def run_workers(
         KeyboardInterrupt: When ``stop`` was requested (after the workers stopped).
     """
     study = runner.study
-    before = {t.number for t in study.get_trials(deepcopy=False) if t.state in FINISHED_STATES}
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     env = dict(os.environ)
     if parent_run_id is not None:
         env["MLFLOW_RUN_ID"] = parent_run_id  # also makes each worker watch the launcher
@@ -106,7 +106,7 @@ def run_workers(
             _stop(workers, signal.SIGINT if stop.signum == signal.SIGINT else signal.SIGTERM)
             _settle(runner)
             raise stop.exception()
-        finished = sum(t.state in FINISHED_STATES for t in study.get_trials(deepcopy=False))
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         if progress is not None and finished > seen:
             progress.update(finished - seen)
         seen = max(seen, finished)

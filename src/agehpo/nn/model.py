@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -107,3 +108,12 @@ def build_model(params: Mapping[str, Any], in_features: int) -> AgeNet:
         dropouts=[float(params[f"fc_dropout_{i}"]) for i in range(n_layers)],
         last_fc=int(params["last_fc"]),
     )
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A finished trial's weights, kept on the CPU so the best one can be logged or tested."""
+
+    params: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    in_features: int

@@ -18,12 +18,12 @@ from torch import nn
 from torch.nn import functional
 
 from agehpo.errors import UserError
+from agehpo.names import ACCURACIES, OPTIMIZERS
 from agehpo.nn.model import HeadLogits
 
 if TYPE_CHECKING:
     from agehpo.data import TensorSplit
 
-OPTIMIZERS = ("Adam", "Adadelta", "RMSprop", "SGD", "MADGRAD")
 EVAL_BATCH_SIZE = 8192
 
 
@@ -40,6 +40,10 @@ class EpochMetrics:
     ethnicity_accuracy: float
     gender_accuracy: float
     all_accuracy: float
+
+    def accuracies(self, prefix: str) -> dict[str, float]:
+        """The four accuracies named as MLflow records them, e.g. ``test_age_accuracy``."""
+        return {f"{prefix}{name}": getattr(self, name) for name in ACCURACIES}
 
 
 def resolve_device(name: str = "auto") -> torch.device:

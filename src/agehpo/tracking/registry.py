@@ -167,14 +167,7 @@ def register_champion(
         )
     tags = {**identity, STUDY_NAME: study.study_name}
     if test is not None:
-        tags.update(
-            {
-                "test_age_accuracy": f"{test.age_accuracy:.4f}",
-                "test_ethnicity_accuracy": f"{test.ethnicity_accuracy:.4f}",
-                "test_gender_accuracy": f"{test.gender_accuracy:.4f}",
-                "test_all_accuracy": f"{test.all_accuracy:.4f}",
-            }
-        )
+        tags.update({name: f"{value:.4f}" for name, value in test.accuracies("test_").items()})
     for key, value in tags.items():
         if version.tags.get(key) != value:
             client.set_model_version_tag(name, version.version, key, value)

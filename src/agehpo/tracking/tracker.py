@@ -6,26 +6,26 @@ describe a run, how a trained AgeNet becomes an MLflow model, and which model is
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import mlflow
 import optuna
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from optuna.trial import FrozenTrial, TrialState
 
+from agehpo.config import StudyConfig
 from agehpo.data import PreparedData
 from agehpo.errors import UserError
+from agehpo.hpo.best import BestModelKeeper
 from agehpo.hpo.storage import BudgetLock, heartbeat_settings
+from agehpo.names import OBJECTIVE_METRIC
+from agehpo.nn.model import TrainedModel
 from agehpo.nn.train import EpochMetrics
-from agehpo.objective import TrainedModel
-from agehpo.study import BestModelKeeper, StudyConfig
+from agehpo.retry import retry
 from agehpo.tracking.registry import (
     CHAMPION,
     MODEL_TAG,
@@ -34,10 +34,9 @@ from agehpo.tracking.registry import (
     logged_model_id,
     register_champion,
 )
-from optuna_mlflow import MLflowCallback, redact_url
-
-_T = TypeVar("_T")
-METRIC_NAME = "val_age_accuracy"
+from agehpo.tracking.runs import config_params, log_missing_params, ui_hint
+from agehpo.urls import redact
+from optuna_mlflow import MLflowCallback
 
 
 class TrackingError(UserError, RuntimeError):
@@ -65,32 +64,9 @@ def check_tracking_server(tracking_uri: str | None = None, timeout_s: float = 10
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise TrackingError(
-            f"MLFLOW_TRACKING_URI={redact_url(uri)!r} is unreachable ({reason}); start the "
+            f"MLFLOW_TRACKING_URI={redact(uri)!r} is unreachable ({reason}); start the "
             "server (mlflow server --host ... --port ...) or point MLFLOW_TRACKING_URI at it"
         ) from error
-
-
-def _param_text(value: object) -> str:
-    return json.dumps(value) if isinstance(value, dict) else str(value)
-
-
-def _retry_conflicts(write: Callable[[], _T], attempts: int = 5) -> _T:
-    """Run an MLflow write that can collide with another process writing the same row.
-
-    Concurrent workers create the same registered model, dataset or tag; the loser of such a
-    race gets a unique-key error, after which the row exists and a retry succeeds.
-    """
-    for attempt in range(attempts):
-        try:
-            return write()
-        except mlflow.exceptions.MlflowException as error:
-            conflict = any(
-                hint in str(error) for hint in ("duplicate key", "UNIQUE", "already exists")
-            )
-            if not conflict or attempt == attempts - 1:
-                raise
-            time.sleep(0.1 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 class StudyTracker:
@@ -116,7 +92,7 @@ class StudyTracker:
         self.keeper = keeper
         self.callback = MLflowCallback(
             tracking_uri=tracking_uri,
-            metric_name=METRIC_NAME,
+            metric_name=OBJECTIVE_METRIC,
             trial_end_hooks=[self._log_model_if_best],
             legacy_tags=False,
             # agehpo's layout: a parent run (the MLflow Project run under `mlflow run`) with
@@ -156,23 +132,15 @@ class StudyTracker:
         return parent
 
     def _describe(self, study: optuna.Study, parent: str, data: PreparedData) -> None:
-        run = self.client.get_run(parent)
         for key, value in {
             "optuna.study_name": study.study_name,
             "optuna.sampler": self.config.sampler,
             "optuna.pruner": self.config.pruner,
         }.items():
             self.client.set_tag(parent, key, value)
-        params = {
-            name: redact_url(value) if name == "storage" else _param_text(value)
-            for name, value in dataclasses.asdict(self.config).items()
-        }
-        # Under `mlflow run` MLflow already logged the -P values; params are write-once.
-        missing = [Param(k, v) for k, v in params.items() if k not in run.data.params]
-        if missing:
-            self.client.log_batch(parent, params=missing)
+        log_missing_params(self.client, parent, config_params(self.config))
         name = "synthetic-faces" if data.source.startswith("synthetic") else Path(data.source).name
-        _retry_conflicts(
+        retry(
             lambda: self.callback.log_dataset(study, name, digest=data.digest, source=data.source)
         )
 
@@ -249,7 +217,7 @@ class StudyTracker:
             # Workers finishing together must not register the same version twice.
             with BudgetLock(self.config.storage, f"{self.config.model_name}/registry").hold():
                 uid = self.callback.session(study).study_uid
-                version = _retry_conflicts(
+                version = retry(
                     lambda: register_champion(
                         self.client,
                         self.config.model_name,
@@ -272,13 +240,8 @@ class StudyTracker:
             self.client.log_batch(
                 parent,
                 metrics=[
-                    Metric(f"test_{name}", value, int(time.time() * 1000), 0)
-                    for name, value in (
-                        ("age_accuracy", test.age_accuracy),
-                        ("ethnicity_accuracy", test.ethnicity_accuracy),
-                        ("gender_accuracy", test.gender_accuracy),
-                        ("all_accuracy", test.all_accuracy),
-                    )
+                    Metric(name, value, int(time.time() * 1000), 0)
+                    for name, value in test.accuracies("test_").items()
                 ],
             )
         self.close("FINISHED")
@@ -286,14 +249,4 @@ class StudyTracker:
 
     def ui_hint(self) -> list[str]:
         """The `mlflow ui` command for the store in use and the experiment's runs link."""
-        uri = self.tracking_uri
-        experiment_id = self.callback.experiment_id
-        if urlsplit(uri).scheme in ("http", "https"):
-            base, command = uri.rstrip("/"), None
-        else:
-            base, command = "http://127.0.0.1:5000", f"mlflow ui --backend-store-uri {uri}"
-        lines = ["See the trials in MLflow:"]
-        if command:
-            lines.append(f"  {command}")
-        lines.append(f"  {base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
-        return lines
+        return ui_hint(self.tracking_uri, str(self.callback.experiment_id))

@@ -19,9 +19,10 @@ from mlflow.entities import Run
 from sklearn.metrics import confusion_matrix, f1_score
 
 from agehpo.cli import main
+from agehpo.config import StudyConfig
 from agehpo.data import PreparedData, make_synthetic, write_csv
 from agehpo.evaluation import HEAD_CLASSES, HEADS
-from agehpo.study import StudyConfig, StudyResult, run_study
+from agehpo.study import StudyResult, run_study
 from agehpo.tracking.report_card import RUN_TAG, STUDY_UID_ATTR, tag_champion
 
 MODEL = "card-model"
