@@ -22,46 +22,27 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143  # 128 + SIGTERM: OrderlyStop.exit_code gives it
 
 
-_FIELD_TYPES: dict[str, Callable[[str], Any]] = {
-    "sampler_kwargs": json_object,
-    "n_trials": int_flag("n_trials"),
-    "n_epochs": int_flag("n_epochs"),
-    "n_samples": int_flag("n_samples"),
-    "img_size": int_flag("img_size"),
-    "batch_size": int_flag("batch_size"),
-    "n_workers": int_flag("n_workers"),
-    "n_jobs": int_flag("n_jobs"),
-    "seed": int_flag("seed", None),
-    "timeout": timeout_flag,
-}
-_HELP = {
-    "sampler": "random, tpe, skopt, gp, cmaes, qmc, or a plugin's name",
-    "sampler_kwargs": "JSON object of sampler constructor overrides",
-    "pruner": "median, hyperband, successive_halving, percentile, none",
-    "n_trials": "the study's total budget; existing trials count",
-    "timeout": "stop starting trials after this many seconds (0: none)",
-    "storage": "Optuna storage URL or a .journal file",
-    "data": "'synthetic' or a path to a Kaggle age_gender.csv",
-    "n_samples": "rows of synthetic data",
-    "n_workers": "worker processes on this machine",
-    "n_jobs": "concurrent trials as threads in one process",
-    "device": "auto, cpu, cuda, cuda-graph",
-}
+def _flag_type(config_field: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    if config_field.name == "sampler_kwargs":
+        return json_object
+    if config_field.name == "timeout":
+        return timeout_flag
+    if config_field.type == "int":
+        return int_flag(config_field.name, config_field.metadata["minimum"])
+    return str
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one --kebab-case flag per StudyConfig field, with its default."""
+    """Add one --kebab-case flag per StudyConfig field, with its help text and default."""
     defaults = StudyConfig()
     for config_field in dataclasses.fields(StudyConfig):
-        name = config_field.name
-        default = getattr(defaults, name)
-        kind = _FIELD_TYPES.get(name, type(default))
+        default = getattr(defaults, config_field.name)
         parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=kind,
+            f"--{config_field.name.replace('_', '-')}",
+            dest=config_field.name,
+            type=_flag_type(config_field),
             default=default,
-            help=f"{_HELP.get(name, name)} (default: {json.dumps(default)})",
+            help=f"{config_field.metadata['help']} (default: {json.dumps(default)})",
         )
 
 
@@ -71,10 +52,10 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    config = study_config(args)
+    validate_study_config(config)  # before any store is opened, and before heavy imports
     from agehpo.study import format_summary, run_study
 
-    config = study_config(args)
-    validate_study_config(config)  # before any store is opened: a bad value leaves nothing
     role = Role.LAUNCHER if config.n_workers > 1 else Role.SINGLE
     result = run_study(config, track=True, role=role, stop=args.stop)
     print(format_summary(result, config))
@@ -82,10 +63,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    config = study_config(args)
+    validate_study_config(config)
     from agehpo.study import run_study
 
-    validate_study_config(study_config(args))  # before any store is opened
-    result = run_study(study_config(args), track=True, role=Role.WORKER, stop=args.stop)
+    result = run_study(config, track=True, role=Role.WORKER, stop=args.stop)
     print(f"Worker finished: ran trials {result.ran}")
     return 0
 
@@ -100,13 +82,13 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from agehpo.data import age_to_bin
-    from agehpo.predict import load_checked, read_faces
-
     if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise ConfigError(
             f"out={quote(args.out)}: its folder does not exist; create it or write elsewhere"
         )
+    from agehpo.data import age_to_bin
+    from agehpo.predict import load_checked, read_faces
+
     pixels, ages = read_faces(args.data)  # the input first: it is cheaper than the model
     predictions = load_checked(args.model).predict_pixels(pixels)
     if args.out:
@@ -125,10 +107,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from agehpo.compare import run_compare
-
     config = study_config(args)
     samplers = validate_compare(config, args.samplers, args.repeats)
+    from agehpo.compare import run_compare
+
     run_compare(config, samplers, args.repeats, stop=args.stop)
     return 0
 

@@ -1,4 +1,9 @@
-"""The parameters of a study run: one frozen record, read by every layer below the CLI."""
+"""The parameters of a study run: one frozen record, read by every layer below the CLI.
+
+Each field carries its help text; the CLI's flags are made from these fields, and a test
+checks that MLproject's entry points and the README's parameter table list the same names
+and defaults.
+"""
 
 from __future__ import annotations
 
@@ -17,24 +22,31 @@ class Role(enum.Enum):
     LAUNCHER = "launcher"  # starts n_workers worker processes, then finishes the study
 
 
+def _param(default: Any, help: str, *, minimum: int | None = 1) -> Any:
+    """A field with its ``--help`` text; ``minimum`` bounds an integer flag (None: any)."""
+    return field(default=default, metadata={"help": help, "minimum": minimum})
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """The parameters of the ``main`` entry point, with their defaults."""
 
-    sampler: str = "tpe"
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"
-    n_trials: int = 20
-    n_epochs: int = 50
-    timeout: float = 0
-    study_name: str = "age-prediction"
-    storage: str = "sqlite:///optuna.db"
-    data: str = "synthetic"
-    n_samples: int = 23705
-    img_size: int = 24
-    batch_size: int = 128
-    seed: int = 13
-    model_name: str = "age-predictor"
-    n_workers: int = 1
-    n_jobs: int = 1
-    device: str = "auto"
+    sampler: str = _param("tpe", "random, tpe, skopt, gp, cmaes, qmc, or a plugin's name")
+    sampler_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "JSON object of sampler constructor overrides"}
+    )
+    pruner: str = _param("median", "median, hyperband, successive_halving, percentile, none")
+    n_trials: int = _param(20, "the study's total budget; existing trials count")
+    n_epochs: int = _param(50, "epochs per trial (unless pruned)")
+    timeout: float = _param(0, "stop starting trials after this many seconds (0: none)")
+    study_name: str = _param("age-prediction", "Optuna study name")
+    storage: str = _param("sqlite:///optuna.db", "Optuna storage URL or a .journal file")
+    data: str = _param("synthetic", "'synthetic' or a path to a Kaggle age_gender.csv")
+    n_samples: int = _param(23705, "rows of synthetic data")
+    img_size: int = _param(24, "side length the 48x48 images are resized to")
+    batch_size: int = _param(128, "training batch size")
+    seed: int = _param(13, "seeds the data, the sampler and training", minimum=None)
+    model_name: str = _param("age-predictor", "registered model name")
+    n_workers: int = _param(1, "worker processes on this machine")
+    n_jobs: int = _param(1, "concurrent trials as threads in one process")
+    device: str = _param("auto", "auto, cpu, cuda, cuda-graph")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agehpo import urls
 from agehpo.errors import ConfigError, quote, quote_path
 
 if TYPE_CHECKING:
@@ -132,14 +133,13 @@ def validate_storage(url: str, *, must_exist: bool = False) -> None:
         ConfigError: For a URL that is not of a form Optuna opens, or a damaged journal.
     """
     from agehpo.hpo.journal import check_journal
-    from agehpo.hpo.storage import journal_path
 
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(
             f"storage={quote_path(url)} is empty; expected e.g. sqlite:///optuna.db or "
             "optuna.journal"
         )
-    path = journal_path(url)
+    path = urls.journal_path(url)
     if path is not None:
         if path.is_dir():
             raise ConfigError(
@@ -154,18 +154,15 @@ def validate_storage(url: str, *, must_exist: bool = False) -> None:
         "expected e.g. sqlite:///optuna.db, postgresql://user@host/db, "
         "mysql+pymysql://user@host/db or a path ending in .journal"
     )
-    import sqlalchemy.engine
-    import sqlalchemy.exc
-
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise ConfigError(f"storage={quote_path(url)} is not a storage URL; {examples}") from None
-    if parsed.get_backend_name() not in _DIALECTS:
+    # The dialect is read off the text first: a wrong one is told without loading SQLAlchemy.
+    dialect = url.partition("://")[0].partition("+")[0]
+    if "://" in url and dialect not in _DIALECTS:
         raise ConfigError(
-            f"storage={quote_path(url)} names the database {quote(parsed.get_backend_name())}; "
-            f"{examples}"
+            f"storage={quote_path(url)} names the database {quote(dialect)}; {examples}"
         )
+    parsed = urls.parse(url)
+    if parsed is None:
+        raise ConfigError(f"storage={quote_path(url)} is not a storage URL; {examples}")
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         if must_exist and not Path(parsed.database).is_file():
             raise _missing_store(url)

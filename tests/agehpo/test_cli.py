@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -40,6 +42,26 @@ def test_mlproject_main_maps_every_cli_flag_one_to_one() -> None:
         )
         flag = f"--{name.replace('_', '-')} {{{name}}}"
         assert flag in main_entry["command"], f"{flag!r} missing from MLproject's main command"
+
+
+def test_mlproject_compare_takes_every_study_parameter_and_its_own_two() -> None:
+    main_entry, compare = (_mlproject()["entry_points"][n] for n in ("main", "compare"))
+    assert set(compare["parameters"]) == set(main_entry["parameters"]) | {"samplers", "repeats"}
+    for name, spec in main_entry["parameters"].items():
+        assert compare["parameters"][name] == spec, name
+        assert f"--{name.replace('_', '-')} {{{name}}}" in compare["command"], name
+
+
+def test_readme_parameter_table_lists_every_study_parameter_with_its_default() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", (ROOT / "README.md").read_text(), re.M)
+    documented = dict(rows)
+    defaults = StudyConfig()
+    fields = [f.name for f in dataclasses.fields(StudyConfig)]
+    assert [name for name, _ in rows if name in fields] == fields  # all of them, in order
+    for name in fields:
+        value = getattr(defaults, name)
+        shown = json.dumps(value) if isinstance(value, dict) else str(value)
+        assert documented[name] == shown, name
 
 
 def test_cli_defaults_are_the_design_defaults() -> None:
