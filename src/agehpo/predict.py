@@ -1,12 +1,8 @@
-"""``agehpo predict``: read faces, load a model safely, predict, score against labels.
+"""``agehpo predict``: read faces, load a model without running its code, predict.
 
-Loading a model with ``mlflow.pyfunc.load_model`` runs whatever the model names: its
-loader module, the code bundled with it, a pickled ``python_model``. A model store that
-someone else can write to is therefore a way to run code on the machine that loads from
-it. :func:`load_checked` reads the model's MLmodel file first (MLflow downloads only that
-file), refuses anything whose pyfunc loader is not ``agehpo.pyfunc``, and rebuilds the
-network with the *installed* agehpo from the safetensors weights and the params JSON,
-with MLflow's pickle deserialization switched off. Nothing the model carries is executed.
+Loading with ``mlflow.pyfunc.load_model`` runs whatever the model names (loader module,
+bundled code, a pickled ``python_model``). :func:`load_checked` refuses any loader but
+``agehpo.pyfunc`` and rebuilds the network with the installed agehpo, pickles off.
 """
 
 from __future__ import annotations
@@ -22,14 +18,9 @@ import pandas as pd
 
 from agehpo.data import DataError
 from agehpo.data.faces import LABEL_RANGES
+from agehpo.data.pixels import pixels_from_frame
 from agehpo.errors import ConfigError, quote, quote_path
-from agehpo.pyfunc import (
-    LOADER_MODULE,
-    AgePredictor,
-    PredictionInputError,
-    _load_pyfunc,
-    pixels_from_frame,
-)
+from agehpo.pyfunc import LOADER_MODULE, AgePredictor, _load_pyfunc
 
 LABEL_COLUMNS = ("age", "ethnicity", "gender", "img_name")
 
@@ -62,7 +53,7 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     features = frame.drop(columns=list(LABEL_COLUMNS), errors="ignore")
     try:
         pixels = pixels_from_frame(features)
-    except PredictionInputError as error:
+    except DataError as error:
         raise DataError(f"{shown} {error}") from None
     if "age" not in frame.columns:
         return pixels, None
@@ -81,11 +72,10 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 @contextlib.contextmanager
 def _loading_env() -> Iterator[None]:
     """MLflow refuses to unpickle anything (and draws no progress bars) while active."""
-    settings = {
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
-        # One line on stderr per error: the download's bars would add their own lines.
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }
+    # (no bars: an error must stay one line on stderr)
+    settings = dict.fromkeys(
+        ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"), "false"
+    )
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
@@ -102,9 +92,11 @@ def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
     """The pyfunc flavor's ``data`` folder, once the MLmodel file says agehpo loads it.
 
     Args:
-        model_uri: The model, for messages (and to read the MLmodel from, when
-            ``model_dir`` is None: MLflow then downloads just that file).
+        model_uri: The model; its MLmodel alone is downloaded when ``model_dir`` is None.
         model_dir: A local copy of the whole model.
+
+    Returns:
+        The ``data`` path the MLmodel names.
 
     Raises:
         ConfigError: For an unreadable MLmodel or any other loader than this module.
@@ -139,10 +131,8 @@ def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
 def load_checked(model_uri: str) -> AgePredictor:
     """Load an agehpo model without running any code or pickle that came with it.
 
-    The MLmodel file is read first (MLflow downloads only that file) and anything not
-    saved by agehpo is refused; then the model is downloaded, its MLmodel checked again (so
-    what is loaded is what was checked), and the network rebuilt by this installed module
-    from the safetensors weights and the params JSON. The model's bundled code is not run.
+    The MLmodel is checked before the download and again after it (what is loaded is what
+    was checked); the network is rebuilt from the weights and params JSON.
 
     Args:
         model_uri: ``models:/name@alias``, ``runs:/...``, ``models:/<model id>`` or a folder.

@@ -1,24 +1,13 @@
-"""The Kaggle age_gender.csv format: a fast, cached, validating reader and a writer.
-
-Parsing: no per-row Python split. The pixel fields of ~100 rows are joined into one byte
-string and decoded with numpy byte arithmetic (digit mask, place values, one compaction);
-a sentinel at every newline proves each row's value count. A chunk failing any fast check
-(stray byte, value out of range, wrong count) is re-read row by row only to name the first
-bad line. Up to four threads share the chunks (numpy releases the GIL inside each kernel).
-
-The parsed arrays are cached by :mod:`agehpo.data.facecache`.
-"""
+"""The Kaggle age_gender.csv format: a fast, cached, validating reader and a writer."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import stat
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,12 +23,8 @@ from agehpo.data.faces import (
     FaceTable,
     default_cache_dir,
 )
+from agehpo.data.pixels import decode_fields
 from agehpo.errors import quote, quote_path
-
-_CHUNK_BYTES = 1 << 20  # one chunk's work arrays stay in the CPU caches
-_SENTINEL = 1000  # above any 3-digit value: marks each row's end in the decoded stream
-
-log = logging.getLogger(__name__)
 
 
 def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
@@ -115,11 +100,11 @@ def _parse_csv(
     rows = _Rows(data, eol + 1, len(columns), [columns.index(c) for c in required], name)
     if not rows.lines:
         raise DataError(f"{name} has a header but no data rows; expected at least one row")
-    labels = [
-        rows.parse(k, 1, col, lo, hi).ravel().astype(np.int64)
+    age, eth, gender = (
+        rows.decode(k, col, lo, hi).ravel().astype(np.int64)
         for k, (col, lo, hi) in enumerate(LABEL_RANGES)
-    ]
-    return rows.parse(3, PIXELS_PER_IMAGE, "pixels", 0, 255), labels[0], labels[1], labels[2]
+    )
+    return rows.decode(3, "pixels", 0, 255, PIXELS_PER_IMAGE), age, eth, gender
 
 
 class _Rows:
@@ -164,100 +149,17 @@ class _Rows:
             f"{self.name} line {lineno}: expected {self.ncols} comma-separated fields, got {got}"
         )
 
-    def parse(self, k: int, per_row: int, column: str, lo: int, hi: int) -> np.ndarray:
-        """Decode wanted field ``k`` of every row into a (rows, per_row) uint8 array."""
-        starts, ends = (np.array(x, dtype=np.int64) for x in self.fields[k])
-        size, step = len(starts), max(1, _CHUNK_BYTES // (4 * per_row))
-        # long fields: zero-copy memoryviews; short ones: bytes copies, which unlike
-        # memoryviews are not GC-tracked (thousands alive at once set off full collections)
-        src = memoryview(self.data) if per_row > 1 else self.data
-        out = np.empty((size, per_row), np.uint8)
-        cap = int((ends - starts).max() + 1) * min(step, size)
-
-        def run(batch: range) -> list[int]:
-            scratch, failed = _Scratch(cap), []
-            for i in batch:
-                s, e = starts[i : i + step], ends[i : i + step]
-                blob = b"\n".join([src[a:b] for a, b in zip(s.tolist(), e.tolist(), strict=True)])
-                vals = scratch.decode(blob + b"\n", np.cumsum(e - s + 1) - 1)
-                if vals is not None and vals.size == s.size * (per_row + 1):
-                    body = vals.reshape(s.size, per_row + 1)
-                    if (
-                        (body[:, -1] == _SENTINEL).all()
-                        and lo <= body[:, :-1].min()
-                        and body[:, :-1].max() <= hi
-                    ):
-                        out[i : i + s.size] = body[:, :-1]
-                        continue
-                failed.append(i)
-            return failed
-
-        chunks = range(0, size, step)
-        threads = min(4, os.cpu_count() or 1, len(chunks))
-        with ThreadPoolExecutor(threads) as pool:
-            parts = pool.map(run, [chunks[t::threads] for t in range(threads)])
-            failed = sorted(i for part in parts for i in part)
-        for i in failed:  # exact re-read, in file order, to name the first bad line
-            for j in range(i, min(i + step, size)):
-                out[j] = self._exact_row(j, int(starts[j]), int(ends[j]), per_row, column, lo, hi)
-        return out
-
-    def _exact_row(
-        self, j: int, s: int, e: int, per_row: int, column: str, lo: int, hi: int
-    ) -> list[int]:
+    def where(self, j: int) -> str:
+        """Names data row ``j``, unless its comma count is the problem (then raises that)."""
         line, start, stop = self.lines[j], self.bounds[0][j], self.bounds[1][j]
         if self.data[start:stop].count(b",") + 1 != self.ncols:
             self._bad_fields(line, start, stop)
-        where = f"{self.name} line {line}: column '{column}'"
-        accepted = f"(accepted: integers {lo}..{hi})"
-        tokens = self.data[s:e].split() if per_row > 1 else [self.data[s:e].strip()]
-        for tok in tokens:
-            if not (tok.isdigit() or (tok[:1] == b"-" and tok[1:].isdigit())):
-                raise DataError(f"{where} value {quote(tok, 20)} is not an integer {accepted}")
-            if not lo <= int(tok) <= hi:
-                raise DataError(f"{where} value {int(tok)} is out of range {accepted}")
-        if len(tokens) != per_row:
-            raise DataError(
-                f"{self.name} line {line}: expected {per_row} pixel values, got {len(tokens)}"
-            )
-        return [int(tok) for tok in tokens]
+        return f"{self.name} line {line}"
 
-
-class _Scratch:
-    """Reusable work arrays for decoding chunks made of digits, spaces and newlines."""
-
-    def __init__(self, cap: int):
-        self.d, self.t = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
-        self.v, self.w = np.empty(cap, np.uint16), np.empty(cap, np.uint16)
-        self.isd, self.m = np.empty(cap, np.bool_), np.empty(cap, np.bool_)
-
-    def decode(self, blob: bytes, newlines: np.ndarray) -> np.ndarray | None:
-        """The 1-3 digit numbers of ``blob`` (rows ending in newlines at ``newlines``).
-
-        Returns:
-            Their values as uint16 with ``_SENTINEL`` for each newline, or None if another
-            byte or a number of four or more digits occurs (the caller then reads exactly).
-        """
-        a = np.frombuffer(blob, np.uint8)
-        n = a.size
-        d = np.subtract(a, np.uint8(48), out=self.d[:n])  # wraps: non-digits become >= 10
-        isd, m = np.less(d, 10, out=self.isd[:n]), self.m[:n]
-        spaces = np.count_nonzero(np.equal(a, 32, out=m))
-        if n < 4 or np.count_nonzero(isd) + spaces + newlines.size != n:
-            return None  # (blobs this short are left to the exact path)
-        pair = np.logical_and(isd[1:], isd[:-1], out=m[: n - 1])  # digit after a digit
-        if np.logical_and(pair[2:], pair[:-2], out=self.t[: n - 3].view(np.bool_)).any():
-            return None
-        np.multiply(d, isd, out=d)  # digit values, 0 on separators
-        v, t = self.v[:n], self.t
-        v[:] = d
-        v[1:] += np.multiply(d[:-1], np.uint8(10), out=t[: n - 1])  # tens, if a digit
-        np.multiply(d[:-2], pair[:-1], out=t[: n - 2])  # hundreds, if two digits follow
-        v[2:] += np.multiply(t[: n - 2], np.uint16(100), out=self.w[: n - 2])
-        np.greater(isd[:-1], isd[1:], out=m[: n - 1])  # the last digit of each number
-        m[newlines] = True
-        v[newlines] = _SENTINEL
-        return v.compress(m)
+    def decode(self, k: int, column: str, lo: int, hi: int, per_row: int = 1) -> np.ndarray:
+        """Wanted field ``k`` of every row as a (rows, per_row) uint8 array."""
+        starts, ends = (np.array(x, dtype=np.int64) for x in self.fields[k])
+        return decode_fields(self.data, starts, ends, self.where, column, lo, hi, per_row)
 
 
 def write_csv(table: FaceTable, path: str | Path) -> None:

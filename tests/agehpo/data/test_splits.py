@@ -85,7 +85,7 @@ def test_last_row_without_newline_and_empty_last_field(tmp_path: Path) -> None:
     path.write_text("\n".join([HEADER, good_row(0), good_row(1)]))  # no final newline
     assert data.read_csv(path, cache_dir=tmp_path / "cache").age.tolist() == [20, 21]
     path.write_text("\n".join([HEADER, good_row(0), "30,1,0,empty.jpg,"]))
-    assert "line 3: expected 2304 pixel values, got 0" in read_error(path, tmp_path)
+    assert "line 3: pixels is empty; expected 2304" in read_error(path, tmp_path)
 
 
 def test_column_order_does_not_matter(tmp_path: Path) -> None:
@@ -205,7 +205,7 @@ def test_wrong_pixel_count_names_the_line(count: int, bad_row: int, tmp_path: Pa
     rows = [good_row(i) for i in range(300)]
     rows[bad_row] = f"25,1,0,bad.jpg,{pixel_text(count)}"
     message = read_error(write_rows(tmp_path / "x.csv", rows), tmp_path)
-    assert f"line {bad_row + 2}: expected 2304 pixel values, got {count}" in message
+    assert f"line {bad_row + 2}: pixels has {count} values, expected 2304" in message
 
 
 @pytest.mark.parametrize(

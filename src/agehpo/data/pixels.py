@@ -1,0 +1,186 @@
+"""The one decoder of the pixel format: 2304 integers 0..255 per face, as text or columns.
+
+Text is decoded with numpy byte arithmetic over chunks of ~100 fields (digit mask, place
+values, one compaction; a sentinel per field proves its value count), on up to four threads
+(numpy releases the GIL). A chunk failing any fast check is re-read field by field, only to
+name the first bad row.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agehpo.data.faces import PIXELS_PER_IMAGE, DataError
+from agehpo.errors import quote
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_CHUNK_BYTES = 1 << 20  # one chunk's work arrays stay in the CPU caches
+_SENTINEL = 1000  # above any 3-digit value: marks each field's end in the decoded stream
+
+
+def decode_fields(
+    data: bytes | bytearray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    where: Callable[[int], str],
+    column: str = "pixels",
+    lo: int = 0,
+    hi: int = 255,
+    per_row: int = PIXELS_PER_IMAGE,
+) -> np.ndarray:
+    """Decode the fields ``data[starts[i]:ends[i]]`` of space-separated integers.
+
+    Args:
+        data: The bytes holding the fields.
+        starts: int64 offset where each row's field starts.
+        ends: int64 offset where each row's field ends.
+        where: Names row ``i`` for a message (called for a bad row only; may raise instead).
+        column: The field's name in messages.
+        lo: Smallest value accepted.
+        hi: Largest value accepted (at most 255).
+        per_row: Values per field: 2304 pixels, or 1 for a label.
+
+    Returns:
+        uint8 array of shape (rows, per_row).
+
+    Raises:
+        DataError: For the first bad row: a wrong count, a non-integer or a value out of range.
+    """
+    size, step = len(starts), max(1, _CHUNK_BYTES // (4 * per_row))
+    out = np.empty((size, per_row), np.uint8)
+    if not size:
+        return out
+    # long fields: zero-copy memoryviews; short ones: bytes copies, which unlike
+    # memoryviews are not GC-tracked (thousands alive at once set off full collections)
+    src = memoryview(data) if per_row > 1 else data
+    cap = int((ends - starts).max() + 1) * min(step, size)
+
+    def run(batch: range) -> list[int]:
+        scratch, failed = _Scratch(cap), []
+        for i in batch:
+            s, e = starts[i : i + step], ends[i : i + step]
+            blob = b"\n".join([src[a:b] for a, b in zip(s.tolist(), e.tolist(), strict=True)])
+            vals = scratch.decode(blob + b"\n", np.cumsum(e - s + 1) - 1)
+            if vals is not None and vals.size == s.size * (per_row + 1):
+                body = vals.reshape(s.size, per_row + 1)
+                got = body[:, :-1]
+                if (body[:, -1] == _SENTINEL).all() and lo <= got.min() and got.max() <= hi:
+                    out[i : i + s.size] = got
+                    continue
+            failed.append(i)
+        return failed
+
+    chunks = range(0, size, step)
+    threads = min(4, os.cpu_count() or 1, len(chunks))
+    with ThreadPoolExecutor(threads) as pool:
+        parts = pool.map(run, [chunks[t::threads] for t in range(threads)])
+        failed = sorted(i for part in parts for i in part)
+    for i in failed:  # exact re-read, in row order, to name the first bad row
+        for j in range(i, min(i + step, size)):
+            field = bytes(data[int(starts[j]) : int(ends[j])])
+            tokens = field.split() if per_row > 1 else [field.strip()]
+            problem = _problem(tokens, column, lo, hi, per_row)
+            if problem:
+                raise DataError(f"{where(j)}: {problem}")
+            out[j] = [int(t) for t in tokens]
+    return out
+
+
+def _problem(tokens: list[bytes], column: str, lo: int, hi: int, per_row: int) -> str | None:
+    expected = f"{per_row} space-separated integers {lo}..{hi}"
+    if not tokens:
+        return f"{column} is empty; expected {expected}"
+    if len(tokens) != per_row:
+        return f"{column} has {len(tokens)} values, expected {expected}"
+    accepted = f"(accepted: integers {lo}..{hi})"
+    for tok in tokens:
+        if not (tok.isdigit() or (tok[:1] == b"-" and tok[1:].isdigit())):
+            return f"column '{column}' value {quote(tok, 20)} is not an integer {accepted}"
+        if not lo <= int(tok) <= hi:
+            return f"column '{column}' value {int(tok)} is out of range {accepted}"
+    return None
+
+
+class _Scratch:
+    """Reusable work arrays for decoding chunks made of digits, spaces and newlines."""
+
+    def __init__(self, cap: int):
+        self.d, self.t = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
+        self.v, self.w = np.empty(cap, np.uint16), np.empty(cap, np.uint16)
+        self.isd, self.m = np.empty(cap, np.bool_), np.empty(cap, np.bool_)
+
+    def decode(self, blob: bytes, newlines: np.ndarray) -> np.ndarray | None:
+        """The 1-3 digit numbers of ``blob``, with ``_SENTINEL`` at each newline.
+
+        Returns:
+            uint16 values, or None for any other byte or a number of 4+ digits.
+        """
+        a = np.frombuffer(blob, np.uint8)
+        n = a.size
+        d = np.subtract(a, np.uint8(48), out=self.d[:n])  # wraps: non-digits become >= 10
+        isd, m = np.less(d, 10, out=self.isd[:n]), self.m[:n]
+        spaces = np.count_nonzero(np.equal(a, 32, out=m))
+        if n < 4 or np.count_nonzero(isd) + spaces + newlines.size != n:
+            return None  # (blobs this short are left to the exact path)
+        pair = np.logical_and(isd[1:], isd[:-1], out=m[: n - 1])  # digit after a digit
+        if np.logical_and(pair[2:], pair[:-2], out=self.t[: n - 3].view(np.bool_)).any():
+            return None
+        np.multiply(d, isd, out=d)  # digit values, 0 on separators
+        v, t = self.v[:n], self.t
+        v[:] = d
+        v[1:] += np.multiply(d[:-1], np.uint8(10), out=t[: n - 1])  # tens, if a digit
+        np.multiply(d[:-2], pair[:-1], out=t[: n - 2])  # hundreds, if two digits follow
+        v[2:] += np.multiply(t[: n - 2], np.uint16(100), out=self.w[: n - 2])
+        np.greater(isd[:-1], isd[1:], out=m[: n - 1])  # the last digit of each number
+        m[newlines] = True
+        v[newlines] = _SENTINEL
+        return v.compress(m)
+
+
+def pixels_from_frame(frame: pd.DataFrame) -> np.ndarray:
+    """Faces from a ``pixels`` column of strings or from 2304 numeric columns.
+
+    Args:
+        frame: One face a row.
+
+    Returns:
+        uint8 array of shape (rows, 2304).
+
+    Raises:
+        DataError: One line naming the row and the problem.
+    """
+    if "pixels" in frame.columns:
+        fields = [str(s).encode() for s in frame["pixels"].fillna("")]
+        ends = np.cumsum([len(f) + 1 for f in fields], dtype=np.int64) - 1
+        starts = ends - [len(f) for f in fields]
+        return decode_fields(b"\n".join(fields), starts, ends, lambda i: f"row {i}")
+    if frame.shape[1] != PIXELS_PER_IMAGE:
+        more = "..." if frame.shape[1] > 5 else ""
+        raise DataError(
+            f"input has columns {list(frame.columns)[:5]}{more} ({frame.shape[1]} in all); "
+            f"expected a 'pixels' column of space-separated values or {PIXELS_PER_IMAGE} "
+            "numeric columns"
+        )
+    try:
+        values = frame.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        import pandas as pd
+
+        values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.argwhere(~((values >= 0) & (values <= 255)))  # NaN too
+    if bad.size:
+        row, col = (int(k) for k in bad[0])
+        kind = "non-numeric" if np.isnan(values[row, col]) else "out of range"
+        name, value = quote(frame.columns[col]), quote(frame.iat[row, col], 20)
+        raise DataError(
+            f"row {row}: column {name} value {value} is {kind}; "
+            f"expected {PIXELS_PER_IMAGE} numeric columns 0..255"
+        )
+    return np.rint(values).astype(np.uint8)
