@@ -1,22 +1,14 @@
-"""Synthetic 48x48 grayscale faces with UTKFace-like labels: the embedded default data set.
+"""Synthetic 48x48 grayscale faces with UTKFace-like labels: the default data set.
 
-Labels follow the real set's marginals (age bins 12.9 / 6.5 / 50.1 / 19.2 / 11.3 %, ages
-shaped like UTKFace's inside each bin, ethnicity 42.5 / 19.1 / 14.5 / 16.8 / 7.1 %, 52 % male).
-Each face is drawn from per-image parameters (head outline, eyes, brows, nose, mouth, hair,
-shading) that depend on an *apparent* age (the true age with log-normal jitter), gender and
-ethnicity, plus nuisance: shift, scale, rotation, lighting gradient, contrast and pixel noise.
-Age shows as child proportions (big eyes low in a round face, small lower face), beard
-stubble on adult men, wrinkles and under-eye shadows growing after ~30, graying and (for
-men) receding hair. ``FaceStyle`` holds the knobs balancing that signal against nuisance,
-tuned so the seed's best MLP lands near 0.70 validation age accuracy
-(``benchmarks/check_difficulty.py``).
-
-All images of a chunk are drawn at once: per-image parameters are (B, 1, 1) arrays that
-broadcast against the 48x48 coordinate grid; chunks bound the memory.
+Labels follow the real set's marginals. Each face is drawn from per-image parameters that
+depend on an apparent age (the true age with log-normal jitter), gender and ethnicity, plus
+nuisance (shift, scale, rotation, lighting, contrast, noise); ``FaceStyle`` balances the two
+so the seed's best MLP lands near 0.70 validation age accuracy.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +26,9 @@ AGE_BIN_SHARES: tuple[float, ...] = (0.129, 0.065, 0.501, 0.192, 0.113)
 ETHNICITY_SHARES: tuple[float, ...] = (0.425, 0.191, 0.145, 0.168, 0.071)
 MALE_SHARE = 0.523  # gender 0 is male, as in UTKFace
 SKIN_TONE: tuple[float, ...] = (0.80, 0.36, 0.70, 0.52, 0.64)  # mean skin level per ethnicity
+_Arr = np.ndarray
+_Params = dict[str, np.ndarray]
+_Rng = np.random.Generator
 _CHUNK = 128  # images drawn together; each float32 work array stays near 1 MB (cache)
 
 
@@ -68,31 +63,25 @@ def make_synthetic(
     style = style or FaceStyle()
     rng = np.random.default_rng(seed)
     age, ethnicity, gender = sample_labels(n_samples, rng)
-    params = _face_params(age, ethnicity, gender, style, rng)
+    params = _face_params((age, ethnicity, gender), style, rng)
     n_samples = int(n_samples)
     pixels = np.empty((n_samples, PIXELS_PER_IMAGE), np.uint8)
     for i0 in range(0, n_samples, _CHUNK):
         chunk = {k: v[i0 : i0 + _CHUNK, None, None] for k, v in params.items()}
         pixels[i0 : i0 + _CHUNK] = _draw(chunk, style, rng).reshape(-1, PIXELS_PER_IMAGE)
-    return FaceTable(
-        pixels=pixels,
-        age=age,
-        ethnicity=ethnicity,
-        gender=gender,
-        source=f"synthetic:seed={seed},n={n_samples}",
-        digest=table_digest(pixels, age, ethnicity, gender),
-    )
+    digest = table_digest(pixels, age, ethnicity, gender)
+    return FaceTable(pixels, age, ethnicity, gender, f"synthetic:seed={seed},n={n_samples}", digest)
 
 
 def age_weights() -> np.ndarray:
     """Relative frequency of each age 1..116 inside its bin, shaped like UTKFace's.
 
     Returns:
-        116 weights, for ages 1..116 in order (normalised per bin by the caller).
+        116 weights, for ages 1..116 (not normalised).
     """
     a = np.arange(1, 117, dtype=np.float64)
     heaping = np.where(a % 5 == 0, 1.5, 1.0)  # real ages cluster on round numbers after 30
-    w = np.select(
+    return np.select(
         [a < 10, a < 20, a < 40, a < 60],
         [
             1.0 / a,  # many infants, fewer older children
@@ -102,7 +91,6 @@ def age_weights() -> np.ndarray:
         ],
         np.exp(-(a - 60) / 12 - np.maximum(a - 90, 0) / 10) * heaping,  # few centenarians
     )
-    return w
 
 
 def sample_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,23 +118,12 @@ def sample_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return age, ethnicity, gender
 
 
-def _face_params(
-    age: np.ndarray,
-    ethnicity: np.ndarray,
-    gender: np.ndarray,
-    style: FaceStyle,
-    rng: np.random.Generator,
-) -> dict[str, np.ndarray]:
+def _face_params(labels: tuple[_Arr, _Arr, _Arr], style: FaceStyle, rng: _Rng) -> _Params:
     """Per-image drawing parameters (float32, shape (N,)) from the labels and the style."""
-    n = age.size
+    age, ethnicity, gender = labels
     j = style.feature_jitter
-
-    def normal(sd: float) -> np.ndarray:
-        return sd * rng.standard_normal(n)
-
-    def uniform(lo: float, hi: float) -> np.ndarray:
-        return rng.uniform(lo, hi, n)
-
+    normal = functools.partial(rng.normal, 0.0, size=age.size)
+    uniform = functools.partial(rng.uniform, size=age.size)
     app = np.clip(age * np.exp(normal(style.age_jitter)), 0.5, 120.0)  # apparent age
     male = (gender == 0).astype(np.float64)
     child = np.clip((15.0 - app) / 13.0, 0.0, 1.0)  # 1 for infants, 0 from the mid-teens
@@ -158,6 +135,7 @@ def _face_params(
     light_dir = uniform(0.0, 2 * np.pi)
     light = style.lighting * uniform(0.0, 1.0)
     ey = -0.10 + 0.20 * child + normal(0.03 * j)
+    stubble = male * np.clip((app - 16.0) / 8.0, 0.0, 1.0)
     params = {
         "cx": normal(style.shift),
         "cy": 0.03 + normal(style.shift),
@@ -181,10 +159,7 @@ def _face_params(
         "hair": base + (0.88 - base) * gray,
         "tone": np.asarray(SKIN_TONE)[ethnicity] + normal(0.05 * j),
         "wrinkle": old**1.2 * uniform(0.6, 1.0),
-        "beard": male
-        * np.clip((app - 16.0) / 8.0, 0.0, 1.0)
-        * uniform(0.0, 1.0)
-        * (uniform(0.0, 1.0) < 0.55),
+        "beard": stubble * uniform(0.0, 1.0) * (uniform(0.0, 1.0) < 0.55),
         "phase": uniform(0.0, 2 * np.pi),
         "bg": uniform(0.15, 0.9),
         "bgx": uniform(-0.15, 0.15),
@@ -213,8 +188,8 @@ def _spot(
 ) -> np.ndarray:
     """Soft axis-aligned ellipse at ``centre`` with half-axes (rx, ry), 1 inside.
 
-    ``ux`` (B,1,W) and ``vy`` (B,H,1) are the column and row coordinates, so the mask is one
-    outer difference of cheap row and column terms: two full-size operations in all.
+    ``ux`` (B,1,W) and ``vy`` (B,H,1) hold column and row coordinates: the mask is an outer
+    difference of row and column terms, two full-size operations in all.
     """
     cols = np.square((ux - centre[0]) * (2.0 / rx))
     np.subtract(4.5, cols, out=cols)
@@ -235,17 +210,29 @@ def _draw(p: dict[str, np.ndarray], style: FaceStyle, rng: np.random.Generator) 
     gx, gy = g[None, None, :], g[None, :, None]
     inv, cos, sin = 1.0 / p["scale"], np.cos(p["rot"]), np.sin(p["rot"])
     ux, vy = (gx - p["cx"]) * inv, (gy - p["cy"]) * inv  # (B,1,48), (B,48,1), face units
-    # the outline and the hair cap turn with the head (full rotated frame: u right, v down);
-    # the small features are placed at rotated centres but drawn axis-aligned, from row and
-    # column terms, which is several times cheaper and invisible at these angles
-    u, v = cos * ux + sin * vy, cos * vy - sin * ux
-
-    def at(fu: np.ndarray | float, fv: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        return cos * fu - sin * fv, sin * fu + cos * fv
 
     img = (p["bg"] + p["bgx"] * gx) + p["bgy"] * gy
-    hair, hw, hh, tone = p["hair"], p["hw"], p["hh"], p["tone"]
+    # outline and hair cap turn with the head; the small features sit at rotated centres but
+    # are drawn axis-aligned (several times cheaper, and invisible at these angles)
+    _features(img, p, ux, vy, _head(img, p, ux, vy, cos, sin), cos, sin)
+    # nuisance: lighting gradient, contrast, sensor noise. The noise is the sum of two random
+    # bytes (triangular: mean 255, sd 104.5), far cheaper to draw than normal variates.
+    k = style.noise * 255.0 / 104.5
+    img *= (1.0 + p["lx"] * gx) + p["ly"] * gy
+    img *= p["gain"] * 255.0
+    img += p["offset"] * 255.0 + (0.5 - 255.0 * k)
+    raw = np.frombuffer(rng.bytes(2 * img.size), np.uint8).reshape(2, *img.shape)
+    noise = raw[0].astype(np.float32)
+    noise += raw[1]
+    noise *= k
+    img += noise
+    return np.clip(img, 0.0, 255.0, out=img).astype(np.uint8)
 
+
+def _head(img: _Arr, p: _Params, ux: _Arr, vy: _Arr, cos: _Arr, sin: _Arr) -> _Arr:
+    """Paint hair and head outline into ``img``; returns the skin mask."""
+    u, v = cos * ux + sin * vy, cos * vy - sin * ux  # rotated frame: u right, v down
+    hair, hw, hh, tone = p["hair"], p["hw"], p["hh"], p["tone"]
     # long hair hangs behind the head; the cap covers the crown above the hairline
     back = _ramp(np.abs(ux), -12.0, (hw + 0.20) * 12.0 + 0.5)
     back = back * (_ramp(vy, -12.0, p["hair_len"] * 12.0 + 0.5) * _ramp(vy, 12.0, hh * 10.2 + 0.5))
@@ -267,9 +254,15 @@ def _draw(p: dict[str, np.ndarray], style: FaceStyle, rng: np.random.Generator) 
     line += p["hairline"] * 14.0 + 0.5
     cap *= np.clip(line, 0.0, 1.0, out=line)
     _blend(img, hair, cap)
-    face = head - head * cap
+    return head - head * cap
 
-    # age marks: forehead lines, under-eye shadows, nasolabial folds, stubble
+
+def _features(img: _Arr, p: _Params, ux: _Arr, vy: _Arr, face: _Arr, cos: _Arr, sin: _Arr) -> None:
+    """Paint age marks (lines, shadows, folds, stubble), then eyes, brows, nose and mouth."""
+
+    def at(fu: _Arr | float, fv: _Arr | float) -> tuple[_Arr, _Arr]:
+        return cos * fu - sin * fv, sin * fu + cos * fv
+
     rows = np.cos(vy * 55.0 + p["phase"]) - 0.3
     rows = np.maximum(rows, 0.0) * _ramp(vy, -14.0, (p["brow"] - 0.05) * 14.0 + 0.5)
     marks = (0.35 * rows) * _ramp(np.abs(ux), -14.0, 0.42 * 14.0 + 0.5)
@@ -295,22 +288,9 @@ def _draw(p: dict[str, np.ndarray], style: FaceStyle, rng: np.random.Generator) 
     brows = _spot(ux, vy, at(-p["ex"], p["brow"]), brow_rx, p["brow_t"])
     brows += _spot(ux, vy, at(p["ex"], p["brow"]), brow_rx, p["brow_t"])
     brows *= 0.8
-    _blend(img, 0.7 * hair, brows)
+    _blend(img, 0.7 * p["hair"], brows)
     nose = _spot(ux, vy, at(0.0, p["ny"]), 0.07, 0.035)
     nose *= -0.3
     nose += 1.0
     img *= nose
-    _blend(img, 0.45 * tone, _spot(ux, vy, at(0.0, p["my"]), p["mw"], p["mh"]))
-
-    # nuisance: lighting gradient, contrast, sensor noise. The noise is the sum of two random
-    # bytes (triangular: mean 255, sd 104.5), far cheaper to draw than normal variates.
-    k = style.noise * 255.0 / 104.5
-    img *= (1.0 + p["lx"] * gx) + p["ly"] * gy
-    img *= p["gain"] * 255.0
-    img += p["offset"] * 255.0 + (0.5 - 255.0 * k)
-    raw = np.frombuffer(rng.bytes(2 * img.size), np.uint8).reshape(2, *img.shape)
-    noise = raw[0].astype(np.float32)
-    noise += raw[1]
-    noise *= k
-    img += noise
-    return np.clip(img, 0.0, 255.0, out=img).astype(np.uint8)
+    _blend(img, 0.45 * p["tone"], _spot(ux, vy, at(0.0, p["my"]), p["mw"], p["mh"]))
