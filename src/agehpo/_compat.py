@@ -1,46 +1,51 @@
-"""The few private Optuna names agehpo needs, in one place, each with the reason.
+"""The private Optuna names agehpo needs, each behind one small function with its reason.
 
-Optuna offers no public way to write a trial's system attrs or to beat a trial's heartbeat
-outside ``Study.optimize``; agehpo's trial runner needs both. When a release renames them,
-this module (and its test) is the one place that breaks.
+When an Optuna release renames one, this module and ``tests/agehpo/test_compat.py`` are
+the one place that breaks.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat  # the heartbeat interface (private)
-
-__all__ = ["BaseHeartbeat", "heartbeat_interval", "record_heartbeat", "set_trial_system_attr"]
+from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_heartbeat_thread
 
 
-def _storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The study's storage: ``Study`` has no public accessor for it."""
     return study._storage
 
 
+def trial_id(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> int:
+    """The storage's id of a trial: storage methods take it, trials keep it private."""
+    return trial._trial_id  # type: ignore[union-attr]
+
+
 def set_trial_system_attr(study: optuna.Study, trial: optuna.Trial, key: str, value: Any) -> None:
-    """Write a system attr of a running trial (``Trial.set_system_attr`` was removed).
-
-    Args:
-        study: The trial's study.
-        trial: The running trial.
-        key: Attr name.
-        value: JSON-serialisable value.
-    """
-    _storage(study).set_trial_system_attr(trial._trial_id, key, value)
-
-
-def heartbeat_interval(study: optuna.Study) -> int | None:
-    """Seconds between heartbeats of the study's storage, or None when it has none."""
-    storage = _storage(study)
-    if not isinstance(storage, BaseHeartbeat):
-        return None
-    return storage.get_heartbeat_interval() or None
+    """Write a running trial's system attr (``Trial.set_system_attr`` was removed)."""
+    storage_of(study).set_trial_system_attr(trial_id(trial), key, value)
 
 
 def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Beat a running trial's heartbeat, as ``Study.optimize``'s private thread does."""
-    storage = _storage(study)
+    """Beat a trial's heartbeat once; a no-op on storages without heartbeats."""
+    storage = storage_of(study)
     if isinstance(storage, BaseHeartbeat):
-        storage.record_heartbeat(trial._trial_id)
+        storage.record_heartbeat(trial_id(trial))
+
+
+def heartbeat_thread(study: optuna.Study, trial: optuna.Trial) -> BaseHeartbeatThread:
+    """Optuna's own heartbeat thread, a context manager; ``Study.optimize`` keeps it private."""
+    return get_heartbeat_thread(trial_id(trial), storage_of(study))
+
+
+class Heartbeat(BaseHeartbeat):
+    """Optuna's heartbeat interface (a private module), whose stale-trial hook is private."""
+
+    @abc.abstractmethod
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """The ids of the study's RUNNING trials that stopped beating."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.stale_trial_ids(study_id)

@@ -1,25 +1,25 @@
 """One retry policy for writes that lose a race with another worker.
 
-Workers that start together create the same schema, experiment or registered model at the
-same moment; the loser gets a duplicate-key or a database-busy error, after which the row
-exists and a second try succeeds. Which errors those are is decided by exception type and
-error code (:func:`is_race`), never by matching message text.
+Workers that start together create the same schema, experiment or registered model at once;
+the loser gets a duplicate-key or database-busy error, after which a second try succeeds.
+:func:`is_race` tells those errors by exception type and error code, never by message text.
 """
 
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 _T = TypeVar("_T")
-# Error codes of a row or table another writer created first, or of a busy database.
 # SQLITE_BUSY, _LOCKED, _BUSY_SNAPSHOT, _CONSTRAINT_PRIMARYKEY, _CONSTRAINT_UNIQUE
 _SQLITE_RACE = {5, 6, 517, 1555, 2067}
-_POSTGRES_DUPLICATE = {"23505", "42P07", "42710", "40001", "40P01"}  # and serialization
-_MYSQL_DUPLICATE = {1050, 1062, 1213, 1205}  # table exists, dup entry, deadlock, lock wait
-_MLFLOW_DUPLICATE = {"RESOURCE_ALREADY_EXISTS"}
+# unique violation, duplicate table, duplicate object, serialization failure, deadlock
+_POSTGRES_RACE = {"23505", "42P07", "42710", "40001", "40P01"}
+_MYSQL_RACE = {1050, 1062, 1213, 1205}  # table exists, duplicate entry, deadlock, lock wait
+_MLFLOW_RACE = {"RESOURCE_ALREADY_EXISTS"}
 
 
 def _causes(error: BaseException) -> list[BaseException]:
@@ -31,28 +31,29 @@ def _causes(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def is_race(error: BaseException) -> bool:
-    """Whether ``error`` (or an error it was raised from) is a lost race, worth a retry.
+def is_race(error: BaseException, *, creating_schema: bool = False) -> bool:
+    """Whether ``error``, or an error it was raised from, is a lost race worth a retry.
 
     Args:
         error: What the write raised.
+        creating_schema: Also retry SQLite's generic error (code 1), which is all SQLite
+            says for "table ... already exists" when two workers create one schema.
 
     Returns:
-        True for a duplicate key or table, a busy or locked database, a deadlock, and
+        True for a duplicate key or table, a busy or locked database, a deadlock, or
         MLflow's RESOURCE_ALREADY_EXISTS.
     """
+    sqlite_codes = _SQLITE_RACE | {sqlite3.SQLITE_ERROR} if creating_schema else _SQLITE_RACE
     for cause in _causes(error):
         orig = getattr(cause, "orig", cause)  # SQLAlchemy wraps the driver's error
-        if getattr(orig, "sqlite_errorcode", None) in _SQLITE_RACE:
-            return True
-        if getattr(orig, "pgcode", None) in _POSTGRES_DUPLICATE:
-            return True
-        if getattr(getattr(orig, "diag", None), "sqlstate", None) in _POSTGRES_DUPLICATE:
-            return True
-        args = getattr(orig, "args", ())
-        if type(orig).__module__.startswith("pymysql") and args and args[0] in _MYSQL_DUPLICATE:
-            return True
-        if getattr(cause, "error_code", None) in _MLFLOW_DUPLICATE:
+        sqlstate = getattr(getattr(orig, "diag", None), "sqlstate", None)  # psycopg 3
+        args = getattr(orig, "args", ()) if type(orig).__module__.startswith("pymysql") else ()
+        if (
+            getattr(orig, "sqlite_errorcode", None) in sqlite_codes
+            or (getattr(orig, "pgcode", None) or sqlstate) in _POSTGRES_RACE
+            or (args and args[0] in _MYSQL_RACE)
+            or getattr(cause, "error_code", None) in _MLFLOW_RACE
+        ):
             return True
     return False
 
@@ -80,11 +81,11 @@ def retry(
     Raises:
         Exception: The last error, or the first one that is not retryable.
     """
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return call()
         except Exception as error:
-            if attempt == attempts - 1 or not retryable(error):
+            if not retryable(error):
                 raise
-            sleep(delay_s * (2**attempt) * (1 + random.random()))
-    raise AssertionError("unreachable")
+        sleep(delay_s * (2**attempt) * (1 + random.random()))
+    return call()

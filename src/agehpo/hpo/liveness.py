@@ -1,18 +1,15 @@
 """Who runs a trial, whether that worker is still alive, and which trials use up the budget.
 
 Every claimed trial carries an owner record (host, pid, process start, kernel and pid
-namespace), written in the same critical section as the claim, so no trial is ever RUNNING
-without a sign of life. A worker on the same machine whose process is gone is recognised at
-once; a worker elsewhere is judged by its heartbeat, as Optuna does.
-
-A trial that failed because its process died or was stopped is retried with the same params,
-as ``optuna.storages.RetryHeartbeatStaleTrialCallback`` does, and its retry takes its place in the
-budget; a trial the objective itself failed counts.
+namespace), written in the same critical section as the claim. A worker on this machine
+whose process is gone is recognised at once; a worker elsewhere by its heartbeat, as Optuna
+does. A trial whose process died or was stopped is retried with the same params, as
+``optuna.storages.RetryHeartbeatStaleTrialCallback`` does, and its retry takes its place in
+the budget; a trial the objective itself failed counts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -21,42 +18,36 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
 from optuna.trial import FrozenTrial, TrialState
 
 _logger = logging.getLogger(__name__)
 
-OWNER_ATTR = "agehpo:owner"
-"""System attr: the owner record (JSON) of a claimed trial."""
-HEARTBEAT_ATTR = "agehpo:heartbeat"
-"""System attr: the last heartbeat (``time.time()``) of a trial on a journal storage."""
-WORKER_ATTR = "agehpo.worker"
-"""User attr (so it lands on the trial's MLflow run as a tag): ``host:pid`` of the worker."""
-FAIL_REASON_ATTR = "fail_reason"
-"""User attr: why a trial failed."""
+OWNER_ATTR = "agehpo:owner"  # system attr: the owner record (JSON) of a claimed trial
+HEARTBEAT_ATTR = "agehpo:heartbeat"  # system attr: last heartbeat (epoch s), journal storages
+WORKER_ATTR = "agehpo.worker"  # user attr (an MLflow tag): host:pid of the worker
+FAIL_REASON_ATTR = "fail_reason"  # user attr: why a trial failed
 # What describes one attempt, not the configuration: a retry starts without them.
-_ATTEMPT_USER_ATTRS = (WORKER_ATTR, FAIL_REASON_ATTR)
-_ATTEMPT_SYSTEM_ATTRS = (OWNER_ATTR, HEARTBEAT_ATTR)
+_ATTEMPT_ATTRS = (WORKER_ATTR, FAIL_REASON_ATTR, OWNER_ATTR, HEARTBEAT_ATTR)
+_T = TypeVar("_T")
 
 
-@contextlib.contextmanager
-def _quietly() -> Iterator[None]:
+def _quietly(call: Callable[..., _T], *args: object) -> _T:
     """Optuna marks its retry callback experimental; it is still the upstream way to retry."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
+        return call(*args)
 
 
-with _quietly():
-    # Unlimited: each retry follows a process death, and those are bounded by the user's
-    # reruns and the launcher's restarts.
-    _RETRY = RetryHeartbeatStaleTrialCallback(max_retry=None)
+# Unlimited retries: each follows a process death, bounded by the user's reruns and restarts.
+_RETRY = _quietly(_Retry)
 
 
 @cache
@@ -70,7 +61,7 @@ def _namespace() -> str:
 
 
 def _process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), else None."""
+    """The start of process ``pid`` in clock ticks since boot (Linux), else None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -85,7 +76,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process, but alive
+        pass  # someone else's process, but alive
     return True
 
 
@@ -96,7 +87,7 @@ class Owner:
     Attributes:
         host: The machine's host name.
         pid: The process id.
-        started: The process's start time in clock ticks since boot (None off Linux).
+        started: The process's start in clock ticks since boot (None off Linux).
         namespace: Kernel boot id and pid namespace (empty off Linux).
     """
 
@@ -113,7 +104,7 @@ class Owner:
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> Owner | None:
-        """The owner record of ``trial``, or None when it has none (or a malformed one)."""
+        """The owner record of ``trial``; None when it has none or a malformed one."""
         text = trial.system_attrs.get(OWNER_ATTR)
         try:
             record = json.loads(text) if isinstance(text, str) else None
@@ -136,16 +127,23 @@ class Owner:
         return self.host == here.host and self.namespace == here.namespace
 
     def is_gone(self) -> bool:
-        """Whether a local owner's process has exited (or its pid now belongs to another).
+        """Whether a local owner's process exited (or its pid now belongs to another).
 
         Returns:
             False for owners on other machines: only their heartbeat can tell.
         """
         if not self.is_local():
             return False
-        if not _pid_alive(self.pid):
-            return True
-        return self.started is not None and _process_start(self.pid) != self.started
+        return not _pid_alive(self.pid) or (
+            self.started is not None and _process_start(self.pid) != self.started
+        )
+
+
+def last_sign_of_life(trial: FrozenTrial, now: float) -> float:
+    """When ``trial`` last beat (its :data:`HEARTBEAT_ATTR`), else when it started, else now."""
+    started = trial.datetime_start.timestamp() if trial.datetime_start else now
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    return max(started, float(beat)) if isinstance(beat, (int, float)) else started
 
 
 def dead_reason(trial: FrozenTrial, *, grace_s: float, now: float) -> str | None:
@@ -153,55 +151,44 @@ def dead_reason(trial: FrozenTrial, *, grace_s: float, now: float) -> str | None
 
     Args:
         trial: A RUNNING trial.
-        grace_s: Seconds a trial may show no sign of life.
+        grace_s: Seconds a trial without an owner record may show no sign of life.
         now: The current time (``time.time()``).
 
     Returns:
         A one-line reason, or None.
     """
     owner = Owner.of(trial)
-    if owner is not None:
+    if owner is not None:  # elsewhere: judged by the storage's heartbeat (fail_stale_trials)
         return f"its worker {owner.worker} is gone" if owner.is_gone() else None
-    # Claimed by a process killed before it could write its owner record (or by an older
-    # agehpo): only its start time and heartbeat speak for it. Heartbeats of RDB storages
-    # are judged by Optuna's own stale check.
-    started = trial.datetime_start.timestamp() if trial.datetime_start else now
-    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-    last = max(started, float(beat)) if isinstance(beat, (int, float)) else started
-    if now - last > grace_s:
-        return f"no owner record and no sign of life for {now - last:.0f} s"
-    return None
+    # Killed before it wrote its owner record: only its start and heartbeat speak for it.
+    silent = now - last_sign_of_life(trial, now)
+    return f"no owner record and no sign of life for {silent:.0f} s" if silent > grace_s else None
 
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Enqueue a retry of a trial whose process died: same params, a fresh attempt.
-
-    Usable as a storage's stale-trial callback.
+    """Enqueue a fresh attempt, same params, of a trial whose process died or was stopped.
 
     Args:
         study: The study.
-        trial: The failed trial.
+        trial: The failed trial (usable as a storage's stale-trial callback).
     """
     fresh = copy.copy(trial)
-    fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _ATTEMPT_USER_ATTRS}
-    fresh.system_attrs = {
-        k: v for k, v in trial.system_attrs.items() if k not in _ATTEMPT_SYSTEM_ATTRS
-    }
-    with _quietly():
-        _RETRY(study, fresh)
+    fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _ATTEMPT_ATTRS}
+    fresh.system_attrs = {k: v for k, v in trial.system_attrs.items() if k not in _ATTEMPT_ATTRS}
+    _quietly(_RETRY, study, fresh)
 
 
 def fail_dead_trials(
     study: optuna.Study, *, grace_s: float, clock: Callable[[], float] = time.time
 ) -> list[int]:
-    """Fail (and retry) the RUNNING trials whose worker is known to be dead.
+    """Fail and retry the RUNNING trials whose worker is known to be dead.
 
-    Call it under the study's budget lock, so two workers never retry the same trial.
+    Call it under the budget lock, so that two workers never retry the same trial.
 
     Args:
         study: The study.
         grace_s: Seconds a trial without an owner record may stay silent.
-        clock: The current time, for tests.
+        clock: Wall-clock time.
 
     Returns:
         The numbers of the trials failed.
@@ -222,18 +209,7 @@ def fail_dead_trials(
     return failed
 
 
-def superseded(trials: Iterable[FrozenTrial]) -> set[int]:
-    """Numbers of the failed trials that a retry replaced (they use no budget)."""
-    replaced: set[int] = set()
-    with _quietly():
-        for trial in trials:
-            replaced.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
-    return replaced
-
-
 def budget_used(trials: Sequence[FrozenTrial]) -> int:
-    """How many trials use up the budget: every trial except failures a retry replaced."""
-    replaced = superseded(trials)
-    return sum(
-        not (trial.state == TrialState.FAIL and trial.number in replaced) for trial in trials
-    )
+    """How many trials use up the budget: all but the failures a retry replaced."""
+    replaced = {n for trial in trials for n in _quietly(_Retry.retry_history, trial)}
+    return sum(not (t.state == TrialState.FAIL and t.number in replaced) for t in trials)

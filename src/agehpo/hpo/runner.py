@@ -1,23 +1,13 @@
-"""The trial loop: claim a trial within the shared budget, run it, record it.
-
-Optuna's ``Study.optimize`` cannot cap a budget shared by several workers exactly: two workers
-can both start "the last" trial, and a trial whose process died would use up budget. This
-runner claims each trial under a lock every worker of the storage sees, writes the trial's
-owner record in the same critical section, fails (and retries) the trials of dead workers
-before counting, and otherwise does what ``optimize`` does: heartbeats, FAIL on errors,
-callbacks. It stops through an :class:`~agehpo.hpo.stopping.OrderlyStop`, never by an exception
-raised into a storage write.
-"""
+"""The trial loop: claim a trial within the budget the workers share, run it, record it."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -37,50 +27,30 @@ from agehpo.hpo.stopping import OrderlyStop, Terminated
 from agehpo.hpo.storage import BudgetLock, heartbeat_settings
 from agehpo.objective import NonFiniteLossError
 
-__all__ = ["Terminated", "TrialCallback", "TrialRunner"]
-
 _logger = logging.getLogger(__name__)
-
-TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-@contextlib.contextmanager
-def _heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat while it runs, so a dead worker's trial goes stale."""
-    interval = _compat.heartbeat_interval(study)
-    if interval is None:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        # The claim wrote the first beat.
-        while not stop.wait(interval):
-            _compat.record_heartbeat(study, trial)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 class TrialRunner:
-    """Runs trials until ``n_trials`` of the study's trials use up its budget, sharing that
-    budget with every other worker of the study.
+    """Runs trials until the study's trials use up ``n_trials``, a budget shared by workers.
+
+    ``Study.optimize`` cannot do three things this runner is for. It claims each trial under
+    a lock every worker of the storage sees, after failing the trials of dead workers, and
+    writes the trial's owner record and first heartbeat in that critical section, so the
+    budget is exact and no trial is RUNNING without a sign of life. It stops in order: a
+    signal only sets a flag, and each running trial ends FAIL at its next epoch, never by
+    an exception raised into a storage write. And a trial a dead or stopped worker left is
+    retried with the same params without using budget. The rest (ask and tell, Optuna's
+    heartbeat thread, threads for ``n_jobs``) is Optuna's.
 
     Args:
         study: The study.
         objective: Called with each trial; returns the value to maximize.
-        n_trials: The study's total budget: trials of every state count, except failures of
-            dead or stopped workers, whose retries take their place.
+        n_trials: The study's total budget (see :func:`~agehpo.hpo.liveness.budget_used`).
         budget_lock: The lock all workers of this storage share.
         callbacks: Called after each trial with the study and the finished trial.
         timeout: Stop claiming new trials after this many seconds (0: no limit).
-        stop: The process's orderly stop; None: one of the runner's own (tests, library use).
-        clock: Wall-clock time, for the liveness checks.
+        stop: The process's orderly stop; None: one of the runner's own.
+        clock: Wall-clock time, for the timeout and the liveness checks.
     """
 
     def __init__(
@@ -90,7 +60,7 @@ class TrialRunner:
         *,
         n_trials: int,
         budget_lock: BudgetLock,
-        callbacks: Sequence[TrialCallback] = (),
+        callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
         timeout: float = 0,
         stop: OrderlyStop | None = None,
         clock: Callable[[], float] = time.time,
@@ -100,52 +70,42 @@ class TrialRunner:
         self.n_trials = n_trials
         self.budget_lock = budget_lock
         self.callbacks = list(callbacks)
-        self.deadline = time.monotonic() + timeout if timeout > 0 else float("inf")
+        self.clock = clock
+        self.deadline = clock() + timeout if timeout > 0 else float("inf")
         self.ran: list[int] = []
         self.stop = stop
-        self.clock = clock
-        # Set when the run ends early: no thread claims another trial.
-        self.stopping = threading.Event()
-        # Set on Ctrl-C or SIGTERM: running trials also end, at their next epoch.
+        self.stopping = threading.Event()  # no thread claims another trial
+        # Ctrl-C or SIGTERM: running trials end too, at their next epoch.
         self.interrupted = stop.requested if stop is not None else threading.Event()
+
+    def _interruption(self) -> KeyboardInterrupt:
+        return self.stop.exception() if self.stop is not None else Terminated()
 
     def stop_at_epoch_end(
         self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
     ) -> None:
-        """An epoch hook: end the trial (FAIL) once the run has been interrupted.
-
-        Signals only set a flag (see :mod:`agehpo.hpo.stopping`), so every thread, the main
-        one included, ends its trial here, between two storage writes.
-
-        Args:
-            trial: The running trial.
-            epoch: The epoch just finished (1-based).
-            metrics: Its metrics (unused).
+        """An epoch hook: end the trial once the run is interrupted, between storage writes.
 
         Raises:
-            KeyboardInterrupt: :class:`Terminated` (or a plain KeyboardInterrupt for
-                SIGINT) when :attr:`interrupted` is set.
+            KeyboardInterrupt: :class:`Terminated`, or KeyboardInterrupt for SIGINT.
         """
         if self.interrupted.is_set():
-            error = self.stop.exception() if self.stop is not None else Terminated()
+            error = self._interruption()
             error.args = (f"stopped after epoch {epoch}: the run was interrupted",)
             raise error
 
     def budget_left(self) -> int:
-        """Trials still to claim; call under the budget lock, after failing dead trials."""
+        """Trials still to claim; call it under the budget lock, after failing dead trials."""
         trials = self.study.get_trials(deepcopy=False)
-        if any(trial.state == TrialState.WAITING for trial in trials):
-            return max(1, self.n_trials - budget_used(trials))  # a WAITING trial holds a place
-        return self.n_trials - budget_used(trials)
+        left = self.n_trials - budget_used(trials)
+        waiting = any(trial.state == TrialState.WAITING for trial in trials)
+        return max(1, left) if waiting else left  # a WAITING retry holds its place
 
     def fail_dead_trials(self) -> list[int]:
-        """Fail and retry the trials of dead workers: same host at once, else by heartbeat.
-
-        Call it under the budget lock.
+        """Fail and retry dead workers' trials (call it under the budget lock).
 
         Returns:
-            The numbers of the trials failed by agehpo's own checks (Optuna's stale check
-            reports none).
+            The numbers of the trials agehpo's own check failed (Optuna's reports none).
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -153,21 +113,14 @@ class TrialRunner:
         return fail_dead_trials(self.study, grace_s=heartbeat_settings()[1], clock=self.clock)
 
     def claim(self) -> optuna.Trial | None:
-        """Start the next trial if the budget allows, else return None.
-
-        The trial's owner record and first heartbeat are written under the same lock, so
-        a trial is never RUNNING without a sign of life.
-        """
-        if self.stopping.is_set() or self.interrupted.is_set():
-            return None
-        if time.monotonic() >= self.deadline:
+        """Start the next trial, with its owner record and first heartbeat; None when done."""
+        if self.stopping.is_set() or self.interrupted.is_set() or self.clock() >= self.deadline:
             return None
         with self.budget_lock.hold():
             self.fail_dead_trials()
             if self.budget_left() <= 0:
                 return None
-            with warnings.catch_warnings():
-                # Optuna warns that heartbeats expect Study.optimize; this runner beats itself.
+            with warnings.catch_warnings():  # "heartbeats expect Study.optimize": Optuna's own
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = self.study.ask()
             owner = Owner.this_process()
@@ -176,12 +129,12 @@ class TrialRunner:
             _compat.record_heartbeat(self.study, trial)
             return trial
 
-    def _fail(self, trial: optuna.Trial, reason: str) -> FrozenTrial | None:
+    def _fail(self, trial: optuna.Trial, error: BaseException) -> FrozenTrial | None:
         """Tell FAIL with the reason; None when another worker already ended the trial."""
         try:
-            trial.set_user_attr(FAIL_REASON_ATTR, reason[:500])
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(error).__name__}: {error}"[:500])
             return self.study.tell(trial, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):  # judged dead and failed by another worker meanwhile
+        except (ValueError, RuntimeError):  # judged dead and failed by another worker
             _logger.warning("Trial %d was already ended by another worker", trial.number)
             return None
 
@@ -189,7 +142,7 @@ class TrialRunner:
         """Run the objective on ``trial``, record its outcome and call the callbacks."""
         value: float | None = None
         state: TrialState | None = None
-        with _heartbeat(self.study, trial):
+        with _compat.heartbeat_thread(self.study, trial):
             try:
                 value = self.objective(trial)
             except optuna.TrialPruned:
@@ -198,15 +151,12 @@ class TrialRunner:
                 trial.set_user_attr(FAIL_REASON_ATTR, str(error))
                 _logger.warning("Trial %d failed: %s", trial.number, error)
                 state = TrialState.FAIL
-            except KeyboardInterrupt as error:
-                # Stopped, not failed: the trial's retry keeps its place in the budget.
-                failed = self._fail(trial, f"{type(error).__name__}: {error}")
-                if failed is not None:
+            except KeyboardInterrupt as error:  # stopped: the retry keeps its budget place
+                if (failed := self._fail(trial, error)) is not None:
                     retry_trial(self.study, failed)
                 raise
-            except BaseException as error:
-                # A bug: the trial fails, counts, and must not stay RUNNING in the storage.
-                self._fail(trial, f"{type(error).__name__}: {error}")
+            except BaseException as error:  # a bug: the trial fails and counts
+                self._fail(trial, error)
                 raise
         frozen = self.study.tell(trial, value, state=state)
         self.ran.append(frozen.number)
@@ -214,65 +164,46 @@ class TrialRunner:
             callback(self.study, frozen)
         return frozen
 
-    def run(self, n_jobs: int = 1, progress: tqdm | None = None) -> list[int]:
-        """Claim and run trials until the budget is met, with ``n_jobs`` threads.
-
-        Returns:
-            The numbers of the trials this call ran.
-        """
-
-        def loop() -> None:
+    def _loop(self, progress: tqdm | None, errors: list[BaseException]) -> None:
+        """Claim and run trials until done; an error stops every thread's claims."""
+        try:
             while (trial := self.claim()) is not None:
                 frozen = self.run_one(trial)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix_str(f"trial {frozen.number}: {frozen.state.name}")
-
-        if n_jobs <= 1:
-            loop()
-            self._raise_if_interrupted()
-            return self.ran
-        pool = ThreadPoolExecutor(n_jobs, thread_name_prefix="trial")
-        futures: list[Future[None]] = []
-        first_error: BaseException | None = None
-        try:
-            for _ in range(n_jobs):
-                futures.append(pool.submit(loop))
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()
         except BaseException as error:
-            first_error = error
-            self._stop(interrupt=isinstance(error, KeyboardInterrupt))
-        # Wait for every thread before leaving, in an interruptible wait: on Python 3.11 a
-        # signal landing in Thread.join (the pool's shutdown) abandons that thread, and the
-        # interpreter would exit with its trial still RUNNING in the storage.
-        while True:
-            try:
-                wait(futures)
-                break
-            except KeyboardInterrupt as again:  # a second Ctrl-C or SIGTERM
-                first_error = first_error or again
-                self._stop(interrupt=True)
-        pool.shutdown(wait=True)  # the threads are idle now: nothing left to interrupt
-        if first_error is not None:
-            raise first_error
-        for future in futures:  # a thread that broke after the first wait returned
-            future.result()
-        self._raise_if_interrupted()
-        return self.ran
+            errors.append(error)
+            self.stopping.set()
+            if isinstance(error, KeyboardInterrupt):
+                self.interrupted.set()  # the other threads' trials end at their next epoch
 
-    def _raise_if_interrupted(self) -> None:
-        """A stop that came between two trials ends the run as one that came mid-trial."""
-        if self.interrupted.is_set():
-            raise self.stop.exception() if self.stop is not None else Terminated()
+    def run(self, n_jobs: int = 1, progress: tqdm | None = None) -> list[int]:
+        """Claim and run trials until the budget is met, with ``n_jobs`` threads.
 
-    def _stop(self, *, interrupt: bool) -> None:
-        """Claim no more trials; on Ctrl-C or SIGTERM also end the running ones.
+        A trial broken by a bug lets the other threads finish theirs, then raises.
 
-        A trial broken by a bug leaves the others sound: they finish, but the rest of the
-        budget is not spent before the error is reported.
+        Returns:
+            The numbers of the trials this runner ran.
         """
-        self.stopping.set()
-        if interrupt:
-            self.interrupted.set()
+        errors: list[BaseException] = []
+        if n_jobs <= 1:
+            self._loop(progress, errors)
+        else:
+            with ThreadPoolExecutor(n_jobs, thread_name_prefix="trial") as pool:
+                futures = [pool.submit(self._loop, progress, errors) for _ in range(n_jobs)]
+                # Wait in an interruptible wait: on Python 3.11 a signal landing in
+                # Thread.join abandons that thread, its trial still RUNNING.
+                while True:
+                    try:
+                        wait(futures)
+                        break
+                    except KeyboardInterrupt as error:  # Ctrl-C without an OrderlyStop
+                        errors.append(error)
+                        self.stopping.set()
+                        self.interrupted.set()
+        if errors:
+            raise errors[0]
+        if self.interrupted.is_set():  # a stop between two trials
+            raise self._interruption()
+        return self.ran

@@ -18,13 +18,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from types import FrameType
 from typing import Any, TextIO
 
-DEADLINE_S = 8.0
-"""Seconds from the first signal until the process exits, finished or not."""
-HURRY_S = 3.0
-"""A later signal leaves at most this many seconds."""
+DEADLINE_S = 8.0  # from the first signal until the process exits, finished or not
+HURRY_S = 3.0  # what a later signal leaves at most
 PARENT_POLL_S = 0.5
 
 
@@ -38,9 +35,9 @@ class OrderlyStop:
     Args:
         deadline_s: Seconds the stop may take before the process exits regardless.
         hurry_s: Seconds left after a second signal.
-        clock: Monotonic time, for tests.
-        hard_exit: Called with the exit code when the deadline passes (``os._exit``).
-        err: Where the deadline's message goes.
+        clock: Monotonic time.
+        hard_exit: Called with the exit code when the deadline passes.
+        err: Where the deadline's message goes (stderr).
     """
 
     def __init__(
@@ -56,11 +53,9 @@ class OrderlyStop:
         self.signum: int | None = None
         self.reason = ""
         self.supervisor_died = False
-        self._deadline_s = deadline_s
-        self._hurry_s = hurry_s
-        self._clock = clock
-        self._hard_exit = hard_exit
-        self._err = err
+        self.watchdog: threading.Thread | None = None
+        self._deadline_s, self._hurry_s, self._clock = deadline_s, hurry_s, clock
+        self._hard_exit, self._err = hard_exit, err
         self._deadline = float("inf")
         self._done = False
         self._changed = threading.Condition()
@@ -83,13 +78,16 @@ class OrderlyStop:
                 self.reason = reason or signal.Signals(signum).name
                 self._deadline = self._clock() + self._deadline_s
                 self.requested.set()
-                threading.Thread(target=self._watch, name="stop-deadline", daemon=True).start()
+                self.watchdog = threading.Thread(
+                    target=self._watch, name="stop-deadline", daemon=True
+                )
+                self.watchdog.start()
             else:
                 self._deadline = min(self._deadline, self._clock() + self._hurry_s)
             self._changed.notify_all()
 
     def exception(self) -> KeyboardInterrupt:
-        """The exception that ends the interrupted work: Terminated for SIGTERM."""
+        """The exception that ends the interrupted work: Terminated but for SIGINT."""
         if self.signum == signal.SIGINT:
             return KeyboardInterrupt(self.reason)
         return Terminated(self.reason)
@@ -128,28 +126,18 @@ class OrderlyStop:
         Returns:
             The handlers replaced, by signal number.
         """
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            self.request(signum)
-
         previous: dict[int, Any] = {
-            sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)
+            sig: signal.signal(sig, lambda signum, _frame: self.request(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)
         }
         if watch_parent:
             watch_supervisor(self)
         return previous
 
     @contextlib.contextmanager
-    def installed(self, *, watch_parent: bool = False) -> Iterator[OrderlyStop]:
-        """:meth:`install` for the duration of a block, then the previous handlers again.
-
-        Args:
-            watch_parent: Also stop, as on SIGTERM, when the parent process dies.
-
-        Yields:
-            This stop.
-        """
-        previous = self.install(watch_parent=watch_parent)
+    def installed(self) -> Iterator[OrderlyStop]:
+        """:meth:`install` for the duration of a block, then the previous handlers again."""
+        previous = self.install()
         try:
             yield self
         finally:
@@ -158,10 +146,7 @@ class OrderlyStop:
 
 
 def watch_supervisor(
-    stop: OrderlyStop,
-    *,
-    poll_s: float = PARENT_POLL_S,
-    getppid: Callable[[], int] = os.getppid,
+    stop: OrderlyStop, *, poll_s: float = PARENT_POLL_S, getppid: Callable[[], int] = os.getppid
 ) -> threading.Thread:
     """Request ``stop`` (as SIGTERM) once the parent process is gone.
 
@@ -170,7 +155,7 @@ def watch_supervisor(
     Args:
         stop: The stop to request.
         poll_s: Seconds between checks.
-        getppid: The parent's pid, for tests.
+        getppid: The parent's pid.
 
     Returns:
         The daemon thread that watches.

@@ -1,15 +1,15 @@
-"""Owner records, dead workers and the budget: real Optuna storages, real processes."""
+"""Owner records, dead workers and the budget: a real journal storage, real processes."""
 
 from __future__ import annotations
 
 import datetime
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from agehpo import _compat
@@ -28,12 +28,13 @@ SPACE = {"x": FloatDistribution(0, 1)}
 
 
 def _study(tmp_path: Path) -> optuna.Study:
-    return optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="s")
+    backend = JournalFileBackend(str(tmp_path / "optuna.journal"))
+    return optuna.create_study(storage=JournalStorage(backend), study_name="s")
 
 
 def _exited_pid() -> int:
     """The pid of a process that has already exited (and been reaped)."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
 

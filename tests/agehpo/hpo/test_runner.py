@@ -1,4 +1,7 @@
-"""TrialRunner with threads: errors and signals end the run without losing a trial."""
+"""TrialRunner with threads: errors and signals end the run without losing a trial.
+
+The threads meet at barriers and events instead of sleeping, and time is a fake clock.
+"""
 
 from __future__ import annotations
 
@@ -13,35 +16,37 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from agehpo.hpo.liveness import Owner, budget_used
+from agehpo.hpo.liveness import HEARTBEAT_ATTR, OWNER_ATTR, Owner, budget_used
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.stopping import OrderlyStop, Terminated
-from agehpo.hpo.storage import BudgetLock
+from agehpo.hpo.storage import BudgetLock, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 EPOCHS = 10
-EPOCH_S = 0.05
+WAIT_S = 30  # only a broken test waits this long
 
 
 def _runner(
     tmp_path: Path,
     before_epochs: Callable[[optuna.Trial], None] | None,
     stop: OrderlyStop | None = None,
+    **kwargs: object,
 ) -> tuple[optuna.Study, TrialRunner]:
-    url = f"sqlite:///{tmp_path}/optuna.db"
-    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    url = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
     holder: list[TrialRunner] = []
 
     def objective(trial: optuna.Trial) -> float:
         if before_epochs is not None:
             before_epochs(trial)
         for epoch in range(1, EPOCHS + 1):
-            time.sleep(EPOCH_S)
             holder[0].stop_at_epoch_end(trial, epoch, {})
         return 1.0
 
+    budget_lock = BudgetLock(url, "s")
     holder.append(
-        TrialRunner(study, objective, n_trials=40, budget_lock=BudgetLock(url, "s"), stop=stop)
+        TrialRunner(study, objective, n_trials=40, budget_lock=budget_lock, stop=stop, **kwargs)  # type: ignore[arg-type]
     )
     return study, holder[0]
 
@@ -50,23 +55,29 @@ def _runner(
 def test_a_broken_trial_stops_claims_and_lets_the_running_trials_finish(
     broken_thread: str, tmp_path: Path
 ) -> None:
-    broke = threading.Event()
+    both_running = threading.Barrier(2)
+    first: set[str] = set()
 
     def break_once(trial: optuna.Trial) -> None:
-        if threading.current_thread().name == broken_thread and not broke.is_set():
-            broke.set()
+        name = threading.current_thread().name
+        if name in first:
+            return
+        first.add(name)
+        both_running.wait(WAIT_S)
+        if name == broken_thread:
             raise RuntimeError("a bug in the objective")
+        # The healthy trial goes on only once the bug stopped the claims.
+        assert runner.stopping.wait(WAIT_S)
 
     study, runner = _runner(tmp_path, break_once)
     with pytest.raises(RuntimeError, match="a bug in the objective"):
         runner.run(n_jobs=2)
-    states = [t.state for t in study.get_trials()]
-    # The healthy thread completed the trial it was running (all its epochs: a bug is not
-    # an interrupt) and claimed no more; 40 trials would have taken 10 s.
-    assert states.count(TrialState.FAIL) == 1
-    assert states.count(TrialState.COMPLETE) >= 1
-    assert len(states) <= 4, states
-    assert all(state.is_finished() for state in states)
+    trials = study.get_trials()
+    # The healthy thread completed its trial (all epochs: a bug is not an interrupt) and
+    # claimed no more.
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
+    assert len(trials[0].intermediate_values) == len(trials[1].intermediate_values) == 0
+    assert runner.ran == [t.number for t in trials if t.state == TrialState.COMPLETE]
 
 
 @pytest.mark.parametrize("n_signals", [1, 2])
@@ -75,16 +86,15 @@ def test_ctrl_c_ends_every_running_trial_fail_and_queues_its_retry(
     n_signals: int, n_jobs: int, tmp_path: Path
 ) -> None:
     stop = OrderlyStop()
-    study, runner = _runner(tmp_path, None, stop)
 
     def interrupt() -> None:
-        # Mid-trial, then (for two signals) again while the trials are ending.
-        time.sleep(EPOCH_S * 3.5)
+        # Mid-trial, once every thread runs one; again (two signals) while they end.
         for _ in range(n_signals):
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(EPOCH_S / 5)
+            assert stop.requested.wait(WAIT_S)
 
-    threading.Thread(target=interrupt, daemon=True).start()
+    all_running = threading.Barrier(n_jobs, action=interrupt)
+    study, runner = _runner(tmp_path, lambda trial: all_running.wait(WAIT_S), stop)
     with stop.installed(), pytest.raises(KeyboardInterrupt):
         runner.run(n_jobs=n_jobs)
     stop.done()
@@ -96,7 +106,9 @@ def test_ctrl_c_ends_every_running_trial_fail_and_queues_its_retry(
     assert len(failed) == n_jobs and len(retries) == n_jobs, [t.state for t in trials]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     for trial in failed:
-        assert "interrupted" in trial.user_attrs["fail_reason"]
+        assert trial.user_attrs["fail_reason"] == (
+            "KeyboardInterrupt: stopped after epoch 1: the run was interrupted"
+        )
     # Each stopped trial keeps its params and its place in the budget through its retry.
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == [t.number for t in failed]
     assert budget_used(trials) == n_jobs
@@ -112,14 +124,56 @@ def test_a_stop_between_trials_claims_nothing_and_still_raises(tmp_path: Path) -
     assert study.get_trials() == []
 
 
-def test_every_claim_carries_an_owner_record_and_the_worker(tmp_path: Path) -> None:
-    study, runner = _runner(tmp_path, None)
+def test_every_claim_carries_an_owner_record_the_worker_and_a_heartbeat(tmp_path: Path) -> None:
+    url = str(tmp_path / "optuna.journal")
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    runner = TrialRunner(study, lambda t: 1.0, n_trials=2, budget_lock=BudgetLock(url, "s"))
+    before = time.time()
     trial = runner.claim()
     assert trial is not None
     frozen = study.get_trials()[0]
     owner = Owner.of(frozen)
     assert owner == Owner.this_process()
     assert frozen.user_attrs["agehpo.worker"] == owner.worker
+    assert frozen.system_attrs[HEARTBEAT_ATTR] >= before
+    assert runner.budget_left() == 1
+    assert runner.run_one(trial).state == TrialState.COMPLETE
+
+
+def test_the_budget_is_exact_and_a_retry_keeps_its_place(tmp_path: Path) -> None:
+    study, runner = _runner(tmp_path, None)
+    runner.n_trials = 3
+    assert runner.run() == [0, 1, 2]
+    assert runner.claim() is None and runner.budget_left() == 0
+    study.enqueue_trial({})  # a WAITING retry: it runs even though the budget is met
+    assert runner.budget_left() == 1
+    assert runner.run() == [0, 1, 2, 3]
+
+
+def test_the_timeout_stops_the_claims_by_the_clock(tmp_path: Path) -> None:
+    now = [1000.0]
+    study, runner = _runner(tmp_path, None, timeout=60, clock=lambda: now[0])
+    assert runner.claim() is not None
+    now[0] += 60
+    assert runner.claim() is None
+    assert len(study.get_trials()) == 1
+
+
+def test_a_dead_workers_trial_without_owner_is_failed_once_the_clock_passes_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGEHPO_HEARTBEAT_GRACE", "30")
+    now = [0.0]
+    study, runner = _runner(tmp_path, None, clock=lambda: now[0])
+    study.ask()  # killed before it wrote its owner record
+    started = study.get_trials()[0].datetime_start
+    assert started is not None
+    now[0] = started.timestamp() + 29
+    assert runner.fail_dead_trials() == []
+    now[0] += 2
+    assert runner.fail_dead_trials() == [0]
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+    assert OWNER_ATTR not in study.get_trials()[1].system_attrs
 
 
 def test_a_trial_another_worker_already_failed_is_not_failed_twice(tmp_path: Path) -> None:

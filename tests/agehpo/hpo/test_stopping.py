@@ -11,6 +11,8 @@ import pytest
 
 from agehpo.hpo.stopping import OrderlyStop, Terminated, watch_supervisor
 
+WAIT_S = 30  # only a broken test waits this long
+
 
 class _Exit:
     """Records the hard exit instead of ending the test process."""
@@ -43,32 +45,54 @@ def test_the_first_signal_decides_the_exit_code_and_the_exception() -> None:
     term.done()
 
 
+def _watchdog(stop: OrderlyStop) -> threading.Thread:
+    assert stop.watchdog is not None
+    return stop.watchdog
+
+
 def test_a_stop_that_finishes_in_time_is_not_cut_short() -> None:
     hard_exit = _Exit()
-    stop = OrderlyStop(deadline_s=0.3, hard_exit=hard_exit)
+    stop = OrderlyStop(deadline_s=3600, hard_exit=hard_exit)
     stop.request(signal.SIGTERM)
     stop.done()
-    assert not hard_exit.called.wait(0.6)
+    _watchdog(stop).join(WAIT_S)
+    assert not _watchdog(stop).is_alive() and not hard_exit.called.is_set()
 
 
 def test_a_stuck_stop_exits_at_its_deadline_with_one_line() -> None:
     hard_exit, err = _Exit(), io.StringIO()
-    stop = OrderlyStop(deadline_s=0.2, hard_exit=hard_exit, err=err)
+    stop = OrderlyStop(deadline_s=0, hard_exit=hard_exit, err=err)
     stop.request(signal.SIGTERM)
-    assert hard_exit.called.wait(5)
+    _watchdog(stop).join(WAIT_S)
     assert hard_exit.codes == [143]
-    assert len(err.getvalue().splitlines()) == 1
-    assert "retried by the next run" in err.getvalue()
+    assert err.getvalue() == (
+        "agehpo: the stop (SIGTERM) did not finish within its deadline; exiting. "
+        "Trials left RUNNING are failed and retried by the next run.\n"
+    )
+
+
+def test_the_deadline_runs_on_the_clock() -> None:
+    now = [100.0]
+    hard_exit = _Exit()
+    stop = OrderlyStop(deadline_s=5, hurry_s=3, clock=lambda: now[0], hard_exit=hard_exit)
+    stop.request(signal.SIGTERM)
+    now[0] = 106.0  # past the deadline: the next wake-up (a later signal) exits at once
+    stop.request(signal.SIGTERM)
+    _watchdog(stop).join(WAIT_S)
+    assert hard_exit.codes == [143]
 
 
 def test_a_second_signal_shortens_the_deadline_and_never_restarts_it() -> None:
     now = [100.0]
     hard_exit = _Exit()
-    stop = OrderlyStop(deadline_s=3600, hurry_s=0.0, clock=lambda: now[0], hard_exit=hard_exit)
+    stop = OrderlyStop(deadline_s=3600, hurry_s=3, clock=lambda: now[0], hard_exit=hard_exit)
     stop.request(signal.SIGINT)
-    assert not hard_exit.called.wait(0.2)  # an hour left
-    stop.request(signal.SIGINT)  # hurry: no time left at all
-    assert hard_exit.called.wait(5)
+    now[0] = 3000.0
+    stop.request(signal.SIGINT)  # hurry: 3 s from now, within the hour
+    assert not hard_exit.called.is_set()
+    now[0] = 3003.5
+    stop.request(signal.SIGINT)  # 3 s from now would be later than the deadline: kept
+    _watchdog(stop).join(WAIT_S)
     assert hard_exit.codes == [130]
 
 
@@ -88,7 +112,7 @@ def test_a_dead_supervisor_stops_the_run_as_sigterm() -> None:
     parents = iter([4242, 4242, 1])
     stop = OrderlyStop(hard_exit=_Exit())
     thread = watch_supervisor(stop, poll_s=0.01, getppid=lambda: next(parents, 1))
-    thread.join(5)
+    thread.join(WAIT_S)
     assert stop.requested.is_set() and stop.supervisor_died
     assert stop.exit_code == 143
     assert "4242" in stop.reason
