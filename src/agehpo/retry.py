@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 _T = TypeVar("_T")
@@ -22,26 +22,21 @@ _MYSQL_RACE = {1050, 1062, 1213, 1205}  # table exists, duplicate entry, deadloc
 _MLFLOW_RACE = {"RESOURCE_ALREADY_EXISTS"}
 
 
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def is_race(error: BaseException, *, creating_schema: bool = False) -> bool:
-    """Whether ``error``, or an error it was raised from, is a lost race worth a retry.
+    """Whether ``error`` or one it was raised from is a lost race: a duplicate key or table,
+    a busy or locked database, a deadlock, MLflow's RESOURCE_ALREADY_EXISTS.
 
     Args:
         error: What the write raised.
-        creating_schema: Also retry SQLite's generic error (code 1), which is all SQLite
-            says for "table ... already exists" when two workers create one schema.
-
-    Returns:
-        True for a duplicate key or table, a busy or locked database, a deadlock, or
-        MLflow's RESOURCE_ALREADY_EXISTS.
+        creating_schema: Also SQLite's generic code 1, all it says for "table exists".
     """
     sqlite_codes = _SQLITE_RACE | {sqlite3.SQLITE_ERROR} if creating_schema else _SQLITE_RACE
     for cause in _causes(error):
@@ -70,16 +65,10 @@ def retry(
 
     Args:
         call: The write.
-        attempts: Tries in all.
+        attempts: Tries in all; the last one's error is raised.
         delay_s: The first pause.
-        retryable: Which errors to retry.
-        sleep: The pause (tests pass a fake).
-
-    Returns:
-        What ``call`` returned.
-
-    Raises:
-        Exception: The last error, or the first one that is not retryable.
+        retryable: Which errors to retry; others are raised at once.
+        sleep: The pause.
     """
     for attempt in range(attempts - 1):
         try:

@@ -19,15 +19,8 @@ _QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|secret|token|access_tok
 
 
 def journal_path(url: str) -> Path | None:
-    """The journal file a storage URL names, or None for database URLs.
-
-    Args:
-        url: ``journal:///abs/path``, ``journal:rel/path``, a plain path ending in .journal,
-            .log or .jsonl, or a database URL.
-
-    Returns:
-        The file's path, or None.
-    """
+    """The journal file of ``journal:///abs``, ``journal:rel`` or a path ending in .journal,
+    .log or .jsonl; None for database URLs."""
     if url.startswith("journal:"):
         return Path(url.removeprefix("journal:").removeprefix("//"))
     if "://" not in url and url.endswith(JOURNAL_SUFFIXES):
@@ -63,14 +56,8 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def redact(url: str) -> str:
-    """The URL with its password and query secrets masked as ``***``; other text unchanged.
-
-    Args:
-        url: A storage or tracking URL, or a plain path.
-
-    Returns:
-        ``postgresql://user:***@host/db`` for ``postgresql://user:secret@host/db``.
-    """
+    """``url`` with its password and query secrets as ``***`` (``postgresql://u:***@h/db``);
+    plain paths unchanged."""
     parsed = parse(url)
     if parsed is not None and parsed.password is not None:
         # Only the userinfo changes: rendering the parsed URL back would re-quote the rest.

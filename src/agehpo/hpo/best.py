@@ -1,8 +1,4 @@
-"""The study's best model at the end: its weights, and its scores on the held-out test split.
-
-``agehpo.study`` re-exports these names; they live here so the study module stays about
-running the study.
-"""
+"""The study's best model at the end: its weights, and its scores on the held-out test split."""
 
 from __future__ import annotations
 
@@ -21,8 +17,7 @@ from agehpo.objective import Objective, TrainedModel
 
 
 class BestModelKeeper:
-    """Keeps the weights of this process's best trial, so the test split is scored on the
-    very weights that won (not a retrained copy).
+    """A trial callback keeping this process's best weights: the test scores the very winner.
 
     Args:
         objective: The objective that holds finished trials' weights.
@@ -48,15 +43,10 @@ def best_model(
     keeper: BestModelKeeper,
     fetch_logged: Callable[[int], TrainedModel | None] | None = None,
 ) -> tuple[TrainedModel, str] | None:
-    """The best trial's weights, and how they were obtained.
-
-    In order: the weights kept from training when this process ran the best trial; the
-    model another worker logged for it (``fetch_logged``); else the configuration is
-    retrained with the trial's own seed.
+    """The best trial's weights: kept by ``keeper``, logged by another worker, or retrained.
 
     Returns:
-        The model and ``"kept"``, ``"logged"`` or ``"retrained"``; None when nothing
-        completed.
+        The model and ``"kept"``, ``"logged"`` or ``"retrained"``; None without a COMPLETE.
     """
     try:
         best = study.best_trial
@@ -83,8 +73,7 @@ def test_metrics(data: PreparedData, trained: TrainedModel) -> EpochMetrics:
 
 
 def test_predictions(data: PreparedData, trained: TrainedModel) -> pd.DataFrame:
-    """The model's predictions for every test row, with the true labels (see
-    :func:`agehpo.evaluation.predictions_frame`)."""
+    """The model's predictions for every test row, with the true labels."""
     split = data.test
     probabilities = predict_probabilities(_network(trained, split), split.x)
     true = dict(zip(HEADS, (split.age_bin, split.ethnicity, split.gender), strict=True))

@@ -1,10 +1,8 @@
-"""A journal storage file's lines, checked before Optuna replays them.
+"""A journal file's lines, checked before Optuna replays them.
 
-Optuna's ``JournalFileBackend`` replays every line as a JSON operation, and a damaged line
-in the middle (a disk error, a hand edit, two files concatenated) stops every later reader
-with a JSONDecodeError traceback. :func:`check_journal` finds such a line first and names
-it with the way to repair the file. A torn *last* line (a writer died mid-append) is not an
-error here: ``agehpo.hpo.storage.repair_journal`` cuts it off when the storage is opened.
+A damaged line in the middle (a disk error, a hand edit) stops every later reader with a
+JSONDecodeError; :func:`check_journal` names it and the repair. A torn *last* line is cut
+off when the storage is opened (``agehpo.hpo.storage.repair_journal``).
 """
 
 from __future__ import annotations
@@ -14,8 +12,7 @@ from pathlib import Path
 
 from agehpo.errors import ConfigError, quote, quote_path
 
-# Optuna's entries are a few hundred bytes; a line this long is not one of them, and reading
-# it whole would cost as much memory as the line is long.
+# Optuna's entries are a few hundred bytes; a longer line is not one, and is not read whole.
 MAX_ENTRY_BYTES = 16 << 20
 
 

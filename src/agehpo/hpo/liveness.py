@@ -1,11 +1,9 @@
-"""Who runs a trial, whether that worker is still alive, and which trials use up the budget.
+"""Who runs a trial, whether that worker is alive, and which trials use up the budget.
 
-Every claimed trial carries an owner record (host, pid, process start, kernel and pid
-namespace), written in the same critical section as the claim. A worker on this machine
-whose process is gone is recognised at once; a worker elsewhere by its heartbeat, as Optuna
-does. A trial whose process died or was stopped is retried with the same params, as
-``optuna.storages.RetryHeartbeatStaleTrialCallback`` does, and its retry takes its place in
-the budget; a trial the objective itself failed counts.
+A claimed trial's owner record (host, pid, process start, kernel and pid namespace) tells
+at once that a worker on this machine is gone; a worker elsewhere is judged by heartbeat.
+A trial whose process died or was stopped is retried with the same params and its retry
+takes its place in the budget; a trial the objective itself failed counts.
 """
 
 from __future__ import annotations
@@ -75,8 +73,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # someone else's process, but alive
+    except PermissionError:  # someone else's process, but alive
+        pass
     return True
 
 
@@ -98,9 +96,8 @@ class Owner:
 
     @classmethod
     def this_process(cls) -> Owner:
-        """The owner record of the calling process."""
-        pid = os.getpid()
-        return cls(socket.gethostname(), pid, _process_start(pid), _namespace())
+        """The calling process's owner record."""
+        return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()), _namespace())
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> Owner | None:
@@ -122,20 +119,20 @@ class Owner:
         return json.dumps(dataclasses.asdict(self))
 
     def is_local(self) -> bool:
-        """Whether this record's pid can be checked from here (same host and namespace)."""
+        """Whether the pid can be checked from here (same host and namespace)."""
         here = Owner.this_process()
         return self.host == here.host and self.namespace == here.namespace
 
     def is_gone(self) -> bool:
-        """Whether a local owner's process exited (or its pid now belongs to another).
+        """Whether a local owner's process exited or its pid now belongs to another.
 
         Returns:
-            False for owners on other machines: only their heartbeat can tell.
+            False for owners elsewhere: only their heartbeat can tell.
         """
-        if not self.is_local():
-            return False
-        return not _pid_alive(self.pid) or (
-            self.started is not None and _process_start(self.pid) != self.started
+        started = self.started
+        return self.is_local() and (
+            not _pid_alive(self.pid)
+            or (started is not None and _process_start(self.pid) != started)
         )
 
 
@@ -153,9 +150,6 @@ def dead_reason(trial: FrozenTrial, *, grace_s: float, now: float) -> str | None
         trial: A RUNNING trial.
         grace_s: Seconds a trial without an owner record may show no sign of life.
         now: The current time (``time.time()``).
-
-    Returns:
-        A one-line reason, or None.
     """
     owner = Owner.of(trial)
     if owner is not None:  # elsewhere: judged by the storage's heartbeat (fail_stale_trials)
@@ -166,12 +160,7 @@ def dead_reason(trial: FrozenTrial, *, grace_s: float, now: float) -> str | None
 
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Enqueue a fresh attempt, same params, of a trial whose process died or was stopped.
-
-    Args:
-        study: The study.
-        trial: The failed trial (usable as a storage's stale-trial callback).
-    """
+    """Enqueue a fresh attempt of a dead or stopped trial, same params (a stale callback)."""
     fresh = copy.copy(trial)
     fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _ATTEMPT_ATTRS}
     fresh.system_attrs = {k: v for k, v in trial.system_attrs.items() if k not in _ATTEMPT_ATTRS}
@@ -181,9 +170,7 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 def fail_dead_trials(
     study: optuna.Study, *, grace_s: float, clock: Callable[[], float] = time.time
 ) -> list[int]:
-    """Fail and retry the RUNNING trials whose worker is known to be dead.
-
-    Call it under the budget lock, so that two workers never retry the same trial.
+    """Fail and retry the RUNNING trials whose worker is known to be dead (under the lock).
 
     Args:
         study: The study.
@@ -196,13 +183,12 @@ def fail_dead_trials(
     failed: list[int] = []
     now = clock()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = dead_reason(trial, grace_s=grace_s, now=now)
-        if reason is None:
+        if (reason := dead_reason(trial, grace_s=grace_s, now=now)) is None:
             continue
         try:
             frozen = study.tell(trial.number, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):
-            continue  # finished meanwhile: it was alive after all
+        except (ValueError, RuntimeError):  # finished meanwhile: it was alive after all
+            continue
         _logger.warning("Trial %d failed and will be retried: %s", trial.number, reason)
         retry_trial(study, frozen)
         failed.append(trial.number)

@@ -14,16 +14,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from agehpo import _compat
-from agehpo.hpo.liveness import (
-    FAIL_REASON_ATTR,
-    OWNER_ATTR,
-    WORKER_ATTR,
-    Owner,
-    budget_used,
-    fail_dead_trials,
-    retry_trial,
-)
-from agehpo.hpo.stopping import OrderlyStop, Terminated
+from agehpo.hpo import liveness
+from agehpo.hpo.liveness import FAIL_REASON_ATTR, Owner, retry_trial
+from agehpo.hpo.stopping import OrderlyStop
 from agehpo.hpo.storage import BudgetLock, heartbeat_settings
 from agehpo.objective import NonFiniteLossError
 
@@ -31,16 +24,15 @@ _logger = logging.getLogger(__name__)
 
 
 class TrialRunner:
-    """Runs trials until the study's trials use up ``n_trials``, a budget shared by workers.
+    """Runs trials until the study's trials use up ``n_trials``, a budget workers share.
 
     ``Study.optimize`` cannot do three things this runner is for. It claims each trial under
-    a lock every worker of the storage sees, after failing the trials of dead workers, and
-    writes the trial's owner record and first heartbeat in that critical section, so the
-    budget is exact and no trial is RUNNING without a sign of life. It stops in order: a
-    signal only sets a flag, and each running trial ends FAIL at its next epoch, never by
-    an exception raised into a storage write. And a trial a dead or stopped worker left is
-    retried with the same params without using budget. The rest (ask and tell, Optuna's
-    heartbeat thread, threads for ``n_jobs``) is Optuna's.
+    a lock all workers of the storage see, after failing dead workers' trials, and writes
+    the owner record and first heartbeat in that critical section: the budget is exact and
+    no trial is RUNNING without a sign of life. It stops in order: a signal only sets a
+    flag, and running trials end FAIL at their next epoch, never by an exception raised
+    into a storage write. And a dead or stopped worker's trial is retried with the same
+    params without using budget. Heartbeats are Optuna's own thread.
 
     Args:
         study: The study.
@@ -49,7 +41,7 @@ class TrialRunner:
         budget_lock: The lock all workers of this storage share.
         callbacks: Called after each trial with the study and the finished trial.
         timeout: Stop claiming new trials after this many seconds (0: no limit).
-        stop: The process's orderly stop; None: one of the runner's own.
+        stop: The process's orderly stop; None: an own one.
         clock: Wall-clock time, for the timeout and the liveness checks.
     """
 
@@ -73,13 +65,9 @@ class TrialRunner:
         self.clock = clock
         self.deadline = clock() + timeout if timeout > 0 else float("inf")
         self.ran: list[int] = []
-        self.stop = stop
+        self.stop = stop or OrderlyStop()
         self.stopping = threading.Event()  # no thread claims another trial
-        # Ctrl-C or SIGTERM: running trials end too, at their next epoch.
-        self.interrupted = stop.requested if stop is not None else threading.Event()
-
-    def _interruption(self) -> KeyboardInterrupt:
-        return self.stop.exception() if self.stop is not None else Terminated()
+        self.interrupted = self.stop.requested  # and running trials end at their next epoch
 
     def stop_at_epoch_end(
         self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
@@ -87,30 +75,27 @@ class TrialRunner:
         """An epoch hook: end the trial once the run is interrupted, between storage writes.
 
         Raises:
-            KeyboardInterrupt: :class:`Terminated`, or KeyboardInterrupt for SIGINT.
+            KeyboardInterrupt: :class:`~agehpo.hpo.stopping.Terminated` but for SIGINT.
         """
         if self.interrupted.is_set():
-            error = self._interruption()
+            error = self.stop.exception()
             error.args = (f"stopped after epoch {epoch}: the run was interrupted",)
             raise error
 
     def budget_left(self) -> int:
         """Trials still to claim; call it under the budget lock, after failing dead trials."""
         trials = self.study.get_trials(deepcopy=False)
-        left = self.n_trials - budget_used(trials)
+        left = self.n_trials - liveness.budget_used(trials)
         waiting = any(trial.state == TrialState.WAITING for trial in trials)
         return max(1, left) if waiting else left  # a WAITING retry holds its place
 
     def fail_dead_trials(self) -> list[int]:
-        """Fail and retry dead workers' trials (call it under the budget lock).
-
-        Returns:
-            The numbers of the trials agehpo's own check failed (Optuna's reports none).
-        """
+        """Fail and retry dead workers' trials (under the budget lock); returns agehpo's."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
-        return fail_dead_trials(self.study, grace_s=heartbeat_settings()[1], clock=self.clock)
+        grace_s = heartbeat_settings()[1]
+        return liveness.fail_dead_trials(self.study, grace_s=grace_s, clock=self.clock)
 
     def claim(self) -> optuna.Trial | None:
         """Start the next trial, with its owner record and first heartbeat; None when done."""
@@ -124,8 +109,8 @@ class TrialRunner:
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = self.study.ask()
             owner = Owner.this_process()
-            _compat.set_trial_system_attr(self.study, trial, OWNER_ATTR, owner.to_json())
-            trial.set_user_attr(WORKER_ATTR, owner.worker)
+            _compat.set_trial_system_attr(self.study, trial, liveness.OWNER_ATTR, owner.to_json())
+            trial.set_user_attr(liveness.WORKER_ATTR, owner.worker)
             _compat.record_heartbeat(self.study, trial)
             return trial
 
@@ -164,8 +149,14 @@ class TrialRunner:
             callback(self.study, frozen)
         return frozen
 
+    def _stopped_by(self, error: BaseException, errors: list[BaseException]) -> None:
+        """No thread claims another trial; on an interrupt the running ones end too."""
+        errors.append(error)
+        self.stopping.set()
+        if isinstance(error, KeyboardInterrupt):
+            self.interrupted.set()
+
     def _loop(self, progress: tqdm | None, errors: list[BaseException]) -> None:
-        """Claim and run trials until done; an error stops every thread's claims."""
         try:
             while (trial := self.claim()) is not None:
                 frozen = self.run_one(trial)
@@ -173,10 +164,7 @@ class TrialRunner:
                     progress.update(1)
                     progress.set_postfix_str(f"trial {frozen.number}: {frozen.state.name}")
         except BaseException as error:
-            errors.append(error)
-            self.stopping.set()
-            if isinstance(error, KeyboardInterrupt):
-                self.interrupted.set()  # the other threads' trials end at their next epoch
+            self._stopped_by(error, errors)
 
     def run(self, n_jobs: int = 1, progress: tqdm | None = None) -> list[int]:
         """Claim and run trials until the budget is met, with ``n_jobs`` threads.
@@ -192,18 +180,15 @@ class TrialRunner:
         else:
             with ThreadPoolExecutor(n_jobs, thread_name_prefix="trial") as pool:
                 futures = [pool.submit(self._loop, progress, errors) for _ in range(n_jobs)]
-                # Wait in an interruptible wait: on Python 3.11 a signal landing in
-                # Thread.join abandons that thread, its trial still RUNNING.
-                while True:
+                # An interruptible wait: on Python 3.11 a signal landing in Thread.join
+                # abandons that thread, its trial still RUNNING.
+                while not all(future.done() for future in futures):
                     try:
                         wait(futures)
-                        break
                     except KeyboardInterrupt as error:  # Ctrl-C without an OrderlyStop
-                        errors.append(error)
-                        self.stopping.set()
-                        self.interrupted.set()
+                        self._stopped_by(error, errors)
         if errors:
             raise errors[0]
         if self.interrupted.is_set():  # a stop between two trials
-            raise self._interruption()
+            raise self.stop.exception()
         return self.ran

@@ -1,12 +1,10 @@
 """One orderly stop per process: the first SIGINT or SIGTERM starts it, later ones hurry it.
 
-A signal never raises into the code it lands in (a storage write cut in half is how trials
-stayed RUNNING). It only sets :attr:`OrderlyStop.requested`: no worker claims another trial,
-and running trials end FAIL at their next epoch. A watchdog bounds the whole stop: when the
-cleanup cannot finish in time (a locked SQLite store, a tracking server that hangs), the
-process exits anyway, and the owner records it left let the next run repair the records at
-once. The same stop starts when the supervising process (``mlflow run``, or agehpo's worker
-launcher) dies, which is what ``docker stop`` or ``timeout`` do to ``mlflow run``.
+A signal never raises into the code it lands in (a storage write cut in half leaves trials
+RUNNING); it sets :attr:`OrderlyStop.requested`, and running trials end FAIL at their next
+epoch. A watchdog exits the process when the cleanup overruns its deadline; the owner
+records let the next run repair what was left. A dead supervisor (``mlflow run``, agehpo's
+launcher) starts the same stop.
 """
 
 from __future__ import annotations
@@ -56,9 +54,7 @@ class OrderlyStop:
         self.watchdog: threading.Thread | None = None
         self._deadline_s, self._hurry_s, self._clock = deadline_s, hurry_s, clock
         self._hard_exit, self._err = hard_exit, err
-        self._deadline = float("inf")
-        self._done = False
-        self._changed = threading.Condition()
+        self._deadline, self._done, self._changed = float("inf"), False, threading.Condition()
 
     @property
     def exit_code(self) -> int:
@@ -66,12 +62,7 @@ class OrderlyStop:
         return 128 + self.signum if self.signum is not None else 0
 
     def request(self, signum: int, reason: str = "") -> None:
-        """Start the stop, or hurry it when it already started. Safe from any thread.
-
-        Args:
-            signum: The signal that asked for it (decides the exit code).
-            reason: What happened, for the messages.
-        """
+        """Start the stop, or hurry it once started; ``signum`` decides the exit code."""
         with self._changed:
             if self.signum is None:
                 self.signum = signum
@@ -118,10 +109,7 @@ class OrderlyStop:
         self._hard_exit(self.exit_code)
 
     def install(self, *, watch_parent: bool = False) -> dict[int, Any]:
-        """Route SIGINT and SIGTERM to this stop from now on (main thread only).
-
-        Args:
-            watch_parent: Also stop, as on SIGTERM, when the parent process dies.
+        """Route SIGINT and SIGTERM here (main thread); ``watch_parent``: stop when it dies.
 
         Returns:
             The handlers replaced, by signal number.
@@ -148,14 +136,7 @@ class OrderlyStop:
 def watch_supervisor(
     stop: OrderlyStop, *, poll_s: float = PARENT_POLL_S, getppid: Callable[[], int] = os.getppid
 ) -> threading.Thread:
-    """Request ``stop`` (as SIGTERM) once the parent process is gone.
-
-    Polling ``getppid`` works on every POSIX system, unlike Linux's ``PR_SET_PDEATHSIG``.
-
-    Args:
-        stop: The stop to request.
-        poll_s: Seconds between checks.
-        getppid: The parent's pid.
+    """Request ``stop`` as SIGTERM once the parent is gone, polling ``getppid`` (any POSIX).
 
     Returns:
         The daemon thread that watches.

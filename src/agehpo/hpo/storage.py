@@ -1,8 +1,7 @@
-"""Optuna storages by URL, and the lock that keeps a budget shared by workers exact.
+"""Optuna storages by URL, and the lock that keeps the budget workers share exact.
 
-Several workers (threads, processes, machines) share one study. Each claims a trial under a
-lock every worker of that storage sees, so the study ends with exactly ``n_trials`` trials
-however many workers race for the last one.
+Workers (threads, processes, machines) claim trials under a lock every worker of the
+storage sees, so a study ends with exactly ``n_trials`` however many race for the last one.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from filelock import FileLock
 from optuna.storages import RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
@@ -31,7 +31,7 @@ from agehpo.hpo.liveness import HEARTBEAT_ATTR, last_sign_of_life, retry_trial
 from agehpo.retry import is_race, retry
 from agehpo.urls import backend, journal_path, parse, redact, sqlite_file
 
-__all__ = ["BudgetLock", "StorageError", "heartbeat_settings", "journal_path", "open_storage"]
+__all__ = ["BudgetLock", "StorageError", "journal_path", "open_storage"]  # journal_path: urls
 
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_PERIOD_S = 30
@@ -44,27 +44,19 @@ class StorageError(UserError, ValueError):
 
 
 def heartbeat_settings() -> tuple[int, int]:
-    """Heartbeat interval and grace period in seconds (10 and 30).
-
-    ``AGEHPO_HEARTBEAT_INTERVAL`` and ``AGEHPO_HEARTBEAT_GRACE`` override them: a dead
-    worker's trial is failed and retried once its grace period passes.
-    """
+    """Heartbeat interval and grace period in s; ``AGEHPO_HEARTBEAT_INTERVAL``/``_GRACE``."""
     interval = int(os.environ.get("AGEHPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL_S))
     return interval, int(os.environ.get("AGEHPO_HEARTBEAT_GRACE", HEARTBEAT_GRACE_PERIOD_S))
 
 
 class HeartbeatJournalStorage(JournalStorage, _compat.Heartbeat):
-    """A journal-file storage with heartbeats, so that Optuna's stale-trial check covers it.
-
-    A heartbeat is the trial's :data:`~agehpo.hpo.liveness.HEARTBEAT_ATTR`; a RUNNING trial
-    silent for longer than ``grace_period`` is stale, and ``fail_stale_trials`` fails it and
-    calls ``stale_trial_callback`` (a retry), as it does for RDB storages.
+    """A journal storage with heartbeats (a system attr), for Optuna's ``fail_stale_trials``.
 
     Args:
         backend: The journal file backend.
         heartbeat_interval: Seconds between heartbeats of a running trial.
         grace_period: Seconds of silence after which a running trial is stale.
-        stale_trial_callback: Called with each trial failed as stale.
+        stale_trial_callback: Called with each trial failed as stale (a retry).
         clock: Wall-clock time.
     """
 
@@ -77,21 +69,19 @@ class HeartbeatJournalStorage(JournalStorage, _compat.Heartbeat):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(backend)
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self.stale_trial_callback = stale_trial_callback
-        self.clock = clock
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.stale_trial_callback, self.clock = stale_trial_callback, clock
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, self.clock())
 
     def stale_trial_ids(self, study_id: int) -> list[int]:
-        now = self.clock()
-        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        now, running = self.clock(), (TrialState.RUNNING,)
+        trials = self.get_all_trials(study_id, deepcopy=False, states=running)
         return [
-            _compat.trial_id(trial)
-            for trial in running
-            if now - last_sign_of_life(trial, now) > self.grace_period
+            _compat.trial_id(t)
+            for t in trials
+            if now - last_sign_of_life(t, now) > self.grace_period
         ]
 
     def get_heartbeat_interval(self) -> int | None:
@@ -104,10 +94,7 @@ class HeartbeatJournalStorage(JournalStorage, _compat.Heartbeat):
 
 
 def repair_journal(path: Path) -> Path | None:
-    """Cut a torn last line (a writer died mid-append) off a journal file; keep a backup.
-
-    Optuna appends whole lines under the journal's lock, so a partial last line seen under
-    that lock is torn for good, and the next append would be glued to it.
+    """Cut a torn last line off a journal file (seen under its lock, it is torn for good).
 
     Returns:
         The backup's path when the file was repaired, else None.
@@ -120,15 +107,19 @@ def repair_journal(path: Path) -> Path | None:
         data = path.read_bytes()
         if data.endswith(b"\n"):
             return None
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        backup = path.with_name(f"{path.name}.torn-{stamp}.bak")
+        backup = path.with_name(
+            f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.bak"
+        )
         shutil.copy2(path, backup)
         with path.open("r+b") as journal:
             journal.truncate(data.rfind(b"\n") + 1)
+        torn = len(data) - data.rfind(b"\n") - 1
         _logger.warning(
-            "Repaired %s: cut a torn last line of %d bytes (a writer died mid-write); "
-            "the original is kept as %s",
-            *(path, len(data) - data.rfind(b"\n") - 1, backup),
+            "Repaired %s: cut a torn last line of %d bytes (a writer died "
+            "mid-write); the original is kept as %s",
+            path,
+            torn,
+            backup,
         )
         return backup
     finally:
@@ -136,11 +127,7 @@ def repair_journal(path: Path) -> Path | None:
 
 
 def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
-    """Open an Optuna storage with crash safety switched on.
-
-    With ``heartbeat``, a trial whose worker died becomes FAIL and is retried with the same
-    params (:func:`~agehpo.hpo.liveness.retry_trial`). SQLite waits for locks instead of
-    failing at once; workers creating one schema at the same moment retry.
+    """Open an Optuna storage: heartbeats retry dead workers' trials, SQLite waits for locks.
 
     Args:
         url: An SQLAlchemy URL (sqlite, postgresql, mysql) or a journal file.
@@ -158,39 +145,35 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_journal(path)
         journal = JournalFileBackend(str(path))
-        if not heartbeat:
-            return JournalStorage(journal)
-        return HeartbeatJournalStorage(journal, interval, grace, retry_trial)
+        return (
+            HeartbeatJournalStorage(journal, interval, grace, retry_trial)
+            if heartbeat
+            else JournalStorage(journal)
+        )
     if parse(url) is None:
         raise StorageError(
             f"storage={url!r} is not a storage URL; use e.g. sqlite:///optuna.db, "
             "postgresql://user@host/db, mysql+pymysql://user@host/db or a path ending in .journal"
         )
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"heartbeat_interval": interval, "grace_period": grace}
+    kwargs = {**kwargs, "heartbeat_stale_trial_callback": retry_trial} if heartbeat else {}
     if backend(url) == "sqlite":
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    if heartbeat:
-        kwargs.update(
-            heartbeat_interval=interval,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=retry_trial,
-        )
 
     def open_once() -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, **kwargs)
 
-    try:
+    try:  # workers creating one schema at the same moment retry
         return retry(open_once, delay_s=0.2, retryable=lambda e: is_race(e, creating_schema=True))
     except Exception as error:
-        lines = str(error).strip().splitlines()
-        reason = lines[0] if lines else repr(error)
+        reason = (str(error).strip().splitlines() or [repr(error)])[0]
         raise StorageError(f"storage={redact(url)!r} cannot be opened: {reason}") from error
 
 
 class BudgetLock:
-    """A lock that every worker of one storage shares: threads, processes and machines.
+    """A lock all workers of one storage share: threads, processes and machines.
 
     SQLite and journal files lock a file beside the store; PostgreSQL and MySQL take a
     database advisory lock, which works across machines.
@@ -202,44 +185,31 @@ class BudgetLock:
 
     def __init__(self, url: str, study_name: str) -> None:
         self._thread_lock = threading.Lock()
-        self._file_lock: FileLock | None = None
-        self._engine = None
-        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:7], "big")
         path = journal_path(url) or sqlite_file(url)
-        if path is not None:
-            self._file_lock = FileLock(f"{path}.budget.lock")
-        elif backend(url) in ("postgresql", "mysql"):
-            import sqlalchemy
-
-            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        self._file_lock = FileLock(f"{path}.budget.lock") if path is not None else None
+        self._engine = None
+        self._sql: tuple[str, str, int | str]
+        key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:7], "big")
+        if path is None and backend(url) == "postgresql":
+            self._sql = ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)", key)
+        elif path is None and backend(url) == "mysql":  # GET_LOCK returns 0 after 60 s
+            self._sql = ("SELECT GET_LOCK(:key, 60)", "SELECT RELEASE_LOCK(:key)", f"agehpo-{key}")
+        else:
+            return
+        self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         """Hold the lock for a short critical section (count the trials, claim one)."""
-        with self._thread_lock, self._process_lock():
-            yield
-
-    @contextlib.contextmanager
-    def _process_lock(self) -> Iterator[None]:
-        if self._file_lock is not None or self._engine is None:
-            with self._file_lock or contextlib.nullcontext():
+        with self._thread_lock, self._file_lock or contextlib.nullcontext():
+            if self._engine is None:
                 yield
-            return
-        import sqlalchemy
-
-        if self._engine.dialect.name == "postgresql":
-            key: int | str = self._key
-            lock, unlock = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
-        else:  # GET_LOCK gives up after its timeout and returns 0: ask again
-            key, lock, unlock = (
-                f"agehpo-{self._key}",
-                "SELECT GET_LOCK(:key, 60)",
-                "SELECT RELEASE_LOCK(:key)",
-            )
-        with self._engine.connect() as connection:
-            while connection.execute(sqlalchemy.text(lock), {"key": key}).scalar() == 0:
-                pass
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text(unlock), {"key": key})
+                return
+            lock, unlock, key = self._sql
+            with self._engine.connect() as connection:
+                while connection.execute(sqlalchemy.text(lock), {"key": key}).scalar() == 0:
+                    pass
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text(unlock), {"key": key})
