@@ -61,6 +61,63 @@ def _settle(runner: TrialRunner) -> int:
         return runner.budget_left()
 
 
+class _Pool:
+    """The launcher's worker processes: started, watched, replaced when they die."""
+
+    def __init__(self, config: StudyConfig, parent_run_id: str | None) -> None:
+        self.env = dict(os.environ)
+        if parent_run_id is not None:
+            self.env["MLFLOW_RUN_ID"] = parent_run_id  # also makes each worker watch us
+        self.command = worker_command(dataclasses.replace(config, n_workers=1))
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.dead: set[int] = set()
+        self.restarts_left = config.n_workers
+        self.start(config.n_workers)
+
+    def start(self, count: int) -> None:
+        self.workers += [subprocess.Popen(self.command, env=self.env) for _ in range(count)]
+
+    def new_deaths(self) -> int:
+        """Report workers that exited with an error since the last call; count them.
+
+        Raises:
+            WorkersFailedError: When a worker rejected its parameters: all would.
+        """
+        died = [w for w in self.workers if w.poll() not in (None, 0) and w.pid not in self.dead]
+        for worker in died:
+            self.dead.add(worker.pid)
+            print(
+                f"agehpo: warning: worker {worker.pid} exited with status {worker.returncode}; "
+                "its running trial is retried",
+                file=sys.stderr,
+            )
+            if worker.returncode == EXIT_USAGE:
+                _stop(self.workers, signal.SIGTERM)
+                raise WorkersFailedError(
+                    f"worker {worker.pid} rejected its parameters (exit {EXIT_USAGE}); "
+                    "see its error line above"
+                )
+        return len(died)
+
+    def running(self) -> bool:
+        return any(worker.poll() is None for worker in self.workers)
+
+    def replace(self, due: int, n_workers: int) -> None:
+        """Start replacements for dead workers while trials are due.
+
+        Raises:
+            WorkersFailedError: When the replacements are used up.
+        """
+        if self.restarts_left <= 0:
+            raise WorkersFailedError(
+                f"workers kept dying: {len(self.dead)} exited with an error and {due} trial(s) "
+                "are still due; rerun the same command to finish the budget"
+            )
+        count = min(due, n_workers, self.restarts_left)
+        self.restarts_left -= count
+        self.start(count)
+
+
 def run_workers(
     config: StudyConfig,
     runner: TrialRunner,
@@ -92,57 +149,25 @@ def run_workers(
     """
     study = runner.study
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    env = dict(os.environ)
-    if parent_run_id is not None:
-        env["MLFLOW_RUN_ID"] = parent_run_id  # also makes each worker watch the launcher
-    command = worker_command(dataclasses.replace(config, n_workers=1))
-    workers = [subprocess.Popen(command, env=env) for _ in range(config.n_workers)]
-    reported: set[int] = set()
-    restarts_left = config.n_workers
-    pending_deaths = 0
-    seen = len(before)
+    pool = _Pool(config, parent_run_id)
+    seen, deaths = len(before), 0
     while True:
         if stop.requested.wait(poll_s):
-            _stop(workers, signal.SIGINT if stop.signum == signal.SIGINT else signal.SIGTERM)
+            _stop(pool.workers, signal.SIGINT if stop.signum == signal.SIGINT else signal.SIGTERM)
             _settle(runner)
             raise stop.exception()
         finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
         if progress is not None and finished > seen:
             progress.update(finished - seen)
         seen = max(seen, finished)
-        died = [w for w in workers if w.poll() not in (None, 0) and w.pid not in reported]
-        pending_deaths += len(died)
-        for worker in died:
-            reported.add(worker.pid)
-            print(
-                f"agehpo: warning: worker {worker.pid} exited with status {worker.returncode}; "
-                "its running trial is retried",
-                file=sys.stderr,
-            )
-            if worker.returncode == EXIT_USAGE:
-                _stop(workers, signal.SIGTERM)
-                raise WorkersFailedError(
-                    f"worker {worker.pid} rejected its parameters (exit {EXIT_USAGE}); "
-                    "see its error line above"
-                )
-        if any(worker.poll() is None for worker in workers):
+        deaths += pool.new_deaths()
+        if pool.running():
             continue
         due = _settle(runner)
-        if due <= 0 or not pending_deaths:
+        if due <= 0 or not deaths:
             break  # done, or every worker stopped by itself (the timeout)
-        if restarts_left <= 0:
-            raise WorkersFailedError(
-                f"workers kept dying: {len(reported)} exited with an error and {due} trial(s) "
-                "are still due; rerun the same command to finish the budget"
-            )
-        replacements = min(due, config.n_workers, restarts_left)
-        restarts_left -= replacements
-        pending_deaths = 0
-        workers += [subprocess.Popen(command, env=env) for _ in range(replacements)]
-    return sorted(
-        t.number
-        for t in study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        )
-        if t.number not in before
-    )
+        pool.replace(due, config.n_workers)
+        deaths = 0
+    finished_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False, states=finished_states)
+    return sorted(t.number for t in trials if t.number not in before)

@@ -1,5 +1,6 @@
-"""Import hygiene CI runs: no import cycle, lazy or type-only ones included, and no private
-Optuna or MLflow name outside a package's ``_compat.py``.
+"""Architecture checks CI runs: no import cycle, lazy or type-only ones included; no private
+Optuna or MLflow name outside a package's ``_compat.py``; no module over 300 lines and no
+function over 60, docstrings included.
 
 The graph is built from every import statement of src/ and plugins/ (module level, inside
 functions, under TYPE_CHECKING), so a cycle hidden behind a lazy import is still a cycle.
@@ -17,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = (ROOT / "src", ROOT / "plugins")
 UPSTREAM = ("optuna", "mlflow")
+MAX_MODULE_LINES = 300
+MAX_FUNCTION_LINES = 60
 
 
 def modules() -> dict[str, Path]:
@@ -134,10 +137,25 @@ def private_uses(found: dict[str, Path]) -> Iterator[str]:
                 yield f"{where}:{node.lineno}: {node.func.id} of the private {node.args[1].value}"
 
 
+def oversized(found: dict[str, Path]) -> Iterator[str]:
+    """Modules over MAX_MODULE_LINES lines and functions over MAX_FUNCTION_LINES."""
+    for path in found.values():
+        text = path.read_text()
+        where = path.relative_to(ROOT)
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            yield f"{where}: {len(text.splitlines())} lines (at most {MAX_MODULE_LINES})"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    yield f"{where}:{node.lineno}: {node.name} has {length} lines (at most 60)"
+
+
 def main() -> int:
     found = modules()
     problems = [f"import cycle: {' <-> '.join(c)}" for c in cycles(graph(found))]
     problems += list(private_uses(found))
+    problems += list(oversized(found))
     for problem in problems:
         print(problem)
     print(f"{len(found)} modules, {len(problems)} problems")
