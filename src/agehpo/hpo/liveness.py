@@ -37,15 +37,15 @@ _ATTEMPT_ATTRS = (WORKER_ATTR, FAIL_REASON_ATTR, OWNER_ATTR, HEARTBEAT_ATTR)
 _T = TypeVar("_T")
 
 
-def _quietly(call: Callable[..., _T], *args: object) -> _T:
-    """Optuna marks its retry callback experimental; it is still the upstream way to retry."""
+def quietly(call: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+    """Call an API Optuna marks experimental (heartbeats, retries): the upstream way still."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return call(*args)
+        return call(*args, **kwargs)
 
 
 # Unlimited retries: each follows a process death, bounded by the user's reruns and restarts.
-_RETRY = _quietly(_Retry)
+_RETRY = quietly(_Retry)
 
 
 @cache
@@ -80,14 +80,8 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Owner:
-    """The process that claimed a trial.
-
-    Attributes:
-        host: The machine's host name.
-        pid: The process id.
-        started: The process's start in clock ticks since boot (None off Linux).
-        namespace: Kernel boot id and pid namespace (empty off Linux).
-    """
+    """The process that claimed a trial: host, pid, start (clock ticks since boot) and kernel
+    boot and pid namespace; the last two are None and empty off Linux."""
 
     host: str
     pid: int
@@ -96,7 +90,7 @@ class Owner:
 
     @classmethod
     def this_process(cls) -> Owner:
-        """The calling process's owner record."""
+        """The calling process's record."""
         return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()), _namespace())
 
     @classmethod
@@ -124,11 +118,7 @@ class Owner:
         return self.host == here.host and self.namespace == here.namespace
 
     def is_gone(self) -> bool:
-        """Whether a local owner's process exited or its pid now belongs to another.
-
-        Returns:
-            False for owners elsewhere: only their heartbeat can tell.
-        """
+        """Whether a local owner's process exited or its pid was reused; False elsewhere."""
         started = self.started
         return self.is_local() and (
             not _pid_alive(self.pid)
@@ -164,13 +154,13 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     fresh = copy.copy(trial)
     fresh.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _ATTEMPT_ATTRS}
     fresh.system_attrs = {k: v for k, v in trial.system_attrs.items() if k not in _ATTEMPT_ATTRS}
-    _quietly(_RETRY, study, fresh)
+    quietly(_RETRY, study, fresh)
 
 
 def fail_dead_trials(
     study: optuna.Study, *, grace_s: float, clock: Callable[[], float] = time.time
 ) -> list[int]:
-    """Fail and retry the RUNNING trials whose worker is known to be dead (under the lock).
+    """Fail and retry the RUNNING trials whose worker is dead, by Optuna's stale check too.
 
     Args:
         study: The study.
@@ -180,6 +170,7 @@ def fail_dead_trials(
     Returns:
         The numbers of the trials failed.
     """
+    quietly(optuna.storages.fail_stale_trials, study)  # its failures are not listed
     failed: list[int] = []
     now = clock()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -197,5 +188,5 @@ def fail_dead_trials(
 
 def budget_used(trials: Sequence[FrozenTrial]) -> int:
     """How many trials use up the budget: all but the failures a retry replaced."""
-    replaced = {n for trial in trials for n in _quietly(_Retry.retry_history, trial)}
+    replaced = {n for trial in trials for n in quietly(_Retry.retry_history, trial)}
     return sum(not (t.state == TrialState.FAIL and t.number in replaced) for t in trials)

@@ -57,12 +57,8 @@ class TrialRunner:
         stop: OrderlyStop | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.study = study
-        self.objective = objective
-        self.n_trials = n_trials
-        self.budget_lock = budget_lock
-        self.callbacks = list(callbacks)
-        self.clock = clock
+        self.study, self.objective, self.n_trials = study, objective, n_trials
+        self.budget_lock, self.callbacks, self.clock = budget_lock, list(callbacks), clock
         self.deadline = clock() + timeout if timeout > 0 else float("inf")
         self.ran: list[int] = []
         self.stop = stop or OrderlyStop()
@@ -91,9 +87,6 @@ class TrialRunner:
 
     def fail_dead_trials(self) -> list[int]:
         """Fail and retry dead workers' trials (under the budget lock); returns agehpo's."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
         grace_s = heartbeat_settings()[1]
         return liveness.fail_dead_trials(self.study, grace_s=grace_s, clock=self.clock)
 
@@ -150,7 +143,7 @@ class TrialRunner:
         return frozen
 
     def _stopped_by(self, error: BaseException, errors: list[BaseException]) -> None:
-        """No thread claims another trial; on an interrupt the running ones end too."""
+        """No thread claims another trial; on an interrupt running ones end too."""
         errors.append(error)
         self.stopping.set()
         if isinstance(error, KeyboardInterrupt):

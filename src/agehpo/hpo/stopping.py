@@ -9,13 +9,12 @@ launcher) starts the same stop.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TextIO
 
 DEADLINE_S = 8.0  # from the first signal until the process exits, finished or not
@@ -121,16 +120,6 @@ class OrderlyStop:
         if watch_parent:
             watch_supervisor(self)
         return previous
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[OrderlyStop]:
-        """:meth:`install` for the duration of a block, then the previous handlers again."""
-        previous = self.install()
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def watch_supervisor(

@@ -13,7 +13,6 @@ import os
 import shutil
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from agehpo import _compat
 from agehpo.errors import UserError
-from agehpo.hpo.liveness import HEARTBEAT_ATTR, last_sign_of_life, retry_trial
+from agehpo.hpo.liveness import HEARTBEAT_ATTR, last_sign_of_life, quietly, retry_trial
 from agehpo.retry import is_race, retry
 from agehpo.urls import backend, journal_path, parse, redact, sqlite_file
 
@@ -160,13 +159,12 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
     if backend(url) == "sqlite":
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
 
-    def open_once() -> optuna.storages.BaseStorage:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, **kwargs)
-
     try:  # workers creating one schema at the same moment retry
-        return retry(open_once, delay_s=0.2, retryable=lambda e: is_race(e, creating_schema=True))
+        return retry(
+            lambda: quietly(RDBStorage, url, **kwargs),
+            delay_s=0.2,
+            retryable=lambda e: is_race(e, creating_schema=True),
+        )
     except Exception as error:
         reason = (str(error).strip().splitlines() or [repr(error)])[0]
         raise StorageError(f"storage={redact(url)!r} cannot be opened: {reason}") from error

@@ -95,8 +95,13 @@ def test_ctrl_c_ends_every_running_trial_fail_and_queues_its_retry(
 
     all_running = threading.Barrier(n_jobs, action=interrupt)
     study, runner = _runner(tmp_path, lambda trial: all_running.wait(WAIT_S), stop)
-    with stop.installed(), pytest.raises(KeyboardInterrupt):
-        runner.run(n_jobs=n_jobs)
+    previous = stop.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(n_jobs=n_jobs)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     stop.done()
     assert stop.exit_code == 130
     assert not [t for t in threading.enumerate() if t.name.startswith("trial_")]

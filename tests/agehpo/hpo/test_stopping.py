@@ -99,10 +99,14 @@ def test_a_second_signal_shortens_the_deadline_and_never_restarts_it() -> None:
 def test_installed_handlers_turn_signals_into_requests_and_are_restored() -> None:
     before = signal.getsignal(signal.SIGTERM)
     stop = OrderlyStop(hard_exit=_Exit())
-    with stop.installed():
+    previous = stop.install()
+    try:
         os.kill(os.getpid(), signal.SIGTERM)  # would end the test process unhandled
         os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt unhandled
         assert stop.requested.is_set()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     stop.done()
     assert stop.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
