@@ -119,3 +119,27 @@ def test_an_entry_ends_in_the_sha256_of_its_arrays(table: FaceTable, tmp_path: P
         np.uint8
     )
     assert raw.endswith(b"AGEHPO-SHA256" + hashlib.sha256(body.tobytes()).digest())
+
+
+def test_keys_change_with_what_they_hash(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"a" * 100)
+    key = facecache.file_key(path, 100, 1)
+    assert len(key) == 16 and key == facecache.file_key(path, 100, 1)
+    assert key != facecache.file_key(path, 100, 2)  # mtime
+    path.write_bytes(b"b" * 100)
+    assert key != facecache.file_key(path, 100, 1)  # content of a small file
+    assert facecache.code_key(path) != facecache.code_key(path, path)
+
+
+def test_store_then_load_and_stale_entries_go(table: FaceTable, tmp_path: Path) -> None:
+    arrays = (table.pixels, table.age, table.ethnicity, table.gender)
+    assert facecache.load_cached(tmp_path, "s-k1", "src") is None  # a miss
+    digest = facecache.store_cached(tmp_path, "s", "s-k1", arrays)
+    assert digest == table.digest
+    hit = facecache.load_cached(tmp_path, "s-k1", "src")
+    assert hit is not None and hit.source == "src" and hit.digest == digest
+    assert hit.pixels.tolist() == table.pixels.tolist() and hit.age.tolist() == table.age.tolist()
+    facecache.store_cached(tmp_path, "s", "s-k2", arrays)
+    assert [p.name for p in tmp_path.glob("s-*.npy")] == [f"s-k2-{digest}.npy"]
+    assert facecache.load_cached(tmp_path, "s-k1", "src") is None
