@@ -7,11 +7,10 @@ bundled code, a pickled ``python_model``). :func:`load_checked` refuses any load
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -29,8 +28,7 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The faces of a CSV to predict on, and its ages when it has an ``age`` column.
 
     Args:
-        path: A CSV with a ``pixels`` column (space-separated values) or 2304 numeric
-            columns; ``age``, ``ethnicity``, ``gender`` and ``img_name`` are optional.
+        path: A CSV with a ``pixels`` column or 2304 numeric columns, and optional labels.
 
     Returns:
         uint8 pixels (rows, 2304), and the ages (int64) or None.
@@ -67,25 +65,6 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
             f"whole years {lo}..{hi}, or no age column"
         )
     return pixels, ages.astype(np.int64)
-
-
-@contextlib.contextmanager
-def _loading_env() -> Iterator[None]:
-    """MLflow refuses to unpickle anything (and draws no progress bars) while active."""
-    # (no bars: an error must stay one line on stderr)
-    settings = dict.fromkeys(
-        ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"), "false"
-    )
-    previous = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
@@ -147,7 +126,11 @@ def load_checked(model_uri: str) -> AgePredictor:
     from mlflow.exceptions import MlflowException
 
     shown = f"model={quote_path(model_uri)}"
-    with _loading_env(), tempfile.TemporaryDirectory(prefix="agehpo-model-") as tmp:
+    # MLflow then refuses to unpickle, and draws no progress bars (an error stays one line)
+    off = dict.fromkeys(
+        ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"), "false"
+    )
+    with mock.patch.dict(os.environ, off), tempfile.TemporaryDirectory(prefix="agehpo-") as tmp:
         _checked_data_dir(model_uri)
         try:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))

@@ -1,10 +1,4 @@
-"""Reading a data file's bytes without trusting it: no binary data, no endless line.
-
-A CSV of faces is read whole (the vectorized parser wants one buffer), but in pieces, each
-checked as it arrives: a NUL byte means a binary file, and a line longer than any valid row
-means the wrong file. Either stops the read at once, so a 200 MB single-line file costs one
-piece of memory rather than gigabytes of parser work arrays.
-"""
+"""Reading a data file's bytes without trusting it: no binary data, no endless line."""
 
 from __future__ import annotations
 
@@ -15,18 +9,14 @@ import numpy as np
 from agehpo.data.faces import PIXELS_PER_IMAGE, DataError
 from agehpo.errors import quote_path
 
-_READ_BYTES = 8 << 20  # the file is read in pieces this size, checking line lengths as it comes
-# The longest line a valid file can hold: age, ethnicity and gender of at most 3 digits, the
-# pixels as 2304 values of at most 3 digits with single spaces, 4 commas, quotes around every
-# field and a CR; plus slack for img_name (free text) and stray whitespace. A longer line is
-# refused as soon as it is seen, before it is read whole (one 200 MB line took 3.5 GB to parse).
-_ROW_SLACK_BYTES = 4096
-MAX_LINE_BYTES = 3 * 3 + (3 * PIXELS_PER_IMAGE + PIXELS_PER_IMAGE - 1) + 4 + 2 * 5 + 1
-MAX_LINE_BYTES += _ROW_SLACK_BYTES
+_READ_BYTES = 8 << 20
+# The longest valid row (3-digit labels and pixels, single spaces, commas, quotes on every
+# field, a CR) plus 4096 bytes for img_name: a 200 MB line took 3.5 GB to parse.
+MAX_LINE_BYTES = 3 * 3 + (4 * PIXELS_PER_IMAGE - 1) + 4 + 2 * 5 + 1 + 4096
 
 
 def read_bounded(path: Path, size: int) -> bytearray:
-    """The file's bytes, read in pieces; refuses binary data and over-long lines early.
+    """The file's bytes, read in pieces so that a NUL byte or an over-long line stops early.
 
     Args:
         path: The file.
@@ -36,12 +26,9 @@ def read_bounded(path: Path, size: int) -> bytearray:
         Its content.
 
     Raises:
-        DataError: At the first NUL byte (a binary file) or the first line longer than
-            ``MAX_LINE_BYTES``, naming its line number; only that far is read.
+        DataError: At the first NUL byte or line longer than ``MAX_LINE_BYTES``.
         OSError: When the file cannot be read.
     """
-    # Grown piece by piece (realloc, not copies, for big buffers), so a file refused early
-    # costs only what was read; a sound file ends as one buffer of its size.
     buf = bytearray()
     line_start, lineno = 0, 1
     with path.open("rb") as f:

@@ -1,23 +1,9 @@
 """The face-table cache: a second load of the same CSV or synthetic set is near-instant.
 
-Each entry is ``<cache_dir>/<stem>-<key>-<content digest>.npy``, one flat uint8 array
-(pixels, age, ethnicity, gender); writing an entry removes older ones of the same stem.
-
-- A CSV file: stem ``csv-<path hash>``; the key hashes the file's size, its mtime in ns and
-  sampled blocks (first and last MiB plus eight 64 KiB blocks spread between; files under
-  4 MiB whole): hashing all ~200 MB would cost more than loading the cache, and real edits
-  change size or mtime. It misses only a same-size edit that restores the mtime and
-  touches no sampled block.
-- Synthetic faces: stem ``synthetic-<seed>-<n_samples>``; the key hashes the generator's
-  source files and numpy's version (:func:`code_key`).
-
-Each file ends in a trailer: ``AGEHPO-SHA256`` and the SHA-256 of the array's bytes. A load
-checks the header, the file's length and the checksum, so a truncated, empty or overwritten
-entry is never used: it is deleted, with a warning, and the caller parses or generates the
-table again (and stores a fresh entry). SHA-256 costs about 0.07 s for a full-size entry.
-
-Writes go to a temporary file then ``os.replace``, so concurrent loaders see whole files
-or none; an unreadable or unwritable cache falls back to parsing or generating.
+Entry ``<cache_dir>/<stem>-<key>-<content digest>.npy``: pixels, age, ethnicity and gender
+as one flat uint8 array, then ``AGEHPO-SHA256`` and the array's SHA-256. A load checks the
+header, length and checksum, and deletes a damaged entry (the caller rebuilds it). Writes
+go to a temporary file, then ``os.replace``: concurrent loaders see whole files or none.
 """
 
 from __future__ import annotations
@@ -34,8 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from agehpo.data.faces import PIXELS_PER_IMAGE, FaceTable, table_digest
-
-__all__ = ["code_key", "file_key", "load_cached", "store_cached"]
 
 _CACHE_VERSION = "2"  # 2: the SHA-256 trailer
 _TRAILER_MAGIC = b"AGEHPO-SHA256"
@@ -73,12 +57,7 @@ def load_cached(cache: Path, key: str, source: str) -> FaceTable | None:
 
 
 def _read_entry(path: Path) -> np.ndarray:
-    """The flat uint8 array of a cache entry, after checking its header, length and checksum.
-
-    Raises:
-        ValueError: For a bad header, a wrong length or a checksum mismatch (EOFError for an
-            empty or cut header).
-    """
+    """The flat uint8 array of a cache entry, once its header, length and checksum hold."""
     with path.open("rb") as f:
         version = np.lib.format.read_magic(f)
         if version != (1, 0):
@@ -103,8 +82,10 @@ def _read_entry(path: Path) -> np.ndarray:
 
 
 def file_key(path: Path, size: int, mtime_ns: int) -> str:
-    """Hash of the file's size, mtime and sampled blocks: the part of a cache entry's name
-    that changes when the file does.
+    """The part of a CSV's cache entry name that changes when the file does.
+
+    It hashes the size, the mtime and sampled blocks (files over 4 MiB: the first and last
+    MiB and eight 64 KiB blocks between), as hashing 200 MB would cost more than the load.
 
     Args:
         path: The CSV file.
@@ -115,7 +96,7 @@ def file_key(path: Path, size: int, mtime_ns: int) -> str:
         16 hex digits.
     """
     h = hashlib.blake2b(f"{_CACHE_VERSION}|{size}|{mtime_ns}".encode(), digest_size=8)
-    blocks = [(0, size)]  # small files whole; else head, tail and eight blocks between
+    blocks = [(0, size)]
     if size > 4 << 20:
         blocks = [(0, 1 << 20), (size - (1 << 20), 1 << 20)]
         blocks += [(size * k // 9, 1 << 16) for k in range(1, 9)]
@@ -133,7 +114,7 @@ def code_key(*sources: Path) -> str:
         sources: The Python files whose code decides the table's content.
 
     Returns:
-        16 hex digits; they change whenever one of those inputs does.
+        16 hex digits.
     """
     h = hashlib.blake2b(f"{_CACHE_VERSION}|{np.__version__}".encode(), digest_size=8)
     for source in sources:
@@ -146,13 +127,12 @@ def store_cached(cache: Path, stem: str, key: str, arrays: Sequence[np.ndarray])
 
     Args:
         cache: The cache folder (created if missing).
-        stem: ``csv-<path hash>`` or ``synthetic-<seed>-<n_samples>``: older entries of
-            the same stem are removed.
+        stem: ``csv-<path hash>`` or ``synthetic-<seed>-<n>``; older entries of it go.
         key: ``<stem>-<key>``.
         arrays: Pixels (uint8), then age, ethnicity and gender.
 
     Returns:
-        The table's content digest (returned even when the cache cannot be written).
+        The table's content digest (even when the cache cannot be written).
     """
     tmp = None
     with ThreadPoolExecutor(1) as pool:  # hashing and writing both release the GIL

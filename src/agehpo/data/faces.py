@@ -54,14 +54,14 @@ class FaceTable:
 
 
 def table_digest(pixels: np.ndarray, *labels: np.ndarray) -> str:
-    """Short content hash of pixels and labels (the same for a table and its CSV copy).
+    """Content hash of pixels and labels (the same for a table and its CSV copy).
 
     Args:
         pixels: (N, 2304) values 0..255.
-        *labels: Label arrays with values 0..255 (age, ethnicity, gender).
+        *labels: Age, ethnicity and gender.
 
     Returns:
-        16 hex digits of a BLAKE2b hash of the values as bytes.
+        16 hex digits.
     """
     h = hashlib.blake2b(digest_size=8)
     for arr in (pixels, *labels):

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agehpo.data import faces, synthetic
+import agehpo.data.faces
+import agehpo.data.synthetic
 from agehpo.data.facecache import code_key, load_cached, store_cached
 from agehpo.data.facecsv import read_csv
 from agehpo.data.faces import (
@@ -35,8 +36,7 @@ def load_table(
         data: ``"synthetic"``, or the path of a CSV file.
         n_samples: Rows to generate (synthetic only).
         seed: Generator seed (synthetic only).
-        cache_dir: Cache folder of parsed CSV files and generated synthetic faces;
-            ``default_cache_dir()`` when None.
+        cache_dir: The face cache's folder; ``default_cache_dir()`` when None.
 
     Returns:
         The table.
@@ -48,19 +48,14 @@ def load_table(
 
 
 def _synthetic_through_cache(n_samples: int, seed: int, cache: Path) -> FaceTable:
-    """The synthetic faces, generated once per machine rather than once per process.
-
-    Generating the default 23,705 faces takes about 3 s, paid again by every rerun and
-    every worker process; the cache entry loads in about 0.1 s. Its key hashes the
-    generator's code (``synthetic`` and the ``faces`` constants it draws with) and numpy's
-    version, so a changed generator never serves old faces.
-    """
+    """The synthetic faces, generated once per machine (3 s) rather than once per process."""
     stem = f"synthetic-{seed}-{n_samples}"
-    key = f"{stem}-{code_key(Path(synthetic.__file__), Path(faces.__file__))}"
+    code = (Path(m.__file__ or "") for m in (agehpo.data.synthetic, agehpo.data.faces))
+    key = f"{stem}-{code_key(*code)}"
     cached = load_cached(cache, key, f"synthetic:seed={seed},n={n_samples}")
     if cached is not None:
         return cached
-    table = synthetic.make_synthetic(n_samples=n_samples, seed=seed)
+    table = agehpo.data.synthetic.make_synthetic(n_samples=n_samples, seed=seed)
     store_cached(cache, stem, key, (table.pixels, table.age, table.ethnicity, table.gender))
     return table
 
@@ -122,16 +117,14 @@ class TensorSplit:
         """The rows ``index`` of every tensor.
 
         Args:
-            index: A 1-D tensor of row numbers (gathered into new tensors) or a slice
-                (views, no copy).
+            index: A 1-D tensor of row numbers (gathered), or a slice (views).
 
         Returns:
             A split holding just those rows.
         """
         if isinstance(index, slice):
             return TensorSplit(*(t[index] for t in self.tensors()))
-        # index_select is a plain row gather; x[index] goes through advanced indexing, which
-        # cost more than twice as much per batch on the CPU.
+        # a plain row gather: advanced indexing (x[index]) cost twice as much on the CPU
         return TensorSplit(*(t.index_select(0, index) for t in self.tensors()))
 
 
@@ -162,11 +155,7 @@ def preprocess(pixels: np.ndarray, img_size: int = 24) -> torch.Tensor:
         raise DataError(
             f"preprocess: pixels shape {pixels.shape} (accepted: (N, {PIXELS_PER_IMAGE}))"
         )
-    if (
-        isinstance(img_size, bool)
-        or not isinstance(img_size, int)
-        or not 1 <= img_size <= IMAGE_SIDE
-    ):
+    if type(img_size) is not int or not 1 <= img_size <= IMAGE_SIDE:  # (no bool)
         raise DataError(
             f"img_size: {img_size!r} is not accepted (accepted: integers 1..{IMAGE_SIDE})"
         )
@@ -196,10 +185,8 @@ def prepare(table: FaceTable, *, img_size: int = 24, split_seed: int = 13) -> Pr
         raise DataError(f"data: '{table.source}' has no rows (accepted: at least one face)")
     bins = age_to_bin(table.age)
     x = preprocess(table.pixels, img_size)
-    labels = [
-        torch.as_tensor(np.asarray(a, dtype=np.int64))
-        for a in (bins, table.ethnicity, table.gender)
-    ]
+    columns = (bins, table.ethnicity, table.gender)
+    labels = [torch.as_tensor(np.asarray(a, np.int64)) for a in columns]
 
     def take(idx: np.ndarray) -> TensorSplit:
         t = torch.from_numpy(idx)
