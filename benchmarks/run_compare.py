@@ -28,7 +28,8 @@ import torch
 
 from agehpo.compare import _report as report
 from agehpo.compare import parse_samplers, run_compare
-from agehpo.study import StudyConfig, load_data
+from agehpo.config import StudyConfig
+from agehpo.study import load_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_WALL_S = 25 * 60  # what fits in a session on 2 shared cores

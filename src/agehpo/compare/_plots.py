@@ -1,160 +1,78 @@
-"""The two plots of ``agehpo compare``: convergence per sampler and every trial's curve.
-
-Each is written twice: a PNG drawn with matplotlib (for the MLflow UI's preview) and an
-interactive plotly HTML. Pure functions of the per-study numbers, like ``_compare_report``.
-"""
+"""The two plots, interactive plotly HTML: convergence per sampler and every trial's curve."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import cycle
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import pandas as pd
+import optuna
+import plotly.graph_objects as go
 from optuna.trial import TrialState
+from plotly.colors import hex_to_rgb, qualitative
+from plotly.subplots import make_subplots
 
-from agehpo.compare._report import by_sampler
-
-if TYPE_CHECKING:
-    from agehpo.compare import StudyStats
-
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+from agehpo.compare._stats import StudyStats, by_sampler
 
 
-def _band(group: Sequence[StudyStats]) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Trial numbers (1-based) and median/min/max of best-so-far (%) over the repeats that
-    have a COMPLETE trial by then."""
-    n = max(len(s.curve) for s in group)
-    xs, med, low, high = [], [], [], []
-    for i in range(n):
-        at_i = [s.curve[i] if i < len(s.curve) else None for s in group]
-        values = pd.Series([100 * v for v in at_i if v is not None], dtype=float)
-        if len(values):
-            xs.append(i + 1)
-            med.append(float(values.median()))
-            low.append(float(values.min()))
-            high.append(float(values.max()))
-    return xs, med, low, high
+def _budget_study(stats: StudyStats) -> optuna.Study:
+    """An in-memory study holding the study's finished trials within its budget."""
+    study = optuna.create_study(direction="maximize", study_name=stats.study_name)
+    study.add_trials([t for t in stats.trials if t.state.is_finished()])
+    return study
 
 
-def plot_convergence(all_stats: Sequence[StudyStats], folder: Path) -> None:
-    """``convergence.png`` and ``.html``: best-so-far vs trial, median line, min–max band."""
-    import plotly.graph_objects as go
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+def convergence(all_stats: Sequence[StudyStats]) -> go.Figure:
+    """Optuna's optimization history per sampler: best-so-far mean and ±1 std over repeats."""
+    figure, groups = go.Figure(), by_sampler(all_stats)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # pruned trials would warn "infeasible"
+    try:
+        for colour, (sampler, group) in zip(cycle(qualitative.Plotly), groups.items()):
+            history = optuna.visualization.plot_optimization_history(
+                [_budget_study(s) for s in group], target_name="val age accuracy", error_bar=True
+            )
+            band = "rgba({}, {}, {}, 0.2)".format(*hex_to_rgb(colour))
+            for trace in history.data:
+                name = f"{sampler}: {trace.name}" if trace.name else sampler
+                trace.update(name=name, legendgroup=sampler, marker_color=colour, line_color=colour)
+                figure.add_trace(trace.update(fillcolor=band) if trace.fill else trace)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    title = "Best val age accuracy so far (COMPLETE trials): mean and ±1 std over the repeats"
+    return figure.update_layout(title=title, xaxis_title="trial", yaxis_title="val age accuracy")
 
+
+def pruning(all_stats: Sequence[StudyStats]) -> go.Figure:
+    """Every trial's val age accuracy by epoch, a panel per sampler; dotted with x: PRUNED."""
     groups = by_sampler(all_stats)
-    # Figure + Agg canvas directly: no pyplot, so the host app's backend is never touched.
-    fig = Figure(figsize=(8, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    web = go.Figure()
-    for colour, (sampler, group) in zip(COLOURS * 4, groups.items(), strict=False):
-        xs, med, low, high = _band(group)
-        label = f"{sampler} (median of {len(group)})"
-        ax.fill_between(xs, low, high, color=colour, alpha=0.2, step="post", linewidth=0)
-        ax.step(xs, med, where="post", color=colour, label=label)
-        web.add_trace(
-            go.Scatter(
-                x=xs,
-                y=high,
-                mode="lines",
-                line={"width": 0, "shape": "hv"},
-                legendgroup=sampler,
-                showlegend=False,
-                hoverinfo="skip",
-            )
-        )
-        web.add_trace(
-            go.Scatter(
-                x=xs,
-                y=low,
-                mode="lines",
-                fill="tonexty",
-                opacity=0.2,
-                line={"width": 0, "shape": "hv", "color": colour},
-                legendgroup=sampler,
-                name=f"{sampler} min–max",
-            )
-        )
-        web.add_trace(
-            go.Scatter(
-                x=xs,
-                y=med,
-                mode="lines",
-                legendgroup=sampler,
-                name=label,
-                line={"color": colour, "shape": "hv"},
-            )
-        )
-    title = "Best validation age accuracy so far (COMPLETE trials), median and min–max band"
-    ax.set(xlabel="trial", ylabel="best val age accuracy (%)", title=title)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.title.set_fontsize(10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.savefig(folder / "convergence.png", bbox_inches="tight")
-    web.update_layout(title=title, xaxis_title="trial", yaxis_title="best val age accuracy (%)")
-    web.write_html(folder / "convergence.html", include_plotlyjs="cdn")
-
-
-def plot_pruning(all_stats: Sequence[StudyStats], folder: Path) -> None:
-    """``pruning.png`` and ``.html``: every trial's val age accuracy per epoch, one panel
-    per sampler, coloured by sampler; solid COMPLETE, dotted with an x where PRUNED."""
-    import plotly.graph_objects as go
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-    from plotly.subplots import make_subplots
-
-    groups = by_sampler(all_stats)
-    fig = Figure(figsize=(4.5 * len(groups), 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)[0]
-    web = make_subplots(rows=1, cols=len(groups), shared_yaxes=True, subplot_titles=list(groups))
-    for col, (colour, (sampler, group)) in enumerate(
-        zip(COLOURS * 4, groups.items(), strict=False)
-    ):
-        ax = axes[col]
+    titles = [
+        f"{s}: {sum(x.complete for x in g)} complete, {sum(x.pruned for x in g)} pruned"
+        for s, g in groups.items()
+    ]
+    figure = make_subplots(cols=len(groups), shared_yaxes=True, subplot_titles=titles)
+    for col, (colour, group) in enumerate(zip(cycle(qualitative.Plotly), groups.values()), 1):
         for stats in group:
-            for trial in stats.trials:
-                steps = sorted(trial.intermediate_values.items())
-                if not steps:
-                    continue
-                xs, ys = [e for e, _ in steps], [100 * v for _, v in steps]
+            for trial in (t for t in stats.trials if t.intermediate_values):
+                epochs, values = zip(*sorted(trial.intermediate_values.items()), strict=True)
                 pruned = trial.state == TrialState.PRUNED
-                style = (
-                    {"linestyle": ":", "linewidth": 0.8, "alpha": 0.6}
-                    if pruned
-                    else {"linestyle": "-", "linewidth": 1.2, "alpha": 0.9}
-                )
-                ax.plot(xs, ys, color=colour, **style)
-                if pruned:
-                    ax.plot(xs[-1:], ys[-1:], marker="x", color=colour, linestyle="none")
-                web.add_trace(
-                    go.Scatter(
-                        x=xs,
-                        y=ys,
-                        mode="lines+markers" if pruned else "lines",
-                        name=f"{stats.study_name} #{trial.number} {trial.state.name}",
-                        legendgroup=sampler,
-                        showlegend=False,
-                        line={"color": colour, "dash": "dot" if pruned else "solid"},
-                        marker={"symbol": "x", "size": [0] * (len(xs) - 1) + [7]},
-                    ),
+                figure.add_scatter(
+                    x=epochs,
+                    y=values,
+                    name=f"{stats.study_name} #{trial.number} {trial.state.name}",
+                    line={"color": colour, "dash": "dot" if pruned else "solid"},
+                    marker={"symbol": "x", "size": [0] * (len(epochs) - 1) + [8 * pruned]},
                     row=1,
-                    col=col + 1,
+                    col=col,
                 )
-        n_pruned = sum(s.pruned for s in group)
-        n_complete = sum(s.complete for s in group)
-        ax.set_title(f"{sampler}: {n_complete} complete, {n_pruned} pruned", fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("val age accuracy (%)")
-    fig.suptitle("Intermediate values: solid = COMPLETE, dotted with x = PRUNED", fontsize=11)
-    fig.savefig(folder / "pruning.png", bbox_inches="tight")
-    web.update_layout(title="Intermediate values per trial: solid COMPLETE, dotted+x PRUNED")
-    web.update_yaxes(title_text="val age accuracy (%)", row=1, col=1)
-    web.write_html(folder / "pruning.html", include_plotlyjs="cdn")
+    figure.update_traces(mode="lines+markers", showlegend=False)
+    figure.update_xaxes(title_text="epoch")
+    figure.update_yaxes(title_text="val age accuracy", col=1)
+    return figure.update_layout(title="Intermediate values: solid COMPLETE, dotted with x PRUNED")
+
+
+def write_plots(all_stats: Sequence[StudyStats], folder: Path) -> None:
+    """Write ``convergence.html`` and ``pruning.html`` (plotly.js from its CDN) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, draw in (("convergence", convergence), ("pruning", pruning)):
+        draw(all_stats).write_html(folder / f"{name}.html", include_plotlyjs="cdn")

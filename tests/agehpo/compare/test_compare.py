@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -12,24 +11,15 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow.entities import ViewType
-from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from agehpo.compare import (
-    CompareResult,
-    StudyStats,
-    best_at_percent,
-    best_so_far,
-    kwargs_for,
-    parse_samplers,
-    run_compare,
-    study_stats,
-    wall_time,
-)
+from agehpo.compare import CompareResult, kwargs_for, parse_samplers, run_compare
 from agehpo.compare import _report as report
+from agehpo.compare._stats import best_so_far, wall_time
+from agehpo.config import StudyConfig
 from agehpo.data import PreparedData
+from agehpo.errors import ConfigError
 from agehpo.plugins import PluginError
-from agehpo.study import StudyConfig
 
 SAMPLERS = ["random", "tpe"]
 REPEATS = 2
@@ -41,27 +31,11 @@ N_TRIALS = 4
 def _trial(
     number: int, state: TrialState, value: float | None, start: float = 0.0, end: float = 1.0
 ) -> optuna.trial.FrozenTrial:
-    t0 = datetime(2024, 1, 1)
-    trial = create_trial(
-        state=state,
-        value=value if state == TrialState.COMPLETE else None,
-        params={"x": 0.5},
-        distributions={"x": FloatDistribution(0, 1)},
-        intermediate_values={0: 0.3, 1: 0.4},
-    )
+    trial = create_trial(state=state, value=value if state == TrialState.COMPLETE else None)
     trial.number = number
-    trial.datetime_start = t0 + timedelta(seconds=start)
-    trial.datetime_complete = t0 + timedelta(seconds=end)
+    trial.datetime_start = datetime(2024, 1, 1) + timedelta(seconds=start)
+    trial.datetime_complete = datetime(2024, 1, 1) + timedelta(seconds=end)
     return trial
-
-
-def test_cutoff_is_exact_ceiling_without_float_error() -> None:
-    assert report.cutoff(70, 10) == 7  # math.ceil(0.1 * 70) would say 8
-    assert report.cutoff(4, 10) == 1
-    assert report.cutoff(4, 25) == 1
-    assert report.cutoff(4, 50) == 2
-    assert report.cutoff(20, 100) == 20
-    assert report.cutoff(3, 10) == 1
 
 
 def test_best_so_far_counts_complete_trials_only() -> None:
@@ -74,9 +48,8 @@ def test_best_so_far_counts_complete_trials_only() -> None:
     ]
     assert best_so_far(trials, 5) == [None, 0.5, 0.5, 0.5, 0.7]
     assert best_so_far(trials, 4) == [None, 0.5, 0.5, 0.5]  # trials beyond the budget ignored
-    assert best_at_percent(trials, 5, 10) is None  # only trial 0, pruned
-    assert best_at_percent(trials, 5, 50) == 0.5  # trials 0..2
-    assert best_at_percent(trials, 5, 100) == 0.7
+    negative = [_trial(0, TrialState.COMPLETE, 0.0), _trial(1, TrialState.COMPLETE, -1.0)]
+    assert best_so_far(negative, 2) == [0.0, 0.0]
 
 
 def test_wall_time_merges_overlapping_trials_and_skips_gaps() -> None:
@@ -100,50 +73,15 @@ def test_parse_samplers_and_per_sampler_kwargs() -> None:
     assert kwargs_for("tpe", {"n_startup_trials": 5}, ["tpe"]) == {"n_startup_trials": 5}
 
 
-def _stats(sampler: str, repeat: int, final: float) -> StudyStats:
-    trials = [_trial(0, TrialState.COMPLETE, final)]
-    study = optuna.create_study(direction="maximize", study_name=f"s-{sampler}-r{repeat}")
-    study.add_trials(trials)
-    return study_stats(study, sampler, repeat, 13 + repeat - 1, 1, test_age_accuracy=final)
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "expected"),
-    [
-        ([0.70, 0.72], [0.60, 0.65], "clear"),
-        ([0.70, 0.60], [0.65, 0.64], "within the spread of repeats"),
-    ],
-)
-def test_verdict_names_the_leader_the_gap_and_whether_it_is_clear(
-    a: list[float], b: list[float], expected: str
-) -> None:
-    stats = [_stats("b", k + 1, v) for k, v in enumerate(b)]
-    stats += [_stats("a", k + 1, v) for k, v in enumerate(a)]
-    table = report.build_table(stats)
-    text = report.verdict(table)
-    gap = 100 * (pd.Series(a).median() - pd.Series(b).median())
-    assert text.startswith("a is ahead")
-    assert f"+{gap:.2f} percentage points" in text
-    assert expected in text
-
-
-def test_table_has_a_macro_f1_row_per_sampler() -> None:
-    stats = [
-        replace(_stats("a", k, 0.7), test_age_macro_f1=f1)
-        for k, f1 in enumerate([0.40, 0.50, None], 1)
-    ]
-    table = report.build_table(stats).set_index(["metric", "sampler"])
-    row = table.loc[("test_age_macro_f1", "a")]
-    assert (row["median"], row["min"], row["max"], row["n"]) == (0.45, 0.40, 0.50, 2)
-    text = report.format_table(report.build_table(stats), 1)
-    assert "| test age macro-F1 of the best model | 45.00 (40.00–50.00)" in text
-
-
 def test_unknown_sampler_fails_before_anything_runs(tmp_path: Path) -> None:
     config = StudyConfig(storage=f"sqlite:///{tmp_path}/optuna.db", device="cpu")
     with pytest.raises(PluginError, match="nope"):
         run_compare(config, ["random", "nope"], 1, track=False, out=lambda _: None)
     assert not (tmp_path / "optuna.db").exists()
+    with pytest.raises(ConfigError, match="repeats=0"):
+        run_compare(config, ["random"], 0, track=False, out=lambda _: None)
+    with pytest.raises(PluginError, match="more than once"):
+        run_compare(config, ["random", "random"], 1, track=False, out=lambda _: None)
 
 
 # -- the whole comparison, tracked: one run shared by the checks below -----------------------
@@ -257,9 +195,15 @@ def test_mlflow_holds_one_parent_with_a_run_per_study_and_trials_beneath(
         ]
     )
     artifacts = {f.path for f in client.list_artifacts(result.parent_run_id)}
-    assert {"compare_table.csv", "compare_table.md", "verdict.txt", "plots"} <= artifacts
+    assert artifacts == {
+        "compare_table.csv",
+        "compare_table.md",
+        "compare_repeats.csv",
+        "verdict.txt",
+        "plots",
+    }
     plots = {f.path for f in client.list_artifacts(result.parent_run_id, "plots")}
-    assert plots == {f"plots/{n}.{e}" for n in ("convergence", "pruning") for e in ("png", "html")}
+    assert plots == {"plots/convergence.html", "plots/pruning.html"}
     # The main job's champion is untouched: each study registers its own model name.
     registered = {m.name for m in client.search_registered_models()}
     assert "cmp-model" not in registered
@@ -276,7 +220,7 @@ def test_verdict_names_the_sampler_with_the_higher_median(compared: tuple) -> No
     else:
         assert result.verdict.startswith(f"{leader} is ahead")
     assert (folder / "verdict.txt").read_text().strip() == result.verdict
-    assert (folder / "plots" / "convergence.png").stat().st_size > 1000
+    assert (folder / "plots" / "convergence.html").stat().st_size > 1000
     assert (folder / "plots" / "pruning.html").stat().st_size > 1000
     table = pd.read_csv(folder / "compare_table.csv")
     assert set(table.sampler) == set(SAMPLERS)
