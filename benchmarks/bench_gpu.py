@@ -95,8 +95,9 @@ def concurrent_epochs_per_s(data: Any, n_jobs: int, epochs: int = 10) -> float:
 
 def seed_study(data: Any, n_jobs: int) -> dict[str, float]:
     """100 trials x 50 epochs, median pruner, skopt, tracking on; time spent in ask and MLflow."""
+    from agehpo.cli import format_summary
     from agehpo.config import StudyConfig
-    from agehpo.study import format_summary, run_study
+    from agehpo.study import run_study
     from optuna_mlflow import MLflowCallback
     from optuna_skopt import SkoptSampler
 

@@ -8,13 +8,16 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agehpo.cliparse import OneLineParser, int_flag, json_object, timeout_flag
 from agehpo.config import Role, StudyConfig
 from agehpo.errors import ConfigError, UserError, WorkersFailedError, quote
 from agehpo.hpo.stopping import OrderlyStop
 from agehpo.validation import validate_compare, validate_storage, validate_study_config
+
+if TYPE_CHECKING:
+    from agehpo.study import StudyResult
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -54,12 +57,51 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
 def _cmd_study(args: argparse.Namespace) -> int:
     config = study_config(args)
     validate_study_config(config)  # before any store is opened, and before heavy imports
-    from agehpo.study import format_summary, run_study
+    from agehpo.study import run_study
 
     role = Role.LAUNCHER if config.n_workers > 1 else Role.SINGLE
     result = run_study(config, track=True, role=role, stop=args.stop)
     print(format_summary(result, config))
     return 0
+
+
+def format_summary(result: StudyResult, config: StudyConfig) -> str:
+    """The seed's end-of-study summary; accuracies as percentages."""
+    from optuna.trial import TrialState
+
+    from agehpo.evaluation import format_head
+
+    counts = result.counts
+    finished = sum(counts[state.name] for state in TrialState if state.is_finished())
+    lines = [
+        f"Study {config.study_name!r} (sampler {config.sampler}, pruner {config.pruner})",
+        f"  Trials run now: {len(result.ran)}",
+        "Study statistics:",
+        f"  Number of finished trials: {finished}",
+        f"  Number of pruned trials: {counts['PRUNED']}",
+        f"  Number of complete trials: {counts['COMPLETE']}",
+        f"  Number of failed trials: {counts['FAIL']}",
+    ]
+    try:
+        best = result.study.best_trial
+    except ValueError:
+        return "\n".join([*lines, "No trial completed, so there is no best trial yet."])
+    lines += [
+        f"Best trial: #{best.number}",
+        f"  Validation age accuracy: {100 * (best.value or 0.0):.2f} %",
+        "  Params:",
+        *(f"    {name}: {value}" for name, value in sorted(best.params.items())),
+    ]
+    if result.test is not None:
+        how = {
+            "kept": "its kept weights",
+            "logged": "its weights logged by another worker",
+            "retrained": "retrained from best_params",
+        }[result.test_source]
+        lines.append(f"  Test age accuracy ({how}): {100 * result.test.age_accuracy:.2f} %")
+    if result.card is not None:
+        lines += ["  Per age range on the test split:", *format_head(result.card.heads["age"])]
+    return "\n".join([*lines, *result.notes])
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

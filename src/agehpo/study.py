@@ -1,26 +1,23 @@
-"""One study run: prepare it, optimize it with an executor, then finalize it.
-
-``prepare`` opens the study (storage, sampler and pruner by name), loads the data and wires
-the objective, the trial runner and the observers; ``optimize`` hands the runner to an
-executor (threads in this process, or worker processes); ``finalize`` scores the best model
-on the test split and lets the tracker register it.
-"""
+"""One study run: ``prepare`` opens the study and wires the objective, the runner and the
+observers; ``optimize`` hands the runner to an executor (threads here, or worker processes);
+``finalize`` scores the best model on the test split and lets the tracker register it."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from tqdm.auto import tqdm
 
 from agehpo.config import Role, StudyConfig
 from agehpo.data import PreparedData, load_table
 from agehpo.data import prepare as prepare_table
-from agehpo.evaluation import ReportCard, evaluate, format_head
+from agehpo.evaluation import ReportCard, evaluate
 from agehpo.hpo.best import BestModelKeeper, best_model, test_metrics, test_predictions
 from agehpo.hpo.liveness import budget_used
 from agehpo.hpo.runner import TrialRunner
@@ -28,14 +25,12 @@ from agehpo.hpo.stopping import OrderlyStop
 from agehpo.hpo.storage import BudgetLock, open_storage
 from agehpo.hpo.workers import run_workers
 from agehpo.nn.train import EpochMetrics, configure_cpu_threads, resolve_device
-from agehpo.objective import Objective
+from agehpo.objective import EpochHook, Objective
 from agehpo.plugins import create_pruner, create_sampler
 from agehpo.tracking.report_card import STUDY_UID_ATTR, log_report_card, tag_champion
 from agehpo.tracking.tracker import StudyTracker, check_tracking_server
 from optuna_mlflow import ensure_study_uid
 
-_logger = logging.getLogger(__name__)
-EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]
 TrialEndHook = Callable[[optuna.Study, FrozenTrial], None]
 
 
@@ -66,10 +61,7 @@ def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optun
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
     """Trials of the study by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
-    counts = {state.name: 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name] += 1
-    return counts
+    return Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
 
 
 def load_data(config: StudyConfig) -> PreparedData:
@@ -78,14 +70,8 @@ def load_data(config: StudyConfig) -> PreparedData:
     prepared = prepare_table(table, img_size=config.img_size)
     device = resolve_device(config.device)
     configure_cpu_threads(device)
-    return PreparedData(
-        train=prepared.train.to(device),
-        val=prepared.val.to(device),
-        test=prepared.test.to(device),
-        img_size=prepared.img_size,
-        source=prepared.source,
-        digest=prepared.digest,
-    )
+    splits = {name: getattr(prepared, name).to(device) for name in ("train", "val", "test")}
+    return dataclasses.replace(prepared, **splits)
 
 
 @dataclass(frozen=True)
@@ -300,38 +286,3 @@ def run_study(
     )
     optimize(run)
     return finalize(run, out)
-
-
-def format_summary(result: StudyResult, config: StudyConfig) -> str:
-    """The seed's end-of-study summary; accuracies as percentages."""
-    counts = result.counts
-    finished = sum(counts[state.name] for state in TrialState if state.is_finished())
-    lines = [
-        f"Study {config.study_name!r} (sampler {config.sampler}, pruner {config.pruner})",
-        f"  Trials run now: {len(result.ran)}",
-        "Study statistics:",
-        f"  Number of finished trials: {finished}",
-        f"  Number of pruned trials: {counts['PRUNED']}",
-        f"  Number of complete trials: {counts['COMPLETE']}",
-        f"  Number of failed trials: {counts['FAIL']}",
-    ]
-    try:
-        best = result.study.best_trial
-    except ValueError:
-        return "\n".join([*lines, "No trial completed, so there is no best trial yet."])
-    lines += [
-        f"Best trial: #{best.number}",
-        f"  Validation age accuracy: {100 * (best.value or 0.0):.2f} %",
-        "  Params:",
-        *(f"    {name}: {value}" for name, value in sorted(best.params.items())),
-    ]
-    if result.test is not None:
-        how = {
-            "kept": "its kept weights",
-            "logged": "its weights logged by another worker",
-            "retrained": "retrained from best_params",
-        }[result.test_source]
-        lines.append(f"  Test age accuracy ({how}): {100 * result.test.age_accuracy:.2f} %")
-    if result.card is not None:
-        lines += ["  Per age range on the test split:", *format_head(result.card.heads["age"])]
-    return "\n".join([*lines, *result.notes])

@@ -8,9 +8,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from agehpo.cli import format_summary
 from agehpo.config import StudyConfig
 from agehpo.data import PreparedData
-from agehpo.study import format_summary, run_study
+from agehpo.study import run_study
 
 
 def _config(tmp_path: Path, **overrides: object) -> StudyConfig:

@@ -26,13 +26,13 @@ from _mlflow_helpers import (
 )
 from mlflow import MlflowClient
 
-from agehpo.cli import main
+from agehpo.cli import format_summary, main
 from agehpo.config import StudyConfig
 from agehpo.data import PreparedData, age_to_bin, make_synthetic, write_csv
 from agehpo.hpo.best import BestModelKeeper
 from agehpo.objective import Objective
 from agehpo.pyfunc import PARAMS_FILE, PROBABILITY_COLUMNS
-from agehpo.study import StudyResult, format_summary, run_study
+from agehpo.study import StudyResult, run_study
 from agehpo.tracking.tracker import StudyTracker
 from optuna_mlflow import redact_url
 
