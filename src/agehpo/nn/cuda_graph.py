@@ -1,13 +1,9 @@
 """The CUDA fast path: the whole train step captured once as a CUDA graph, then replayed.
 
-On a GPU the seed's step is launch-bound (about 3.4 ms of launches for 0.04 ms of work), so
-replaying one graph per step instead of ~40 kernel launches cuts an epoch about 7x
-(measured on an H200). Shapes must be static: the epoch's last partial batch is dropped,
-and the mean loss is over the rows actually trained on. A new permutation each epoch means
-every row is still seen, just not in every epoch.
-
-Captures from several threads at once break the dropout RNG bookkeeping, so capture is
-serialised by a lock; replays of different trials then overlap on their own streams.
+On a GPU the seed's step is launch-bound, so one replay per step instead of ~40 launches cuts
+an epoch about 7x. Shapes are static: each epoch drops its last partial batch (a new
+permutation each epoch still reaches every row). Capture is serialised by a lock, since
+concurrent captures break the dropout RNG bookkeeping; replays overlap on their own streams.
 """
 
 from __future__ import annotations
@@ -18,11 +14,12 @@ import torch
 from torch import nn
 
 from agehpo.data import TensorSplit
+from agehpo.names import OPTIMIZERS
 from agehpo.nn.train import multitask_loss
 
 WARMUP_STEPS = 3
 # Optimizers whose torch implementation can run inside a graph (capturable=True).
-CAPTURABLE_OPTIMIZERS = ("Adam", "SGD", "RMSprop", "Adadelta")
+CAPTURABLE_OPTIMIZERS = tuple(name for name in OPTIMIZERS if name != "MADGRAD")
 
 
 class GraphTrainStep:
@@ -51,34 +48,35 @@ class GraphTrainStep:
         self.index = torch.arange(self.batch_size, device=device)
         self.graph = torch.cuda.CUDAGraph()
         model.train()
-        initial = [parameter.detach().clone() for parameter in model.parameters()]
+        initial = {name: value.clone() for name, value in model.state_dict().items()}
+
+        def step() -> torch.Tensor:
+            batch = split.rows(self.index)
+            loss = multitask_loss(model(batch.x), batch)
+            loss.backward()
+            optimizer.step()
+            return loss
+
         with capture_lock:
-            # Warm up on a side stream so lazy allocations (optimizer state, autograd buffers)
-            # happen before capture, as torch's graph recipe requires.
+            # Warm up on a side stream so lazy allocations happen before capture.
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_STEPS):
                     optimizer.zero_grad(set_to_none=True)
-                    batch = split.rows(self.index)
-                    multitask_loss(model(batch.x), batch).backward()
-                    optimizer.step()
+                    step()
             torch.cuda.current_stream(device).wait_stream(side)
-            # Warm-up steps must not count as training: restore the weights and zero the
-            # optimizer state (a fresh optimizer's state) in place, so captured pointers hold.
+            # Undo the warm-up in place (weights back, optimizer state zeroed), so the
+            # captured pointers hold and warm-up steps do not count as training.
+            model.load_state_dict(initial)  # copies in place
             with torch.no_grad():
-                for parameter, value in zip(model.parameters(), initial, strict=True):
-                    parameter.copy_(value)
                 for state in optimizer.state.values():
                     for value in state.values():
                         if isinstance(value, torch.Tensor):
                             value.zero_()
             optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                batch = split.rows(self.index)
-                self.loss = multitask_loss(model(batch.x), batch)
-                self.loss.backward()
-                optimizer.step()
+                self.loss = step()
 
     def epoch(self, generator: torch.Generator | None = None) -> float:
         """Replay the step over one shuffled pass of full batches.
@@ -86,12 +84,11 @@ class GraphTrainStep:
         Returns:
             The mean training loss over the rows trained on.
         """
-        n_rows = len(self.split)
+        n_rows, device = len(self.split), self.split.x.device
         n_batches = max(n_rows // self.batch_size, 1)
-        order = torch.randperm(n_rows, generator=generator, device=self.split.x.device)
-        loss_sum = torch.zeros((), device=self.split.x.device)
-        for batch in range(n_batches):
-            start = batch * self.batch_size
+        order = torch.randperm(n_rows, generator=generator, device=device)
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, n_batches * self.batch_size, self.batch_size):
             self.index.copy_(order[start : start + self.batch_size])
             self.graph.replay()
             loss_sum += self.loss.detach()

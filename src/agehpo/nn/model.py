@@ -9,9 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-N_AGE_BINS = 5
-N_ETHNICITIES = 5
-N_GENDERS = 2
+HEAD_SIZES = (5, 5, 2)  # age bins, ethnicities, genders
 
 
 class HeadLogits(NamedTuple):
@@ -23,19 +21,13 @@ class HeadLogits(NamedTuple):
 
 
 class UniformDropout(nn.Dropout):
-    """Inverted dropout with its mask drawn from ``rand`` instead of ``bernoulli_``.
-
-    Same distribution as :class:`torch.nn.Dropout`; on the CPU torch's uniform sampler is
-    vectorised and its Bernoulli one is not, which made masks a tenth of an epoch. The mask
-    is built as a scaled float tensor with in-place ops outside autograd, so the graph holds
-    one multiply per layer and no bool-to-float copy.
-    """
+    """Inverted dropout with its mask drawn from ``rand``: torch's CPU ``bernoulli_`` is not
+    vectorised. Same distribution as :class:`torch.nn.Dropout`, one multiply in the graph."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        scaled_keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
-        return x * scaled_keep
+        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
 
 
 class AgeNet(nn.Module):
@@ -49,11 +41,7 @@ class AgeNet(nn.Module):
     """
 
     def __init__(
-        self,
-        in_features: int,
-        hidden_sizes: list[int],
-        dropouts: list[float],
-        last_fc: int,
+        self, in_features: int, hidden_sizes: list[int], dropouts: list[float], last_fc: int
     ) -> None:
         super().__init__()
         if len(hidden_sizes) != len(dropouts):
@@ -62,33 +50,21 @@ class AgeNet(nn.Module):
                 f"got {len(hidden_sizes)} and {len(dropouts)}"
             )
         layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for size, dropout in zip(hidden_sizes, dropouts, strict=True):
-            layers += [nn.Linear(width, size), nn.ReLU(), UniformDropout(dropout)]
-            width = size
-        layers.append(nn.Linear(width, last_fc))
+        widths = [in_features, *hidden_sizes]
+        for i, dropout in enumerate(dropouts):
+            layers += [nn.Linear(widths[i], widths[i + 1]), nn.ReLU(), UniformDropout(dropout)]
+        layers.append(nn.Linear(widths[-1], last_fc))
         self.body = nn.Sequential(*layers)
-        # The three heads are independent linear maps of the same features; one Linear with
-        # their outputs side by side computes exactly that in one kernel instead of three.
-        self.heads = nn.Linear(last_fc, N_AGE_BINS + N_ETHNICITIES + N_GENDERS)
+        # The three heads side by side in one Linear: one kernel instead of three.
+        self.heads = nn.Linear(last_fc, sum(HEAD_SIZES))
 
     def forward(self, x: torch.Tensor) -> HeadLogits:
-        """Score a batch.
-
-        Args:
-            x: Float tensor of shape (batch, in_features) or (batch, 1, H, W).
-
-        Returns:
-            The logits of the age, ethnicity and gender heads.
-        """
-        age, ethnicity, gender = self.heads(self.body(x)).split(
-            (N_AGE_BINS, N_ETHNICITIES, N_GENDERS), dim=1
-        )
-        return HeadLogits(age, ethnicity, gender)
+        """The head logits of a (batch, in_features) or (batch, 1, H, W) float tensor."""
+        return HeadLogits(*self.heads(self.body(x)).split(HEAD_SIZES, dim=1))
 
 
 def build_model(params: Mapping[str, Any], in_features: int) -> AgeNet:
-    """Build the network a trial's params describe.
+    """Build the untrained network a trial's params describe.
 
     Args:
         params: The search-space dict (``num_fc_layers``, ``fc_output_feat_{i}``,
@@ -101,11 +77,11 @@ def build_model(params: Mapping[str, Any], in_features: int) -> AgeNet:
     Raises:
         KeyError: If a layer's size or dropout is missing from ``params``.
     """
-    n_layers = int(params["num_fc_layers"])
+    layers = range(int(params["num_fc_layers"]))
     return AgeNet(
         in_features,
-        hidden_sizes=[int(params[f"fc_output_feat_{i}"]) for i in range(n_layers)],
-        dropouts=[float(params[f"fc_dropout_{i}"]) for i in range(n_layers)],
+        hidden_sizes=[int(params[f"fc_output_feat_{i}"]) for i in layers],
+        dropouts=[float(params[f"fc_dropout_{i}"]) for i in layers],
         last_fc=int(params["last_fc"]),
     )
 

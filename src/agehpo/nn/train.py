@@ -1,15 +1,13 @@
 """Training and evaluation over preloaded tensors: pure PyTorch, no Optuna or MLflow.
 
-Each batch gathers the rows of one slice of a shuffled permutation from tensors that
-already sit on the device, so an epoch does no per-sample Python work. Sums are accumulated
-on the device and read once per epoch, which keeps the CUDA path free of per-batch host
-syncs.
+A batch gathers one slice of a shuffled permutation from tensors already on the device, and
+sums stay on the device until the epoch ends: no per-sample Python work, no per-batch sync.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,10 +45,10 @@ class EpochMetrics:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Turn a device parameter into a torch device.
+    """Turn a device parameter (``auto``, ``cpu``, ``cuda`` or ``cuda-graph``) into a device.
 
     Args:
-        name: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda-graph``.
+        name: The parameter; ``auto`` is CUDA when available.
 
     Returns:
         The device tensors and models go to.
@@ -62,21 +60,18 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name in ("cuda", "cuda-graph"):
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"device={name!r} needs CUDA, but torch sees no CUDA device; use auto or cpu"
-            )
-        return torch.device("cuda")
-    raise DeviceError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
+    if name not in ("cuda", "cuda-graph"):
+        raise DeviceError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            f"device={name!r} needs CUDA, but torch sees no CUDA device; use auto or cpu"
+        )
+    return torch.device("cuda")
 
 
 def configure_cpu_threads(device: torch.device) -> int:
-    """Use one intra-op thread for CPU training unless ``AGEHPO_TORCH_THREADS`` says otherwise.
-
-    The seed's layers are tiny (batch 128 x at most 576 x 64), so extra threads only add
-    synchronisation; with workers or other processes on the cores, OpenMP's spinning threads
-    made an epoch 7x slower here (6.0 s vs 0.87 s on 2 busy cores).
+    """Use one intra-op thread on the CPU unless ``AGEHPO_TORCH_THREADS`` says otherwise: the
+    layers are tiny, and spinning OpenMP threads on busy cores made epochs 7x slower.
 
     Returns:
         The number of threads torch now uses.
@@ -92,7 +87,7 @@ def make_optimizer(
     """Create one of the seed's optimizers.
 
     Args:
-        name: One of Adam, Adadelta, RMSprop, SGD, MADGRAD.
+        name: One of :data:`agehpo.names.OPTIMIZERS`.
         parameters: The model parameters to optimize.
         lr: Learning rate.
         capturable: Build it so its step can be captured in a CUDA graph (not MADGRAD).
@@ -112,17 +107,13 @@ def make_optimizer(
                 "optimizer MADGRAD needs the madgrad package: pip install madgrad"
             ) from error
         return MADGRAD(parameters, lr=lr)
-    if name in ("Adam", "SGD"):
-        # The fused kernels update all parameters in one call: fewer launches per step.
-        optimizer_class: Callable[..., torch.optim.Optimizer] = getattr(torch.optim, name)
-        if capturable and name == "Adam":
-            return optimizer_class(parameters, lr=lr, capturable=True, foreach=True)
-        return optimizer_class(parameters, lr=lr, fused=True)
-    if name in ("Adadelta", "RMSprop"):
-        optimizer_class = getattr(torch.optim, name)
-        extra: dict[str, Any] = {"capturable": True} if capturable else {}
-        return optimizer_class(parameters, lr=lr, foreach=True, **extra)
-    raise ValueError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
+    options: dict[str, Any] = {"foreach": True, **({"capturable": True} if capturable else {})}
+    if name == "SGD" or (name == "Adam" and not capturable):
+        options = {"fused": True}  # one kernel updates all parameters: fewer launches per step
+    optimizer: torch.optim.Optimizer = getattr(torch.optim, name)(parameters, lr=lr, **options)
+    return optimizer
 
 
 def multitask_loss(logits: HeadLogits, batch: TensorSplit) -> torch.Tensor:
@@ -142,71 +133,66 @@ def train_epoch(
     batch_size: int = 128,
     generator: torch.Generator | None = None,
 ) -> float:
-    """Run one shuffled pass over ``split``.
+    """Run one shuffled pass over ``split``, updating ``model`` in place.
 
     Args:
-        model: The network; its parameters are updated in place.
+        model: The network.
         optimizer: The optimizer over ``model``'s parameters.
         split: Preloaded training tensors on the model's device.
         batch_size: Rows per step; the last batch may be smaller.
         generator: Random generator on the split's device, for a reproducible order.
 
     Returns:
-        The mean training loss over the epoch's samples (may be nan or inf if training
-        diverged; the caller decides what that means).
+        The mean training loss over the epoch's samples (nan or inf if training diverged).
     """
     model.train()
-    n_rows = len(split)
     device = split.x.device
-    order = torch.randperm(n_rows, generator=generator, device=device)
+    order = torch.randperm(len(split), generator=generator, device=device)
     loss_sum = torch.zeros((), device=device)
-    for start in range(0, n_rows, batch_size):
+    for start in range(0, len(split), batch_size):
         batch = split.rows(order[start : start + batch_size])
         loss = multitask_loss(model(batch.x), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(batch)
-    return float(loss_sum / n_rows)
+    return float(loss_sum / len(split))
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module, split: TensorSplit, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> EpochMetrics:
-    """Measure loss and the accuracies of each head, and of all three at once.
+    """Measure the mean loss and the accuracies of each head, and of all three at once.
 
     Args:
         model: The network, switched to eval mode here.
         split: Preloaded tensors on the model's device.
-        batch_size: Rows per forward pass; large, since nothing is stored for backward.
+        batch_size: Rows per forward pass.
 
     Returns:
         The split's mean loss and accuracies.
     """
     model.eval()
-    device = split.x.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros(4, device=device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=split.x.device)
+    correct = torch.zeros(4, device=split.x.device, dtype=torch.long)
     for start in range(0, len(split), batch_size):
         batch = split.rows(slice(start, start + batch_size))
         logits = model(batch.x)
         loss_sum += multitask_loss(logits, batch) * len(batch)
-        age_ok = logits.age.argmax(1) == batch.age_bin
-        ethnicity_ok = logits.ethnicity.argmax(1) == batch.ethnicity
-        gender_ok = logits.gender.argmax(1) == batch.gender
-        all_ok = age_ok & ethnicity_ok & gender_ok
-        correct += torch.stack([age_ok.sum(), ethnicity_ok.sum(), gender_ok.sum(), all_ok.sum()])
+        ok = torch.stack(
+            [a.argmax(1) == y for a, y in zip(logits, batch.tensors()[1:], strict=True)]
+        )
+        correct += torch.cat([ok, ok.all(0, keepdim=True)]).sum(1)
     n_rows = max(len(split), 1)
-    age, ethnicity, gender, all_heads = (correct.double() / n_rows).tolist()
-    return EpochMetrics(float(loss_sum) / n_rows, age, ethnicity, gender, all_heads)
+    return EpochMetrics(float(loss_sum) / n_rows, *(correct.double() / n_rows).tolist())
 
 
 @torch.no_grad()
 def predict_probabilities(
     model: nn.Module, x: torch.Tensor, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> HeadLogits:
-    """Softmax probabilities of each head for preprocessed inputs.
+    """Softmax probabilities of each head, each of shape (rows, classes).
 
     Args:
         model: The trained network.
@@ -214,10 +200,8 @@ def predict_probabilities(
         batch_size: Rows per forward pass.
 
     Returns:
-        Per-head probability tensors, each of shape (rows, classes).
+        Per-head probability tensors.
     """
     model.eval()
     parts = [model(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
-    return HeadLogits(
-        *(torch.cat([getattr(p, head) for p in parts]).softmax(1) for head in HeadLogits._fields)
-    )
+    return HeadLogits(*(torch.cat(heads).softmax(1) for heads in zip(*parts, strict=True)))
