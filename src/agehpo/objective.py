@@ -1,8 +1,7 @@
 """Adapter between Optuna and training: params -> epochs -> report/prune -> value.
 
-The objective knows the trial only to sample params, report the validation age accuracy
-and ask whether to prune. Everything else it measures goes to the epoch hooks it was given
-(the MLflow tracking plugin is one), so training stays free of tracking code.
+The trial only samples params, receives the validation age accuracy and answers whether to
+prune; everything else measured goes to the epoch hooks (MLflow tracking is one).
 """
 
 from __future__ import annotations
@@ -20,24 +19,18 @@ from agehpo.data import PreparedData
 from agehpo.names import EPOCH_METRICS
 from agehpo.nn.cuda_graph import CAPTURABLE_OPTIMIZERS, GraphTrainStep
 from agehpo.nn.model import TrainedModel, build_model
-from agehpo.nn.train import EpochMetrics, evaluate, make_optimizer, train_epoch
+from agehpo.nn.train import evaluate, make_optimizer, train_epoch
 from agehpo.search_space import suggest
 
 _logger = logging.getLogger(__name__)
+EPOCH_METRIC_NAMES = EPOCH_METRICS
 EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]
-"""Called after each epoch with the trial, the 1-based epoch and the six epoch metrics."""
+"""Called after each epoch with the trial, the 1-based epoch and the metrics named
+:data:`EPOCH_METRIC_NAMES`."""
 
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged: the loss became nan or inf. Fails the trial, not the study."""
-
-
-EPOCH_METRIC_NAMES = EPOCH_METRICS
-
-
-def epoch_metrics(train_loss: float, val: EpochMetrics) -> dict[str, float]:
-    """Name one epoch's measurements the way they land in MLflow."""
-    return {"train_loss": train_loss, "val_loss": val.loss, **val.accuracies("val_")}
 
 
 class Objective:
@@ -48,10 +41,10 @@ class Objective:
         n_epochs: Epochs per trial unless pruned earlier.
         batch_size: Training batch size.
         device: Where the model trains.
-        seed: Base seed; trial ``k`` trains with ``seed + k`` so it is reproducible on CPU.
+        seed: Base seed; trial ``k`` trains with ``seed + k`` (reproducible on CPU).
         epoch_hooks: Receivers of the per-epoch metrics.
-        cuda_graphs: Capture each trial's train step as a CUDA graph (CUDA devices only;
-            optimizers torch cannot capture, like MADGRAD, train eagerly).
+        cuda_graphs: Capture each trial's train step as a CUDA graph (CUDA only; optimizers
+            torch cannot capture, like MADGRAD, train eagerly).
     """
 
     def __init__(
@@ -96,6 +89,18 @@ class Objective:
             return None
         return self.pop_model(number)
 
+    def pop_model(self, trial_number: int) -> TrainedModel | None:
+        """Hand over (and forget) the weights of a trial this objective finished.
+
+        Args:
+            trial_number: The Optuna trial number.
+
+        Returns:
+            The trained model, or None if the trial did not complete in this process.
+        """
+        with self._lock:
+            return self._finished.pop(trial_number, None)
+
     def _on_own_stream(self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook]) -> float:
         if self.device.type != "cuda":
             return self._train(trial, hooks)
@@ -107,23 +112,19 @@ class Objective:
         self, model: torch.nn.Module, params: dict[str, Any]
     ) -> Callable[[torch.Generator], float]:
         """One epoch of training: a replayed CUDA graph where possible, else eager."""
-        name = params["optimizer"]
+        name, lr, train = params["optimizer"], params["lr"], self.data.train
         if self.cuda_graphs and name in CAPTURABLE_OPTIMIZERS:
-            optimizer = make_optimizer(name, model.parameters(), params["lr"], capturable=True)
-            step = GraphTrainStep(
-                model,
-                optimizer,
-                self.data.train,
-                batch_size=self.batch_size,
-                capture_lock=self._capture_lock,
-            )
-            return step.epoch
+            optimizer = make_optimizer(name, model.parameters(), lr, capturable=True)
+            lock = self._capture_lock
+            return GraphTrainStep(
+                model, optimizer, train, batch_size=self.batch_size, capture_lock=lock
+            ).epoch
         if self.cuda_graphs and name not in self._warned_eager:
             self._warned_eager.add(name)
             _logger.warning("%s cannot be captured in a CUDA graph; training it eagerly", name)
-        optimizer = make_optimizer(name, model.parameters(), params["lr"])
+        optimizer = make_optimizer(name, model.parameters(), lr)
         return lambda generator: train_epoch(
-            model, optimizer, self.data.train, batch_size=self.batch_size, generator=generator
+            model, optimizer, train, batch_size=self.batch_size, generator=generator
         )
 
     def _train(self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook]) -> float:
@@ -142,7 +143,7 @@ class Objective:
                     f"loss is not finite at epoch {epoch} (train_loss={train_loss}, "
                     f"val_loss={val.loss}): {params['optimizer']} at lr={params['lr']:.3g} diverged"
                 )
-            metrics = epoch_metrics(train_loss, val)
+            metrics = {"train_loss": train_loss, "val_loss": val.loss, **val.accuracies("val_")}
             for hook in hooks:
                 hook(trial, epoch, metrics)
             val_age_accuracy = val.age_accuracy
@@ -153,15 +154,3 @@ class Objective:
         with self._lock:
             self._finished[trial.number] = TrainedModel(params, state_dict, in_features)
         return val_age_accuracy
-
-    def pop_model(self, trial_number: int) -> TrainedModel | None:
-        """Hand over (and forget) the weights of a trial this objective finished.
-
-        Args:
-            trial_number: The Optuna trial number.
-
-        Returns:
-            The trained model, or None if the trial did not complete in this process.
-        """
-        with self._lock:
-            return self._finished.pop(trial_number, None)

@@ -10,10 +10,8 @@ from agehpo.names import OPTIMIZERS
 
 
 def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
-    """Sample one configuration in the seed's order, names and ranges.
-
-    The per-layer parameters exist only for layers the trial has, so the space is
-    conditional: ``fc_output_feat_5`` appears only when ``num_fc_layers >= 6``.
+    """Sample one configuration in the seed's order, names and ranges (conditional: layer
+    ``i``'s size and dropout exist only when ``num_fc_layers > i``).
 
     Args:
         trial: The trial to sample from.

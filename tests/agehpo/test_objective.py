@@ -9,6 +9,8 @@ import torch
 from agehpo.data import PreparedData
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.storage import BudgetLock
+from agehpo.nn.model import build_model
+from agehpo.nn.train import evaluate
 from agehpo.objective import EPOCH_METRIC_NAMES, NonFiniteLossError, Objective
 
 SEED_BEST = {
@@ -57,10 +59,16 @@ def test_reports_every_epoch_and_hands_metrics_to_the_hooks(tiny_data: PreparedD
     assert [epoch for _, epoch, _ in seen] == [1, 2, 3]
     assert set(seen[0][2]) == set(EPOCH_METRIC_NAMES)
     assert trial.value == seen[-1][2]["val_age_accuracy"] == trial.intermediate_values[3]
-    assert all(0.0 <= m[name] <= 1.0 for _, _, m in seen for name in m if "accuracy" in name)
     kept = objective.pop_model(0)
     assert kept is not None and kept.params == SEED_BEST
     assert objective.pop_model(0) is None
+    # The last epoch's metrics are the kept weights' own, on the validation split.
+    model = build_model(kept.params, kept.in_features)
+    model.load_state_dict(kept.state_dict)
+    val = evaluate(model, tiny_data.val)
+    expected = {"val_loss": val.loss, **val.accuracies("val_")}
+    assert {name: seen[-1][2][name] for name in expected} == pytest.approx(expected, rel=1e-6)
+    assert seen[0][2]["train_loss"] > seen[-1][2]["train_loss"] > 0  # it learns
 
 
 def test_prunes_when_the_pruner_says_so(tiny_data: PreparedData) -> None:
