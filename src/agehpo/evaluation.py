@@ -1,10 +1,7 @@
 """The champion's report card: per-class metrics and confusion matrices of every head.
 
-Pure functions: true and predicted labels in; numbers, a text table, figures and files out.
-Nothing here trains or loads a model or talks to MLflow (:mod:`agehpo.tracking.report_card` logs
-what this computes). The metrics are scikit-learn's, the figures its
-``ConfusionMatrixDisplay``. Everything is computed from the predictions frame alone, so
-the logged ``predictions.csv`` reproduces every figure: ``evaluate(pd.read_csv(...))``.
+Pure functions of true and predicted labels (scikit-learn's metrics and figures), so the
+logged ``predictions.csv`` reproduces every number: ``evaluate(pd.read_csv(...))``.
 """
 
 from __future__ import annotations
@@ -66,9 +63,8 @@ class HeadReport:
     def normalized(self) -> np.ndarray:
         """The confusion matrix with each row divided by its count (a row of 0s: no rows)."""
         totals = self.confusion.sum(axis=1, keepdims=True)
-        return np.divide(
-            self.confusion, totals, out=np.zeros(self.confusion.shape), where=totals > 0
-        )
+        shares = np.zeros(self.confusion.shape)
+        return np.divide(self.confusion, totals, out=shares, where=totals > 0)
 
     def summary(self) -> dict[str, float]:
         """The head's single-number metrics, keyed without the head's name."""
@@ -82,14 +78,10 @@ class HeadReport:
 
     def per_class(self) -> dict[str, dict[str, float]]:
         """Class name -> precision, recall, F1 and support."""
+        rows = zip(self.classes, self.precision, self.recall, self.f1, self.support, strict=True)
         return {
-            name: {
-                "precision": float(self.precision[i]),
-                "recall": float(self.recall[i]),
-                "f1": float(self.f1[i]),
-                "support": int(self.support[i]),
-            }
-            for i, name in enumerate(self.classes)
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in rows
         }
 
 
@@ -101,17 +93,12 @@ class ReportCard:
     predictions: pd.DataFrame
 
     def metrics(self) -> dict[str, float]:
-        """Flat MLflow metric names -> values, all prefixed ``test_``.
-
-        ``test_{head}_{summary}`` (macro_f1, balanced_accuracy, majority_baseline_*), and
-        ``test_{head}_{precision|recall|f1}_{class}`` per class (see :func:`metric_key`).
-        Plain accuracy is left out: the tracker logs ``test_{head}_accuracy`` already.
-        """
+        """MLflow metric names -> values: ``test_{head}_{summary}`` but accuracy (the tracker
+        logs it), and ``test_{head}_{precision|recall|f1}_{class}`` (see :func:`metric_key`)."""
         out: dict[str, float] = {}
         for head, report in self.heads.items():
-            for key, value in report.summary().items():
-                if key != "accuracy":
-                    out[f"test_{head}_{key}"] = value
+            summary = report.summary().items()
+            out |= {f"test_{head}_{k}": v for k, v in summary if k != "accuracy"}
             for name, values in report.per_class().items():
                 for measure in PER_CLASS:
                     out[f"test_{head}_{measure}_{metric_key(name)}"] = values[measure]
@@ -139,14 +126,12 @@ def predictions_frame(
     Returns:
         The frame :func:`evaluate` reads.
     """
-    columns: dict[str, np.ndarray] = {"row": np.arange(len(true["age"]))}
+    frame = pd.DataFrame({"row": np.arange(len(true["age"]))})
     for head in HEADS:
-        columns[f"{head}_true"] = np.asarray(true[head], dtype=np.int64)
-        columns[f"{head}_pred"] = np.asarray(predicted[head], dtype=np.int64)
-    frame = pd.DataFrame(columns)
+        frame[f"{head}_true"] = np.asarray(true[head], dtype=np.int64)
+        frame[f"{head}_pred"] = np.asarray(predicted[head], dtype=np.int64)
     if age_probabilities is not None:
-        for i, name in enumerate(AGE_RANGES):
-            frame[f"prob_age_{name}"] = np.asarray(age_probabilities)[:, i]
+        frame[[f"prob_age_{name}" for name in AGE_RANGES]] = np.asarray(age_probabilities)
     return frame
 
 
@@ -160,13 +145,11 @@ def evaluate_head(head: str, y_true: np.ndarray, y_pred: np.ndarray) -> HeadRepo
 
     Returns:
         The head's report.
+
+    Raises:
+        ValueError: For no rows, or lengths that differ.
     """
-    from sklearn.metrics import (
-        balanced_accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-    )
+    from sklearn import metrics
 
     classes = HEAD_CLASSES[head]
     labels = list(range(len(classes)))
@@ -176,44 +159,34 @@ def evaluate_head(head: str, y_true: np.ndarray, y_pred: np.ndarray) -> HeadRepo
             f"{head}: {len(y_true)} true and {len(y_pred)} predicted labels; expected the "
             "same number, at least one"
         )
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+
+    def f1_scores(pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return metrics.precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
+
+    scores = f1_scores(y_pred)
     majority = int(np.bincount(y_true, minlength=len(classes)).argmax())
-    constant = np.full_like(y_true, majority)
     with warnings.catch_warnings():
         # A small test set may lack a class; balanced accuracy then averages the others.
         warnings.simplefilter("ignore", UserWarning)
-        balanced = float(balanced_accuracy_score(y_true, y_pred))
+        balanced = float(metrics.balanced_accuracy_score(y_true, y_pred))
     return HeadReport(
-        head=head,
-        classes=classes,
-        confusion=confusion_matrix(y_true, y_pred, labels=labels),
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        support=support,
+        head,
+        classes,
+        metrics.confusion_matrix(y_true, y_pred, labels=labels),
+        *scores,
         accuracy=float(np.mean(y_true == y_pred)),
-        macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        macro_f1=float(np.mean(scores[2])),  # over every class, those never seen included
         balanced_accuracy=balanced,
         majority_class=classes[majority],
         majority_accuracy=float(np.mean(y_true == majority)),
-        majority_macro_f1=float(
-            f1_score(y_true, constant, labels=labels, average="macro", zero_division=0)
-        ),
+        majority_macro_f1=float(np.mean(f1_scores(np.full_like(y_true, majority))[2])),
     )
 
 
 def evaluate(predictions: pd.DataFrame) -> ReportCard:
     """Score every head from a frame of :func:`predictions_frame` (or its CSV, read back)."""
-    heads = {
-        head: evaluate_head(
-            head,
-            predictions[f"{head}_true"].to_numpy(np.int64),
-            predictions[f"{head}_pred"].to_numpy(np.int64),
-        )
-        for head in HEADS
-    }
+    columns = {head: predictions[[f"{head}_true", f"{head}_pred"]] for head in HEADS}
+    heads = {h: evaluate_head(h, *frame.to_numpy(np.int64).T) for h, frame in columns.items()}
     return ReportCard(heads, predictions)
 
 
@@ -221,12 +194,11 @@ def format_head(report: HeadReport) -> list[str]:
     """A per-class table and a line that sets macro-F1 against the majority baseline."""
     width = max(len("class"), *(len(c) for c in report.classes))
     lines = [f"  {report.head:<{width}}  precision  recall      F1  support"]
-    for name, values in report.per_class().items():
-        lines.append(
-            f"  {name:<{width}}  {100 * values['precision']:7.1f} %"
-            f" {100 * values['recall']:5.1f} % {100 * values['f1']:5.1f} %"
-            f"  {values['support']:7d}"
-        )
+    lines += [
+        f"  {name:<{width}}  {100 * v['precision']:7.1f} % {100 * v['recall']:5.1f} %"
+        f" {100 * v['f1']:5.1f} %  {v['support']:7d}"
+        for name, v in report.per_class().items()
+    ]
     lines.append(
         f"  macro-F1 {100 * report.macro_f1:.1f} %, balanced accuracy "
         f"{100 * report.balanced_accuracy:.1f} %, accuracy {100 * report.accuracy:.1f} %; "
@@ -258,8 +230,7 @@ def confusion_figure(report: HeadReport) -> Figure:
     if "matplotlib.pyplot" not in sys.modules:
         # ConfusionMatrixDisplay imports pyplot: headless, unless the host app chose a backend.
         matplotlib.use("Agg")
-    # Figure + Agg canvas directly: no pyplot figure state. Fixed margins rather than a
-    # layout engine, which took half of the drawing time.
+    # Figure + Agg canvas: no pyplot state; fixed margins (a layout engine doubled the time).
     fig = Figure(figsize=(10, 4.6), dpi=90)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.84, wspace=0.25)
@@ -296,9 +267,8 @@ def write_files(card: ReportCard, folder: Path) -> list[Path]:
     written = [folder / PREDICTIONS_FILE, folder / METRICS_FILE]
     card.predictions.to_csv(written[0], index=False, float_format="%.6g")
     summary = {
-        head: {**report.summary(), "majority_class": report.majority_class}
-        | {"per_class": report.per_class()}
-        for head, report in card.heads.items()
+        head: {**r.summary(), "majority_class": r.majority_class, "per_class": r.per_class()}
+        for head, r in card.heads.items()
     }
     written[1].write_text(json.dumps(summary, indent=2) + "\n")
     for head, report in card.heads.items():

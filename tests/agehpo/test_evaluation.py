@@ -33,7 +33,24 @@ def _frame() -> pd.DataFrame:
     gender = np.array([0, 1] * 5)
     true = {"age": age_true, "ethnicity": ethnicity, "gender": gender}
     predicted = {"age": age_pred, "ethnicity": ethnicity, "gender": 1 - gender}
-    return predictions_frame(true, predicted, np.full((10, 5), 0.2))
+    return predictions_frame(true, predicted, np.arange(50).reshape(10, 5) / 100)
+
+
+def test_predictions_frame_columns() -> None:
+    frame = _frame()
+    assert list(frame.columns) == [
+        "row",
+        *(f"{head}_{kind}" for head in HEADS for kind in ("true", "pred")),
+        *(f"prob_age_{name}" for name in AGE_RANGES),
+    ]
+    assert frame["row"].tolist() == list(range(10))
+    assert frame["gender_pred"].tolist() == [1, 0] * 5
+    assert frame["prob_age_60+"].tolist() == pytest.approx([0.04 + 0.05 * i for i in range(10)])
+    columns = {
+        kind: {h: frame[f"{h}_{kind}"].to_numpy() for h in HEADS} for kind in ("true", "pred")
+    }
+    bare = predictions_frame(columns["true"], columns["pred"])  # no probabilities
+    assert bare.equals(frame.iloc[:, :7])
 
 
 def test_age_metrics_are_hand_checked() -> None:

@@ -1,13 +1,12 @@
-"""The best model as an MLflow model: log it, read it back, register it as champion.
+"""The best model in MLflow: log it as an MLflow 3 LoggedModel, read it back, register it.
 
-A trained AgeNet is logged as an MLflow 3 LoggedModel linked to its trial's run (weights as
-safetensors plus the params JSON, loaded by :mod:`agehpo.pyfunc` without unpickling, with
-agehpo's code inside so it loads where agehpo is not installed), and the study's best is
-registered under the model name with the alias ``champion``.
+Weights are safetensors plus the params JSON (loaded by :mod:`agehpo.pyfunc` without
+unpickling, agehpo's code inside); the study's best gets the alias ``champion``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
@@ -20,15 +19,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from agehpo.data import make_synthetic
+from agehpo.nn.model import TrainedModel
 from agehpo.nn.train import EpochMetrics
-from agehpo.objective import TrainedModel
-from agehpo.pyfunc import (
-    PARAMS_FILE,
-    WEIGHTS_FILE,
-    save_weights,
-    serving_requirements,
-    signature,
-)
+from agehpo.pyfunc import PARAMS_FILE, WEIGHTS_FILE, save_weights, serving_requirements, signature
 from optuna_mlflow import ensure_study_uid
 
 MODEL_ARTIFACT_NAME = "age-model"
@@ -96,12 +89,9 @@ def load_logged(model_id: str, tracking_uri: str) -> TrainedModel:
     from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                f"models:/{model_id}", dst_path=tmp, tracking_uri=tracking_uri
-            )
-        )
-        params_file = next(local.rglob(PARAMS_FILE))
+        uri = f"models:/{model_id}"
+        local = mlflow.artifacts.download_artifacts(uri, dst_path=tmp, tracking_uri=tracking_uri)
+        params_file = next(Path(local).rglob(PARAMS_FILE))
         params = json.loads(params_file.read_text())
         state_dict = load_file(params_file.with_name(WEIGHTS_FILE))
     img_size = int(params.pop("img_size"))
@@ -120,10 +110,9 @@ def register_champion(
 ) -> ModelVersion:
     """Register the study's best model under ``name`` with alias ``champion``; idempotent.
 
-    Versions belong to a study by their ``optuna.study_uid`` tag: a version is reused only
-    when it carries this study's uid and its best trial's number, and a version of another
-    study (even one of the same name) is never touched. A version registered before uids
-    existed is reused (and gets the uid) only when it was registered from ``run_id``.
+    A version is reused only when it carries this study's ``optuna.study_uid`` and its best
+    trial's number (or, registered before uids, when it came from ``run_id``); versions of
+    other studies, even of the same name, are never touched.
 
     Args:
         client: Client of the tracking store.
@@ -140,34 +129,28 @@ def register_champion(
     Raises:
         ValueError: When ``run_id`` is not the run of the study's best trial.
     """
-    uid = study_uid or ensure_study_uid(study)
-    number = str(study.best_trial.number)
+    identity = {STUDY_UID: study_uid or ensure_study_uid(study)}
+    identity[TRIAL_NUMBER] = str(study.best_trial.number)
     run_tags = client.get_run(run_id).data.tags
-    if (run_tags.get(STUDY_UID), run_tags.get(TRIAL_NUMBER)) != (uid, number):
+    if any(run_tags.get(key) != value for key, value in identity.items()):
         raise ValueError(
-            f"champion of study {study.study_name!r}: expected the run of trial {number} with "
-            f"{STUDY_UID}={uid}, received run {run_id} tagged trial "
-            f"{run_tags.get(TRIAL_NUMBER)} of {STUDY_UID}={run_tags.get(STUDY_UID)}; "
-            "pass the run of the study's best trial"
+            f"champion of study {study.study_name!r}: expected the run of trial "
+            f"{identity[TRIAL_NUMBER]} with {STUDY_UID}={identity[STUDY_UID]}, received run "
+            f"{run_id} tagged trial {run_tags.get(TRIAL_NUMBER)} of "
+            f"{STUDY_UID}={run_tags.get(STUDY_UID)}; pass the run of the study's best trial"
         )
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="Age-range classifier tuned by agehpo")
-    identity = {STUDY_UID: uid, TRIAL_NUMBER: number}
-    version = _own_version(client, name, identity, run_id)
-    if version is None:
-        version = client.create_model_version(
-            name,
-            source=f"models:/{model_id}",
-            run_id=run_id,
-            model_id=model_id,
-            # At creation: a version never exists without the study it belongs to.
-            tags={**identity, STUDY_NAME: study.study_name},
-        )
     tags = {**identity, STUDY_NAME: study.study_name}
+    version = _own_version(client, name, identity, run_id)
+    if version is None:  # created with its tags: never a version without its study
+        version = client.create_model_version(
+            name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
+        )
     if test is not None:
-        tags.update({name: f"{value:.4f}" for name, value in test.accuracies("test_").items()})
+        tags.update({key: f"{value:.4f}" for key, value in test.accuracies("test_").items()})
     for key, value in tags.items():
         if version.tags.get(key) != value:
             client.set_model_version_tag(name, version.version, key, value)
@@ -178,15 +161,11 @@ def register_champion(
 def _own_version(
     client: MlflowClient, name: str, identity: dict[str, str], run_id: str
 ) -> ModelVersion | None:
-    """This study's version of this trial, if registered before (oldest first)."""
+    """This study's version of this trial, else one of this run registered before study
+    uids, if any (oldest first)."""
     versions = sorted(
         client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )
-    for version in versions:
-        if all(version.tags.get(key) == value for key, value in identity.items()):
-            return version
-    for version in versions:
-        # Registered before study uids: only the version of this very run is ours.
-        if STUDY_UID not in version.tags and version.run_id == run_id:
-            return version
-    return None
+    mine = (v for v in versions if all(v.tags.get(k) == x for k, x in identity.items()))
+    legacy = (v for v in versions if STUDY_UID not in v.tags and v.run_id == run_id)
+    return next(itertools.chain(mine, legacy), None)

@@ -1,9 +1,5 @@
-"""The champion's report card in MLflow: metrics and ``evaluation/`` files on the parent run,
-tags on the registered model version.
-
-A model version holds tags only (MLflow has no version metrics), so each head's summary is a
-tag per number and its per-class precision, recall and F1 one JSON tag; the parent run
-carries every number as a metric, and the files that reproduce them.
+"""The champion's report card in MLflow: metrics and ``evaluation/`` files on the parent run;
+on the model version (tags only), a tag per summary number and one JSON tag of per-class scores.
 """
 
 from __future__ import annotations
@@ -37,21 +33,19 @@ def log_report_card(client: MlflowClient, run_id: str, card: ReportCard) -> None
         card: The champion's report card.
     """
     now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, 0) for key, value in card.metrics().items()]
-    client.log_batch(run_id, metrics=metrics)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in card.metrics().items()])
     with tempfile.TemporaryDirectory(prefix="agehpo-evaluation-") as tmp:
         write_files(card, Path(tmp))
         client.log_artifacts(run_id, tmp, EVALUATION_DIR)
 
 
 def version_tags(card: ReportCard, run_id: str) -> dict[str, str]:
-    """The version's tags: ``test_{head}_{summary}`` numbers, ``test_{head}_per_class`` JSON
-    and the run that holds the files."""
+    """The version's tags: ``test_{head}_{summary}`` numbers but the accuracies (registry tags
+    those), ``test_{head}_per_class`` JSON and the run that holds the files."""
     tags = {RUN_TAG: run_id}
     for head, report in card.heads.items():
-        for key, value in report.summary().items():
-            if key != "accuracy":  # registry.register_champion tags the accuracies already
-                tags[f"test_{head}_{key}"] = f"{value:.4f}"
+        summary = report.summary().items()
+        tags |= {f"test_{head}_{k}": f"{v:.4f}" for k, v in summary if k != "accuracy"}
         per_class = {
             name: {k: round(v, 4) for k, v in values.items()}
             for name, values in report.per_class().items()
@@ -68,11 +62,8 @@ def tag_champion(
     card: ReportCard,
     run_id: str,
 ) -> ModelVersion | None:
-    """Tag the ``champion`` version with the card, when it is this study's best trial.
-
-    Another study may own the alias (its own study of the same model name registered later),
-    or registration may have been skipped: the card then describes no version, and no
-    version is touched.
+    """Tag the ``champion`` version with the card when it is this study's best trial (another
+    study of the same model name may own the alias, or registration may have been skipped).
 
     Args:
         client: Client of the tracking store.
@@ -94,12 +85,7 @@ def tag_champion(
         _logger.warning(
             "%s@%s is version %s of study uid %s trial %s, not this study's best (%s trial "
             "%s): its report card is not tagged",
-            model_name,
-            CHAMPION,
-            version.version,
-            *owner,
-            study_uid,
-            trial_number,
+            *(model_name, CHAMPION, version.version, *owner, study_uid, trial_number),
         )
         return None
     for key, value in version_tags(card, run_id).items():
