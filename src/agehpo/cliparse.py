@@ -1,7 +1,7 @@
 """Command-line texts to values: the argparse types and the one-line usage error.
 
-Every message names the parameter, quotes at most 80 printable characters of the value and
-says what is accepted, e.g. ``n_trials='abc' is not an integer; expected an integer >= 1``.
+A message names the parameter, quotes at most 80 printable characters and says what is
+accepted: ``n_trials='abc' is not an integer; expected an integer >= 1``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ from agehpo.validation import check_timeout
 EXIT_USAGE = 2
 
 
-def parse_int(name: str, text: str, minimum: int | None = None) -> int:
-    """An integer parameter from its command-line text.
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
-    MLflow Projects pass ``float`` parameters through as typed, so ``20.0`` must read as 20;
-    ``20.5`` must not be cut to 20.
+
+def parse_int(name: str, text: str, minimum: int | None = None) -> int:
+    """An integer parameter from its command-line text (MLflow Projects may pass ``20.0``).
 
     Args:
         name: The parameter (for the message).
@@ -37,14 +41,10 @@ def parse_int(name: str, text: str, minimum: int | None = None) -> int:
         ConfigError: For text that is not a whole number, or one below ``minimum``.
     """
     rule = "an integer" if minimum is None else f"an integer >= {minimum}"
-    stripped = text.strip()
     try:
-        value = int(stripped)
+        value = int(text.strip())
     except ValueError:
-        try:
-            number = float(stripped)
-        except ValueError:
-            number = math.nan
+        number = _number(text)
         if not (math.isfinite(number) and number.is_integer()):
             raise ConfigError(f"{name}={quote(text)} is not an integer; expected {rule}") from None
         value = int(number)
@@ -56,13 +56,16 @@ def parse_int(name: str, text: str, minimum: int | None = None) -> int:
 def parse_timeout(text: str) -> float:
     """The ``timeout`` parameter: seconds, 0 for no limit.
 
+    Args:
+        text: Its command-line text.
+
+    Returns:
+        The seconds.
+
     Raises:
         ConfigError: For text that is not a finite number >= 0.
     """
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     check_timeout(value, shown=text)
     return value
 
@@ -75,18 +78,17 @@ def one_line(message: str) -> str:
 
 def json_object(text: str) -> dict[str, Any]:
     """The argparse type of ``sampler_kwargs``: a JSON object."""
+    example = 'expected an object such as \'{"base_estimator": "GP"}\''
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(
             f"sampler_kwargs={quote(text)} is not valid JSON ({error.msg} at column "
-            f"{error.colno}); expected an object such as "
-            '\'{"base_estimator": "GP"}\''
+            f"{error.colno}); {example}"
         ) from error
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
-            f"sampler_kwargs={quote(text)} is a JSON {type(value).__name__}; expected an object "
-            'such as \'{"base_estimator": "GP"}\''
+            f"sampler_kwargs={quote(text)} is a JSON {type(value).__name__}; {example}"
         )
     return value
 
@@ -112,10 +114,8 @@ def timeout_flag(text: str) -> float:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line, ``agehpo: error: ...``, exit 2, without the usage block.
-
-    Subcommand parsers are made from this class too (argparse uses the parent's class).
-    """
+    """Usage errors as one line, ``agehpo: error: ...``, exit 2, without the usage block (for
+    subcommands too: argparse makes their parsers of the parent's class)."""
 
     def error(self, message: str) -> NoReturn:
         # Our type functions' texts start with the parameter (``n_trials='abc' ...``):

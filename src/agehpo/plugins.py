@@ -1,8 +1,7 @@
 """Samplers, pruners and their names: built-ins plus entry-point plugins.
 
-Third-party packages add a sampler or pruner the way pytest plugins use ``pytest11``:
-by declaring an entry point in the ``agehpo.samplers`` or ``agehpo.pruners`` group whose
-object is a factory (usually the class) accepting keyword arguments.
+A package adds one with an entry point in the ``agehpo.samplers`` or ``agehpo.pruners`` group
+whose object is a factory (usually the class) taking keyword arguments.
 """
 
 from __future__ import annotations
@@ -20,23 +19,19 @@ from agehpo.errors import UserError, quote
 SAMPLER_GROUP = "agehpo.samplers"
 PRUNER_GROUP = "agehpo.pruners"
 
-SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
-PrunerFactory = Callable[..., optuna.pruners.BasePruner]
-
-_BUILTIN_SAMPLERS: dict[str, SamplerFactory] = {
+Factories = Mapping[str, Callable[..., Any]]
+_BUILTIN_SAMPLERS: Factories = {
     "random": optuna.samplers.RandomSampler,
     "tpe": optuna.samplers.TPESampler,
     "gp": optuna.samplers.GPSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "qmc": optuna.samplers.QMCSampler,
 }
-_BUILTIN_PRUNERS: dict[str, PrunerFactory] = {
+_BUILTIN_PRUNERS: Factories = {
     "median": optuna.pruners.MedianPruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "percentile": lambda **kwargs: optuna.pruners.PercentilePruner(
-        **{"percentile": 25.0, **kwargs}
-    ),
+    "percentile": lambda **kw: optuna.pruners.PercentilePruner(**{"percentile": 25.0, **kw}),
     "none": optuna.pruners.NopPruner,
 }
 # The seed's skopt settings: Extra-Trees surrogate, 10 random starts, EI with xi 0.02.
@@ -58,25 +53,23 @@ class PluginError(UserError, ValueError):
     """A sampler or pruner name or its arguments were not accepted. The message is one line."""
 
 
-def _plugins(group: str) -> dict[str, EntryPoint]:
+def _plugins(kind: str) -> dict[str, EntryPoint]:
+    group = SAMPLER_GROUP if kind == "sampler" else PRUNER_GROUP
     return {entry_point.name: entry_point for entry_point in entry_points(group=group)}
 
 
 def sampler_names() -> list[str]:
     """All sampler names: built-in ones and those registered under ``agehpo.samplers``."""
-    return sorted({*_BUILTIN_SAMPLERS, *_plugins(SAMPLER_GROUP)})
+    return sorted({*_BUILTIN_SAMPLERS, *_plugins("sampler")})
 
 
 def pruner_names() -> list[str]:
     """All pruner names: built-in ones and those registered under ``agehpo.pruners``."""
-    return sorted({*_BUILTIN_PRUNERS, *_plugins(PRUNER_GROUP)})
+    return sorted({*_BUILTIN_PRUNERS, *_plugins("pruner")})
 
 
-def _resolve(
-    kind: str, name: str, builtins: Mapping[str, Callable[..., Any]]
-) -> Callable[..., Any]:
-    group = SAMPLER_GROUP if kind == "sampler" else PRUNER_GROUP
-    plugins = _plugins(group)
+def _resolve(kind: str, name: str, builtins: Factories) -> Callable[..., Any]:
+    plugins = _plugins(kind)
     # Plugins win over built-ins so a package can replace a default implementation.
     if name in plugins:
         try:
@@ -132,18 +125,37 @@ def _reason(error: BaseException) -> str:
     return text if len(text) <= 200 and text.isprintable() else quote(text, 200)
 
 
-def _kwargs_text(kwargs: Mapping[str, Any] | None) -> str:
-    return quote(json.dumps(dict(kwargs or {}), default=str))
-
-
 def _merge(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    nested = {
+        key: _merge(defaults[key], value)
+        for key, value in overrides.items()
+        if isinstance(value, Mapping) and isinstance(defaults.get(key), Mapping)
+    }
+    return {**defaults, **overrides, **nested}
+
+
+def _create(
+    kind: str, name: str, builtins: Factories, kwargs: Mapping[str, Any] | None, seed: int | None
+) -> Any:
+    """Resolve ``name``, check and complete its keyword arguments, and call the factory."""
+    factory = _resolve(kind, name, builtins)
+    user_kwargs = dict(kwargs or {})
+    accepted = _accepted_keywords(factory)
+    if seed is not None and "seed" not in user_kwargs and (accepted is None or "seed" in accepted):
+        user_kwargs["seed"] = seed
+    built = _build_kwargs(kind, name, factory, user_kwargs)
+    if is_sampler := kind == "sampler":
+        built = _merge(SAMPLER_DEFAULTS.get(name, {}), built)
+    try:
+        return factory(**built)
+    except Exception as error:  # any plugin's constructor: its only input is the user's
+        shown = quote(json.dumps(dict(kwargs or {}), default=str))
+        label, hint = (
+            ("sampler_kwargs", "; fix or drop those keys") if is_sampler else ("kwargs", "")
+        )
+        raise PluginError(
+            f"{kind} {name!r} rejected {label}={shown}: {_reason(error)}{hint}"
+        ) from error
 
 
 def create_sampler(
@@ -153,8 +165,8 @@ def create_sampler(
 
     Args:
         name: A name from :func:`sampler_names`.
-        kwargs: Constructor overrides (the ``sampler_kwargs`` parameter). For a sampler that
-            wraps a library (skopt), keys the sampler does not take go to that library.
+        kwargs: Constructor overrides (``sampler_kwargs``); keys a sampler wrapping a library
+            (skopt) does not take go to that library.
         seed: Passed as ``seed`` when the sampler takes one and ``kwargs`` sets none.
 
     Returns:
@@ -163,21 +175,7 @@ def create_sampler(
     Raises:
         PluginError: For an unknown name or a key the sampler does not accept.
     """
-    factory = _resolve("sampler", name, _BUILTIN_SAMPLERS)
-    user_kwargs = dict(kwargs or {})
-    accepted = _accepted_keywords(factory)
-    if seed is not None and "seed" not in user_kwargs and (accepted is None or "seed" in accepted):
-        user_kwargs["seed"] = seed
-    built = _build_kwargs("sampler", name, factory, user_kwargs)
-    built = _merge(SAMPLER_DEFAULTS.get(name, {}), built)
-    try:
-        sampler: optuna.samplers.BaseSampler = factory(**built)
-    except Exception as error:  # any plugin's constructor: its only input is the user's
-        raise PluginError(
-            f"sampler {name!r} rejected sampler_kwargs={_kwargs_text(kwargs)}: "
-            f"{_reason(error)}; fix or drop those keys"
-        ) from error
-    return sampler
+    return _create("sampler", name, _BUILTIN_SAMPLERS, kwargs, seed)
 
 
 def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
@@ -193,12 +191,4 @@ def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.
     Raises:
         PluginError: For an unknown name or a key the pruner does not accept.
     """
-    factory = _resolve("pruner", name, _BUILTIN_PRUNERS)
-    built = _build_kwargs("pruner", name, factory, kwargs or {})
-    try:
-        pruner: optuna.pruners.BasePruner = factory(**built)
-    except Exception as error:  # any plugin's constructor: its only input is the user's
-        raise PluginError(
-            f"pruner {name!r} rejected kwargs={_kwargs_text(kwargs)}: {_reason(error)}"
-        ) from error
-    return pruner
+    return _create("pruner", name, _BUILTIN_PRUNERS, kwargs, None)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -55,14 +56,72 @@ def test_unknown_names_give_one_line_listing_the_valid_ones() -> None:
         create_pruner("wilcoxon")
 
 
-def test_sampler_kwargs_override_and_unknown_keys_are_named() -> None:
-    sampler = create_sampler("tpe", {"n_startup_trials": 3}, seed=1)
-    assert isinstance(sampler, optuna.samplers.TPESampler)
-    assert sampler._n_startup_trials == 3
+def test_sampler_kwargs_override_and_unknown_keys_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received: list[dict[str, object]] = []
+
+    def tpe(*, n_startup_trials: int = 10, seed: int | None = None) -> optuna.samplers.TPESampler:
+        received.append({"n_startup_trials": n_startup_trials, "seed": seed})
+        return optuna.samplers.TPESampler(n_startup_trials=n_startup_trials, seed=seed)
+
     with pytest.raises(
-        PluginError, match="sampler_kwargs key 'warp' is not accepted by sampler 'tpe'"
+        PluginError,
+        match=r"sampler_kwargs key 'warp' is not accepted by sampler 'tpe'; accepted keys: .*seed",
     ):
         create_sampler("tpe", {"warp": 9})
+    monkeypatch.setitem(plugins._BUILTIN_SAMPLERS, "tpe", tpe)
+    assert isinstance(
+        create_sampler("tpe", {"n_startup_trials": 3}, seed=1), optuna.samplers.TPESampler
+    )
+    create_sampler("tpe", {"seed": 5}, seed=1)  # the user's seed wins
+    create_sampler("tpe")
+    assert received == [
+        {"n_startup_trials": 3, "seed": 1},
+        {"n_startup_trials": 10, "seed": 5},
+        {"n_startup_trials": 10, "seed": None},
+    ]
+
+
+def test_keys_a_wrapper_does_not_take_merge_into_its_librarys_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received: list[dict[str, object]] = []
+
+    def skopt(*, skopt_kwargs: dict | None = None, seed: int | None = None) -> object:
+        received.append({"skopt_kwargs": skopt_kwargs, "seed": seed})
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    entry_point = SimpleNamespace(name="skopt", value="fake:skopt", load=lambda: skopt)
+    monkeypatch.setattr(
+        plugins,
+        "entry_points",
+        lambda group: [entry_point] if group == plugins.SAMPLER_GROUP else [],
+    )
+    create_sampler("skopt", {"acq_func": "PI", "acq_func_kwargs": {"kappa": 2}}, seed=3)
+    expected = {
+        "base_estimator": "ET",
+        "n_initial_points": 10,
+        "acq_func": "PI",
+        "acq_func_kwargs": {"xi": 0.02, "kappa": 2},
+    }
+    assert received == [{"skopt_kwargs": expected, "seed": 3}]
+    assert plugins.SAMPLER_DEFAULTS["skopt"]["skopt_kwargs"]["acq_func"] == "EI"  # not mutated
+
+
+def test_a_constructor_that_rejects_its_kwargs_is_reported_in_one_line() -> None:
+    with pytest.raises(PluginError) as sampler_error:
+        create_sampler("qmc", {"qmc_type": "bad"})
+    assert str(sampler_error.value) == (
+        "sampler 'qmc' rejected sampler_kwargs='{\"qmc_type\": \"bad\"}': The `qmc_type='bad'` "
+        "is invalid. Choose either `halton` or `sobol`; fix or drop those keys"
+    )
+    with pytest.raises(PluginError) as pruner_error:
+        create_pruner("median", {"n_startup_trials": -1})
+    assert str(pruner_error.value) == (
+        "pruner 'median' rejected kwargs='{\"n_startup_trials\": -1}': Number of startup trials "
+        "cannot be negative, but got n_startup_trials=-1"
+    )
 
 
 def test_skopt_resolves_through_the_entry_point_group_with_the_seeds_defaults() -> None:
