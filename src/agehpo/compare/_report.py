@@ -10,20 +10,20 @@ import pandas as pd
 
 from agehpo.compare._stats import PERCENTS, StudyStats, by_sampler, cutoff
 
-# (key, label, is an accuracy), in order. Keys name the CSV rows and the MLflow metrics
-# ``{sampler}_{key}_{median|min|max}``.
-ROWS: tuple[tuple[str, str, bool], ...] = (
+# (key, label, is an accuracy, source: a percent of budget or a StudyStats field), in order.
+# Keys name the CSV rows and the MLflow metrics ``{sampler}_{key}_{median|min|max}``.
+ROWS: tuple[tuple[str, str, bool, int | str], ...] = (
     *(
-        (f"best_val_age_accuracy_at_{p}pct", f"best val age acc @ {p} % of budget", True)
+        (f"best_val_age_accuracy_at_{p}pct", f"best val age acc @ {p} % of budget", True, p)
         for p in PERCENTS[:-1]
     ),
-    ("best_val_age_accuracy", "best val age acc @ 100 % (final)", True),
-    ("test_age_accuracy", "test age acc of the best model", True),
-    ("test_age_macro_f1", "test age macro-F1 of the best model", True),
-    ("n_trials_complete", "trials complete", False),
-    ("n_trials_pruned", "trials pruned", False),
-    ("n_trials_failed", "trials failed", False),
-    ("wall_time_s", "wall time per study (s)", False),
+    ("best_val_age_accuracy", "best val age acc @ 100 % (final)", True, 100),
+    ("test_age_accuracy", "test age acc of the best model", True, "test_age_accuracy"),
+    ("test_age_macro_f1", "test age macro-F1 of the best model", True, "test_age_macro_f1"),
+    ("n_trials_complete", "trials complete", False, "complete"),
+    ("n_trials_pruned", "trials pruned", False, "pruned"),
+    ("n_trials_failed", "trials failed", False, "failed"),
+    ("wall_time_s", "wall time per study (s)", False, "wall_time_s"),
 )
 STATS = ("median", "min", "max")
 _NOT_IN_ROWS = ("curve", "best_at", "trials")
@@ -38,14 +38,9 @@ NOTE = (
 
 def row_values(stats: StudyStats) -> dict[str, float | None]:
     """One study's value of every table row (None: no COMPLETE trial yet at that point)."""
-    best = {key: stats.best_at[p] for (key, _, _), p in zip(ROWS, PERCENTS, strict=False)}
-    return best | {
-        "test_age_accuracy": stats.test_age_accuracy,
-        "test_age_macro_f1": stats.test_age_macro_f1,
-        "n_trials_complete": stats.complete,
-        "n_trials_pruned": stats.pruned,
-        "n_trials_failed": stats.failed,
-        "wall_time_s": stats.wall_time_s,
+    return {
+        key: stats.best_at[src] if isinstance(src, int) else getattr(stats, src)
+        for key, _, _, src in ROWS
     }
 
 
@@ -63,7 +58,7 @@ def build_table(all_stats: Sequence[StudyStats]) -> pd.DataFrame:
     records = []
     for sampler, group in by_sampler(all_stats).items():
         per_repeat = [row_values(s) for s in group]
-        for key, _, _ in ROWS:
+        for key, *_ in ROWS:
             present = pd.Series([v[key] for v in per_repeat if v[key] is not None], dtype=float)
             stat = {s: getattr(present, s)() if len(present) else math.nan for s in STATS}
             count = {"n": len(present), "repeats": len(group)}
@@ -85,9 +80,9 @@ def format_table(table: pd.DataFrame, n_trials: int) -> str:
     """Markdown: a row per measure, a column per sampler, cells "median (min–max)"."""
     samplers = list(dict.fromkeys(table["sampler"]))
     lines = ["| measure | " + " | ".join(samplers) + " |", "|---|" + "---|" * len(samplers)]
-    for i, (key, label, accuracy) in enumerate(ROWS):
-        if i < len(PERCENTS):
-            label += f" (trials 0–{cutoff(n_trials, PERCENTS[i]) - 1})"
+    for key, label, accuracy, src in ROWS:
+        if isinstance(src, int):
+            label += f" (trials 0–{cutoff(n_trials, src) - 1})"
         rows = table[table.metric == key].set_index("sampler")
         cells = " | ".join(_cell(rows.loc[s], accuracy) for s in samplers)
         lines.append(f"| {label} | {cells} |")
