@@ -194,7 +194,10 @@ def _bad_inputs(faces: FaceTable) -> dict[str, tuple[pd.DataFrame, list[str]]]:
         "wrong length": (pd.DataFrame({"pixels": short}), ["row 1", "2303", "2304"]),
         "non-numeric": (pd.DataFrame({"pixels": word}), ["row 1", "'x' is not an integer"]),
         "non-numeric column": (numeric, ["row 1", "column '5'", "'dark' is non-numeric", "2304"]),
-        "above 255": (pd.DataFrame({"pixels": too_bright}), ["row 2", "256 is out of range", "0..255"]),
+        "above 255": (
+            pd.DataFrame({"pixels": too_bright}),
+            ["row 2", "256 is out of range", "0..255"],
+        ),
     }
 
 

@@ -39,9 +39,9 @@ def decode_fields(
 
     Args:
         data: The bytes holding the fields.
-        starts: int64 offset where each row's field starts.
-        ends: int64 offset where each row's field ends.
-        where: Names row ``i`` for a message (called for a bad row only; may raise instead).
+        starts: Where each row's field starts (int64).
+        ends: Where each row's field ends (int64).
+        where: Names row ``i`` in a message (called for a bad row only; may raise instead).
         column: The field's name in messages.
         lo: Smallest value accepted.
         hi: Largest value accepted (at most 255).
@@ -51,30 +51,24 @@ def decode_fields(
         uint8 array of shape (rows, per_row).
 
     Raises:
-        DataError: For the first bad row: a wrong count, a non-integer or a value out of range.
+        DataError: For the first bad row (count, non-integer or range), named by ``where``.
     """
     size, step = len(starts), max(1, _CHUNK_BYTES // (4 * per_row))
     out = np.empty((size, per_row), np.uint8)
     if not size:
         return out
-    # long fields: zero-copy memoryviews; short ones: bytes copies, which unlike
-    # memoryviews are not GC-tracked (thousands alive at once set off full collections)
+    # short fields as bytes copies: memoryviews are GC-tracked, thousands set off collections
     src = memoryview(data) if per_row > 1 else data
     cap = int((ends - starts).max() + 1) * min(step, size)
 
     def run(batch: range) -> list[int]:
         scratch, failed = _Scratch(cap), []
         for i in batch:
-            s, e = starts[i : i + step], ends[i : i + step]
-            blob = b"\n".join([src[a:b] for a, b in zip(s.tolist(), e.tolist(), strict=True)])
-            vals = scratch.decode(blob + b"\n", np.cumsum(e - s + 1) - 1)
-            if vals is not None and vals.size == s.size * (per_row + 1):
-                body = vals.reshape(s.size, per_row + 1)
-                got = body[:, :-1]
-                if (body[:, -1] == _SENTINEL).all() and lo <= got.min() and got.max() <= hi:
-                    out[i : i + s.size] = got
-                    continue
-            failed.append(i)
+            got = scratch.rows(src, starts[i : i + step], ends[i : i + step], per_row, lo, hi)
+            if got is None:
+                failed.append(i)
+            else:
+                out[i : i + len(got)] = got
         return failed
 
     chunks = range(0, size, step)
@@ -86,14 +80,14 @@ def decode_fields(
         for j in range(i, min(i + step, size)):
             field = bytes(data[int(starts[j]) : int(ends[j])])
             tokens = field.split() if per_row > 1 else [field.strip()]
-            problem = _problem(tokens, column, lo, hi, per_row)
-            if problem:
+            if problem := _problem(tokens, column, lo, hi, per_row):
                 raise DataError(f"{where(j)}: {problem}")
             out[j] = [int(t) for t in tokens]
     return out
 
 
 def _problem(tokens: list[bytes], column: str, lo: int, hi: int, per_row: int) -> str | None:
+    """What is wrong with one field's tokens, or None."""
     expected = f"{per_row} space-separated integers {lo}..{hi}"
     if not tokens:
         return f"{column} is empty; expected {expected}"
@@ -115,6 +109,25 @@ class _Scratch:
         self.d, self.t = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
         self.v, self.w = np.empty(cap, np.uint16), np.empty(cap, np.uint16)
         self.isd, self.m = np.empty(cap, np.bool_), np.empty(cap, np.bool_)
+
+    def rows(
+        self,
+        src: bytes | bytearray | memoryview,
+        s: np.ndarray,
+        e: np.ndarray,
+        per_row: int,
+        lo: int,
+        hi: int,
+    ) -> np.ndarray | None:
+        """The fields ``src[s[k]:e[k]]`` as (len(s), per_row) values; None if a check fails."""
+        blob = b"\n".join([src[a:b] for a, b in zip(s.tolist(), e.tolist(), strict=True)])
+        vals = self.decode(blob + b"\n", np.cumsum(e - s + 1) - 1)
+        if vals is None or vals.size != s.size * (per_row + 1):
+            return None
+        body = vals.reshape(s.size, per_row + 1)
+        got = body[:, :-1]
+        ok = (body[:, -1] == _SENTINEL).all() and lo <= got.min() and got.max() <= hi
+        return got if ok else None
 
     def decode(self, blob: bytes, newlines: np.ndarray) -> np.ndarray | None:
         """The 1-3 digit numbers of ``blob``, with ``_SENTINEL`` at each newline.
