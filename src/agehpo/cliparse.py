@@ -1,8 +1,5 @@
-"""Command-line texts to values: the argparse types and the one-line usage error.
-
-A message names the parameter, quotes at most 80 printable characters and says what is
-accepted: ``n_trials='abc' is not an integer; expected an integer >= 1``.
-"""
+"""Command-line texts to values, and one-line usage errors that name the parameter, quote the
+value and say what is accepted: ``n_trials='abc' is not an integer; expected an integer >= 1``."""
 
 from __future__ import annotations
 

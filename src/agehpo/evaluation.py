@@ -1,8 +1,5 @@
-"""The champion's report card: per-class metrics and confusion matrices of every head.
-
-Pure functions of true and predicted labels (scikit-learn's metrics and figures), so the
-logged ``predictions.csv`` reproduces every number: ``evaluate(pd.read_csv(...))``.
-"""
+"""The champion's report card: per-class metrics and confusion matrices of every head, from
+the predictions frame alone (so ``evaluate(pd.read_csv(...))`` of the logged CSV reproduces it)."""
 
 from __future__ import annotations
 
@@ -242,9 +239,7 @@ def confusion_figure(report: HeadReport) -> Figure:
     ):
         display = ConfusionMatrixDisplay(matrix, display_labels=list(report.classes))
         display.plot(ax=ax, cmap="Blues", colorbar=False, values_format=fmt)
-        ax.set_title(title)
-        ax.set_xlabel(f"predicted {report.head}")
-        ax.set_ylabel(f"true {report.head}")
+        ax.set(title=title, xlabel=f"predicted {report.head}", ylabel=f"true {report.head}")
     fig.suptitle(
         f"{report.head} on the held-out test split: macro-F1 {report.macro_f1:.3f}, "
         f"balanced accuracy {report.balanced_accuracy:.3f} "

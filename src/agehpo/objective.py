@@ -1,8 +1,5 @@
-"""Adapter between Optuna and training: params -> epochs -> report/prune -> value.
-
-The trial only samples params, receives the validation age accuracy and answers whether to
-prune; everything else measured goes to the epoch hooks (MLflow tracking is one).
-"""
+"""Adapter between Optuna and training: params -> epochs -> report/prune -> value; all other
+measurements go to the epoch hooks (MLflow tracking is one)."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import optuna
@@ -102,10 +100,9 @@ class Objective:
             return self._finished.pop(trial_number, None)
 
     def _on_own_stream(self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook]) -> float:
-        if self.device.type != "cuda":
-            return self._train(trial, hooks)
-        # Each trial (thread, with n_jobs) gets its own stream so concurrent trials overlap.
-        with torch.cuda.stream(torch.cuda.Stream(self.device)):
+        # Each trial (thread, with n_jobs) gets its own CUDA stream so concurrent trials overlap.
+        cuda = self.device.type == "cuda"
+        with torch.cuda.stream(torch.cuda.Stream(self.device)) if cuda else nullcontext():
             return self._train(trial, hooks)
 
     def _epoch_runner(

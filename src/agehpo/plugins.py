@@ -1,8 +1,5 @@
-"""Samplers, pruners and their names: built-ins plus entry-point plugins.
-
-A package adds one with an entry point in the ``agehpo.samplers`` or ``agehpo.pruners`` group
-whose object is a factory (usually the class) taking keyword arguments.
-"""
+"""Samplers and pruners by name: built-ins, plus factories taking keyword arguments that
+packages register as entry points in the ``agehpo.samplers`` or ``agehpo.pruners`` group."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Training and evaluation over preloaded tensors: pure PyTorch, no Optuna or MLflow.
-
-A batch gathers one slice of a shuffled permutation from tensors already on the device, and
-sums stay on the device until the epoch ends: no per-sample Python work, no per-batch sync.
-"""
+"""Training and evaluation over tensors already on the device: pure PyTorch, no Optuna or
+MLflow. Sums stay on the device until the epoch ends: no per-batch host sync."""
 
 from __future__ import annotations
 

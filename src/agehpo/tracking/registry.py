@@ -1,8 +1,5 @@
-"""The best model in MLflow: log it as an MLflow 3 LoggedModel, read it back, register it.
-
-Weights are safetensors plus the params JSON (loaded by :mod:`agehpo.pyfunc` without
-unpickling, agehpo's code inside); the study's best gets the alias ``champion``.
-"""
+"""The best model in MLflow: log it as an MLflow 3 LoggedModel (safetensors weights, params
+JSON, agehpo's code), read it back, register the study's best with the alias ``champion``."""
 
 from __future__ import annotations
 
@@ -151,11 +148,16 @@ def register_champion(
         )
     if test is not None:
         tags.update({key: f"{value:.4f}" for key, value in test.accuracies("test_").items()})
-    for key, value in tags.items():
-        if version.tags.get(key) != value:
-            client.set_model_version_tag(name, version.version, key, value)
+    set_version_tags(client, version, tags)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     return version
+
+
+def set_version_tags(client: MlflowClient, version: ModelVersion, tags: dict[str, str]) -> None:
+    """Set the tags whose value the version does not carry yet."""
+    for key, value in tags.items():
+        if version.tags.get(key) != value:
+            client.set_model_version_tag(version.name, version.version, key, value)
 
 
 def _own_version(

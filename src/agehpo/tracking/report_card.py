@@ -1,6 +1,5 @@
 """The champion's report card in MLflow: metrics and ``evaluation/`` files on the parent run;
-on the model version (tags only), a tag per summary number and one JSON tag of per-class scores.
-"""
+on the model version (tags only), a tag per summary number and one JSON tag of per-class scores."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from agehpo.evaluation import ReportCard, write_files
-from agehpo.tracking.registry import CHAMPION, STUDY_UID, TRIAL_NUMBER
+from agehpo.tracking.registry import CHAMPION, STUDY_UID, TRIAL_NUMBER, set_version_tags
 
 _logger = logging.getLogger(__name__)
 EVALUATION_DIR = "evaluation"
@@ -88,7 +87,5 @@ def tag_champion(
             *(model_name, CHAMPION, version.version, *owner, study_uid, trial_number),
         )
         return None
-    for key, value in version_tags(card, run_id).items():
-        if version.tags.get(key) != value:
-            client.set_model_version_tag(model_name, version.version, key, value)
+    set_version_tags(client, version, version_tags(card, run_id))
     return version
