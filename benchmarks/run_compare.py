@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from agehpo.compare import _report as report
-from agehpo.compare import parse_samplers, run_compare
-from agehpo.config import StudyConfig
+from agehpo.compare import run_compare
+from agehpo.config import StudyConfig, parse_samplers
 from agehpo.study import load_data
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -8,10 +8,13 @@ and defaults.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Role", "StudyConfig"]
+from agehpo.errors import ConfigError, quote
+
+__all__ = ["Role", "StudyConfig", "parse_samplers", "sampler_kwargs_for"]
 
 
 class Role(enum.Enum):
@@ -50,3 +53,28 @@ class StudyConfig:
     n_workers: int = _param(1, "worker processes on this machine")
     n_jobs: int = _param(1, "concurrent trials as threads in one process")
     device: str = _param("auto", "auto, cpu, cuda, cuda-graph")
+
+
+def parse_samplers(text: str) -> list[str]:
+    """Compare's sampler list: ``"skopt, random,tpe"`` to ``["skopt", "random", "tpe"]``.
+
+    Raises:
+        ConfigError: When the text names no sampler, or one twice.
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ConfigError(f"samplers={quote(text)} names no sampler; e.g. 'skopt,random,tpe'")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"samplers={quote(text)} names {', '.join(repeated)} more than once")
+    return names
+
+
+def sampler_kwargs_for(
+    sampler: str, kwargs: dict[str, Any], samplers: Sequence[str]
+) -> dict[str, Any]:
+    """One compared sampler's overrides: ``kwargs[sampler]`` when every key names a compared
+    sampler (``{"skopt": {"base_estimator": "GP"}}``), else ``kwargs`` itself."""
+    if kwargs and all(k in samplers and isinstance(v, dict) for k, v in kwargs.items()):
+        return dict(kwargs.get(sampler, {}))
+    return dict(kwargs)

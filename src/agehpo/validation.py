@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agehpo import urls
+from agehpo.config import parse_samplers, sampler_kwargs_for
 from agehpo.errors import ConfigError, quote, quote_path
 
 if TYPE_CHECKING:
@@ -240,11 +241,9 @@ def check_sampler_and_pruner(config: StudyConfig, samplers: Sequence[str] | None
     if samplers is None:
         create_sampler(config.sampler, config.sampler_kwargs, seed=config.seed)
     else:
-        from agehpo.compare import kwargs_for
-
         for name in samplers:
             create_sampler(
-                name, kwargs_for(name, config.sampler_kwargs, samplers), seed=config.seed
+                name, sampler_kwargs_for(name, config.sampler_kwargs, samplers), seed=config.seed
             )
     create_pruner(config.pruner)
 
@@ -272,8 +271,6 @@ def validate_compare(config: StudyConfig, samplers_text: str, repeats: int) -> l
     Returns:
         The sampler names.
     """
-    from agehpo.compare import parse_samplers
-
     check_positive_int("repeats", repeats)
     samplers = parse_samplers(samplers_text)
     longest = max(len(f"-{name}-r{repeats}") for name in samplers)

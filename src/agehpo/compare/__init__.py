@@ -18,32 +18,13 @@ from agehpo.compare import _report as report
 from agehpo.compare._plots import write_plots
 from agehpo.compare._stats import CompareResult, StudyStats
 from agehpo.compare._tracking import CompareRun
-from agehpo.config import StudyConfig
+from agehpo.config import StudyConfig, parse_samplers, sampler_kwargs_for
 from agehpo.data import PreparedData
 from agehpo.errors import ConfigError
 from agehpo.hpo.stopping import OrderlyStop
-from agehpo.plugins import PluginError, create_sampler
+from agehpo.plugins import create_sampler
 from agehpo.study import load_data, run_study
 from agehpo.tracking.runs import ui_hint
-
-
-def parse_samplers(text: str) -> list[str]:
-    """``"skopt, random,tpe"`` to ``["skopt", "random", "tpe"]``; PluginError for none or twice."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise PluginError(f"samplers={text!r} names no sampler; e.g. 'skopt,random,tpe'")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise PluginError(f"samplers={text!r} names {', '.join(repeated)} more than once")
-    return names
-
-
-def kwargs_for(sampler: str, kwargs: dict[str, Any], samplers: Sequence[str]) -> dict[str, Any]:
-    """One sampler's constructor overrides: ``kwargs[sampler]`` when every key is a sampler
-    (``{"skopt": {"base_estimator": "GP"}}``), else ``kwargs`` itself."""
-    if kwargs and all(k in samplers and isinstance(v, dict) for k, v in kwargs.items()):
-        return dict(kwargs.get(sampler, {}))
-    return dict(kwargs)
 
 
 def _run_one(
@@ -108,14 +89,16 @@ def run_compare(
         raise ConfigError(f"repeats={repeats} must be at least 1")
     samplers = parse_samplers(",".join(samplers))
     for name in samplers:  # fail fast, before hours of trials
-        create_sampler(name, kwargs_for(name, config.sampler_kwargs, samplers), seed=config.seed)
+        create_sampler(
+            name, sampler_kwargs_for(name, config.sampler_kwargs, samplers), seed=config.seed
+        )
     run = {"data": data if data is not None else load_data(config), "out": out, "stop": stop}
     pairs = [(k, s) for k in range(1, repeats + 1) for s in samplers]  # drift hits all alike
     with CompareRun(config, samplers, repeats) if track else nullcontext(None) as tracker:
         stats: list[StudyStats] = []
         for k, sampler in pairs:
             one = replace(
-                config, sampler_kwargs=kwargs_for(sampler, config.sampler_kwargs, samplers)
+                config, sampler_kwargs=sampler_kwargs_for(sampler, config.sampler_kwargs, samplers)
             )
             stats.append(_run_one(one, sampler, k, tracker, **run))
             out(f"[{len(stats)}/{len(pairs)}] {report.progress_line(stats[-1])}")

@@ -140,8 +140,13 @@ class StudyTracker:
             self.client.set_tag(parent, key, value)
         log_missing_params(self.client, parent, config_params(self.config))
         name = "synthetic-faces" if data.source.startswith("synthetic") else Path(data.source).name
+        # Workers logging one dataset at once collide on its row; an MLflow server reports
+        # that as a plain BAD_REQUEST, so any MlflowException is retried: the write is
+        # idempotent, and a real error fails every try alike.
         retry(
-            lambda: self.callback.log_dataset(study, name, digest=data.digest, source=data.source)
+            lambda: self.callback.log_dataset(study, name, digest=data.digest, source=data.source),
+            attempts=4,
+            retryable=lambda error: isinstance(error, mlflow.exceptions.MlflowException),
         )
 
     def close(self, status: str = "FINISHED", end_parent: bool = False) -> None:

@@ -13,10 +13,10 @@ import pytest
 from mlflow.entities import ViewType
 from optuna.trial import TrialState, create_trial
 
-from agehpo.compare import CompareResult, kwargs_for, parse_samplers, run_compare
+from agehpo.compare import CompareResult, run_compare
 from agehpo.compare import _report as report
 from agehpo.compare._stats import best_so_far, wall_time
-from agehpo.config import StudyConfig
+from agehpo.config import StudyConfig, parse_samplers, sampler_kwargs_for
 from agehpo.data import PreparedData
 from agehpo.errors import ConfigError
 from agehpo.plugins import PluginError
@@ -63,14 +63,14 @@ def test_wall_time_merges_overlapping_trials_and_skips_gaps() -> None:
 
 def test_parse_samplers_and_per_sampler_kwargs() -> None:
     assert parse_samplers(" skopt, random ,tpe") == ["skopt", "random", "tpe"]
-    with pytest.raises(PluginError, match="more than once"):
+    with pytest.raises(ConfigError, match="more than once"):
         parse_samplers("tpe,tpe")
-    with pytest.raises(PluginError, match="names no sampler"):
+    with pytest.raises(ConfigError, match="names no sampler"):
         parse_samplers(" , ")
     per = {"skopt": {"base_estimator": "GP"}, "tpe": {"n_startup_trials": 5}}
-    assert kwargs_for("skopt", per, ["skopt", "tpe", "random"]) == {"base_estimator": "GP"}
-    assert kwargs_for("random", per, ["skopt", "tpe", "random"]) == {}
-    assert kwargs_for("tpe", {"n_startup_trials": 5}, ["tpe"]) == {"n_startup_trials": 5}
+    assert sampler_kwargs_for("skopt", per, ["skopt", "tpe", "random"]) == {"base_estimator": "GP"}
+    assert sampler_kwargs_for("random", per, ["skopt", "tpe", "random"]) == {}
+    assert sampler_kwargs_for("tpe", {"n_startup_trials": 5}, ["tpe"]) == {"n_startup_trials": 5}
 
 
 def test_unknown_sampler_fails_before_anything_runs(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_unknown_sampler_fails_before_anything_runs(tmp_path: Path) -> None:
     assert not (tmp_path / "optuna.db").exists()
     with pytest.raises(ConfigError, match="repeats=0"):
         run_compare(config, ["random"], 0, track=False, out=lambda _: None)
-    with pytest.raises(PluginError, match="more than once"):
+    with pytest.raises(ConfigError, match="more than once"):
         run_compare(config, ["random", "random"], 1, track=False, out=lambda _: None)
 
 
