@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,35 @@ def tiny_data() -> PreparedData:
     return prepare(make_synthetic(400, seed=3), img_size=12)
 
 
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store whose schema was created once for the whole session."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    # The Default experiment's artifact folder is ./mlruns/0 of the cwd at creation time.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(path.parent)
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/mlflow.db"
+def mlflow_db(_migrated_mlflow_db: Path) -> Callable[[Path], str]:
+    """Make a fresh MLflow SQLite store in a folder and return its URI.
+
+    Each store is a copy of one migrated, empty store: still a real store of its own, without
+    MLflow's schema migrations, which take seconds per store.
+    """
+
+    def make(folder: Path) -> str:
+        shutil.copy(_migrated_mlflow_db, folder / "mlflow.db")
+        return f"sqlite:///{folder}/mlflow.db"
+
+    return make
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, mlflow_db: Callable[[Path], str]) -> str:
+    """A fresh SQLite tracking store in the test's folder."""
+    return mlflow_db(tmp_path)

@@ -25,14 +25,17 @@ def _study(storage: str) -> optuna.Study:
 
 
 def test_import_study_mirrors_trials_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tracking_uri: str,
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     storage = f"sqlite:///{tmp_path}/old.db"
     study = _study(storage)
     assert main(["import-study", "--storage", storage]) == 0
     assert "3 new trial runs" in capsys.readouterr().out
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("old-work")
     runs = client.search_runs([experiment.experiment_id])
     trial_runs = {
@@ -59,9 +62,12 @@ def test_unknown_study_is_one_line_listing_the_studies(
 
 
 def test_importing_a_second_same_name_study_writes_all_its_trials(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tracking_uri: str,
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     a, b = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"
     _study(a)
     _study(b)  # the same name: the user started over in another file
@@ -69,7 +75,7 @@ def test_importing_a_second_same_name_study_writes_all_its_trials(
     assert "3 new trial runs" in capsys.readouterr().out
     assert main(["import-study", "--storage", b]) == 0
     assert "3 new trial runs" in capsys.readouterr().out
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("old-work")
     runs = client.search_runs([experiment.experiment_id])
     uids = {r.data.tags["optuna.study_uid"] for r in runs}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -89,9 +90,10 @@ def test_unknown_sampler_fails_before_anything_runs(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def compared(
-    tmp_path_factory: pytest.TempPathFactory, tiny_data: PreparedData
+    tmp_path_factory: pytest.TempPathFactory, tiny_data: PreparedData, _migrated_mlflow_db: Path
 ) -> tuple[CompareResult, StudyConfig, str, Path, list[str]]:
     tmp = tmp_path_factory.mktemp("compare")
+    shutil.copy(_migrated_mlflow_db, tmp / "mlflow.db")
     uri = f"sqlite:///{tmp}/mlflow.db"
     config = StudyConfig(
         n_trials=N_TRIALS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,11 +18,11 @@ CONFIG = StudyConfig(study_name="s", storage="postgresql://u:secret@db/optuna", 
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite store for the module (creating one takes seconds); each test its own names."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-    mlflow.MlflowClient(uri).search_experiments()  # creates the tables
-    return uri
+def store(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path) -> str:
+    """One SQLite store for the module; each test uses names of its own."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    shutil.copy(_migrated_mlflow_db, folder / "mlflow.db")
+    return f"sqlite:///{folder}/mlflow.db"
 
 
 @pytest.fixture
