@@ -40,7 +40,7 @@ import mlflow
 import optuna
 from mlflow import MlflowClient
 
-from agehpo.search_space import OPTIMIZER_NAMES as OPTIMIZERS
+from agehpo.names import OPTIMIZERS
 from agehpo.search_space import suggest
 from optuna_mlflow import MLflowCallback
 

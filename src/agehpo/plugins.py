@@ -7,29 +7,31 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from agehpo.errors import UserError, quote
 
+if TYPE_CHECKING:
+    import optuna
+
 SAMPLER_GROUP = "agehpo.samplers"
 PRUNER_GROUP = "agehpo.pruners"
-
-Factories = Mapping[str, Callable[..., Any]]
-_BUILTIN_SAMPLERS: Factories = {
-    "random": optuna.samplers.RandomSampler,
-    "tpe": optuna.samplers.TPESampler,
-    "gp": optuna.samplers.GPSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "qmc": optuna.samplers.QMCSampler,
-}
-_BUILTIN_PRUNERS: Factories = {
-    "median": optuna.pruners.MedianPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "percentile": lambda **kw: optuna.pruners.PercentilePruner(**{"percentile": 25.0, **kw}),
-    "none": optuna.pruners.NopPruner,
+# Built-ins as entry-point targets, loaded only when built: optuna takes a second to import.
+_BUILTINS: dict[str, dict[str, str]] = {
+    "sampler": {
+        "random": "optuna.samplers:RandomSampler",
+        "tpe": "optuna.samplers:TPESampler",
+        "gp": "optuna.samplers:GPSampler",
+        "cmaes": "optuna.samplers:CmaEsSampler",
+        "qmc": "optuna.samplers:QMCSampler",
+    },
+    "pruner": {
+        "median": "optuna.pruners:MedianPruner",
+        "hyperband": "optuna.pruners:HyperbandPruner",
+        "successive_halving": "optuna.pruners:SuccessiveHalvingPruner",
+        "percentile": "optuna.pruners:PercentilePruner",
+        "none": "optuna.pruners:NopPruner",
+    },
 }
 # The seed's skopt settings: Extra-Trees surrogate, 10 random starts, EI with xi 0.02.
 SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -42,6 +44,7 @@ SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
         }
     },
 }
+_DEFAULTS = {"sampler": SAMPLER_DEFAULTS, "pruner": {"percentile": {"percentile": 25.0}}}
 # Where a sampler wraps another library, keys it does not take itself go to that library.
 _NESTED_KWARGS = ("skopt_kwargs",)
 
@@ -50,38 +53,58 @@ class PluginError(UserError, ValueError):
     """A sampler or pruner name or its arguments were not accepted. The message is one line."""
 
 
-def _plugins(kind: str) -> dict[str, EntryPoint]:
+def _registered(kind: str) -> dict[str, EntryPoint]:
+    """Built-ins and installed plugins; plugins win, so a package can replace a default."""
     group = SAMPLER_GROUP if kind == "sampler" else PRUNER_GROUP
-    return {entry_point.name: entry_point for entry_point in entry_points(group=group)}
+    builtins = {name: EntryPoint(name, target, group) for name, target in _BUILTINS[kind].items()}
+    return {**builtins, **{entry.name: entry for entry in entry_points(group=group)}}
 
 
 def sampler_names() -> list[str]:
     """All sampler names: built-in ones and those registered under ``agehpo.samplers``."""
-    return sorted({*_BUILTIN_SAMPLERS, *_plugins("sampler")})
+    return sorted(_registered("sampler"))
 
 
 def pruner_names() -> list[str]:
     """All pruner names: built-in ones and those registered under ``agehpo.pruners``."""
-    return sorted({*_BUILTIN_PRUNERS, *_plugins("pruner")})
+    return sorted(_registered("pruner"))
 
 
-def _resolve(kind: str, name: str, builtins: Factories) -> Callable[..., Any]:
-    plugins = _plugins(kind)
-    # Plugins win over built-ins so a package can replace a default implementation.
-    if name in plugins:
-        try:
-            factory: Callable[..., Any] = plugins[name].load()
-        except ImportError as error:
-            raise PluginError(
-                f"{kind} {name!r} is registered by {plugins[name].value!r} but could not be "
-                f"imported ({_reason(error)}); reinstall it: pip install -e ."
-            ) from error
-        return factory
-    if name in builtins:
-        return builtins[name]
-    valid = ", ".join(sorted({*builtins, *plugins}))
-    hint = " (it comes with the optuna_skopt plugin: pip install -e .)" if name == "skopt" else ""
-    raise PluginError(f"{kind}={quote(name)} is not installed{hint}; valid names: {valid}")
+def find(kind: str, name: str) -> EntryPoint:
+    """Find a sampler or pruner by name without importing it (so without Optuna).
+
+    Args:
+        kind: ``"sampler"`` or ``"pruner"``.
+        name: The name asked for.
+
+    Returns:
+        Its entry point.
+
+    Raises:
+        PluginError: For a name that is neither built in nor installed.
+    """
+    registered = _registered(kind)
+    if name not in registered:
+        hint = (
+            " (it comes with the optuna_skopt plugin: pip install -e .)" if name == "skopt" else ""
+        )
+        raise PluginError(
+            f"{kind}={quote(name)} is not installed{hint}; "
+            f"valid names: {', '.join(sorted(registered))}"
+        )
+    return registered[name]
+
+
+def _resolve(kind: str, name: str) -> Callable[..., Any]:
+    entry_point = find(kind, name)
+    try:
+        factory: Callable[..., Any] = entry_point.load()
+    except ImportError as error:
+        raise PluginError(
+            f"{kind} {name!r} is registered by {entry_point.value!r} but could not be "
+            f"imported ({_reason(error)}); reinstall it: pip install -e ."
+        ) from error
+    return factory
 
 
 def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
@@ -95,12 +118,7 @@ def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
     return {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
 
 
-def _build_kwargs(
-    kind: str, name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any]
-) -> dict[str, Any]:
-    accepted = _accepted_keywords(factory)
-    if accepted is None:
-        return dict(kwargs)
+def _build_kwargs(kind: str, name: str, accepted: set[str], kwargs: Mapping[str, Any]) -> dict:
     merged: dict[str, Any] = {}
     nested = next((key for key in _NESTED_KWARGS if key in accepted), None)
     for key, value in kwargs.items():
@@ -131,24 +149,22 @@ def _merge(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return {**defaults, **overrides, **nested}
 
 
-def _create(
-    kind: str, name: str, builtins: Factories, kwargs: Mapping[str, Any] | None, seed: int | None
-) -> Any:
+def _create(kind: str, name: str, kwargs: Mapping[str, Any] | None, seed: int | None) -> Any:
     """Resolve ``name``, check and complete its keyword arguments, and call the factory."""
-    factory = _resolve(kind, name, builtins)
-    user_kwargs = dict(kwargs or {})
+    factory = _resolve(kind, name)
+    built = dict(kwargs or {})
     accepted = _accepted_keywords(factory)
-    if seed is not None and "seed" not in user_kwargs and (accepted is None or "seed" in accepted):
-        user_kwargs["seed"] = seed
-    built = _build_kwargs(kind, name, factory, user_kwargs)
-    if is_sampler := kind == "sampler":
-        built = _merge(SAMPLER_DEFAULTS.get(name, {}), built)
+    if seed is not None and "seed" not in built and (accepted is None or "seed" in accepted):
+        built["seed"] = seed
+    if accepted is not None:
+        built = _build_kwargs(kind, name, accepted, built)
+    built = _merge(_DEFAULTS[kind].get(name, {}), built)
     try:
         return factory(**built)
     except Exception as error:  # any plugin's constructor: its only input is the user's
         shown = quote(json.dumps(dict(kwargs or {}), default=str))
         label, hint = (
-            ("sampler_kwargs", "; fix or drop those keys") if is_sampler else ("kwargs", "")
+            ("sampler_kwargs", "; fix or drop those keys") if kind == "sampler" else ("kwargs", "")
         )
         raise PluginError(
             f"{kind} {name!r} rejected {label}={shown}: {_reason(error)}{hint}"
@@ -162,8 +178,7 @@ def create_sampler(
 
     Args:
         name: A name from :func:`sampler_names`.
-        kwargs: Constructor overrides (``sampler_kwargs``); keys a sampler wrapping a library
-            (skopt) does not take go to that library.
+        kwargs: Constructor overrides; keys a library wrapper (skopt) does not take go to it.
         seed: Passed as ``seed`` when the sampler takes one and ``kwargs`` sets none.
 
     Returns:
@@ -172,7 +187,7 @@ def create_sampler(
     Raises:
         PluginError: For an unknown name or a key the sampler does not accept.
     """
-    return _create("sampler", name, _BUILTIN_SAMPLERS, kwargs, seed)
+    return _create("sampler", name, kwargs, seed)
 
 
 def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
@@ -188,4 +203,4 @@ def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.
     Raises:
         PluginError: For an unknown name or a key the pruner does not accept.
     """
-    return _create("pruner", name, _BUILTIN_PRUNERS, kwargs, None)
+    return _create("pruner", name, kwargs, None)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import EntryPoint
 from types import SimpleNamespace
 
@@ -45,6 +47,16 @@ def test_names_list_builtins_and_installed_plugins() -> None:
     )
 
 
+def test_unknown_names_fail_before_optuna_is_imported() -> None:
+    code = (
+        "import sys\nfrom agehpo.plugins import PluginError, create_sampler\n"
+        "try:\n    create_sampler('nope')\nexcept PluginError:\n"
+        "    print('optuna' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 def test_unknown_names_give_one_line_listing_the_valid_ones() -> None:
     with pytest.raises(PluginError) as sampler_error:
         create_sampler("annealing")
@@ -70,7 +82,8 @@ def test_sampler_kwargs_override_and_unknown_keys_are_named(
         match=r"sampler_kwargs key 'warp' is not accepted by sampler 'tpe'; accepted keys: .*seed",
     ):
         create_sampler("tpe", {"warp": 9})
-    monkeypatch.setitem(plugins._BUILTIN_SAMPLERS, "tpe", tpe)
+    entry_point = SimpleNamespace(name="tpe", value="fake:tpe", load=lambda: tpe)
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [entry_point])
     assert isinstance(
         create_sampler("tpe", {"n_startup_trials": 3}, seed=1), optuna.samplers.TPESampler
     )
