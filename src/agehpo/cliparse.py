@@ -23,47 +23,42 @@ def _number(text: str) -> float:
         return math.nan
 
 
-def parse_int(name: str, text: str, minimum: int | None = None) -> int:
-    """An integer parameter from its command-line text (MLflow Projects may pass ``20.0``).
+def int_flag(name: str, minimum: int | None = 1) -> Callable[[str], int]:
+    """The argparse type of an integer flag (MLflow Projects may pass ``20.0``).
 
     Args:
-        name: The parameter (for the message).
-        text: Its text.
+        name: The parameter, named in the message.
         minimum: Smallest accepted value, if any.
 
     Returns:
-        The integer.
-
-    Raises:
-        ConfigError: For text that is not a whole number, or one below ``minimum``.
+        The type function; it raises a one-line ``ArgumentTypeError``.
     """
     rule = "an integer" if minimum is None else f"an integer >= {minimum}"
-    try:
-        value = int(text.strip())
-    except ValueError:
-        number = _number(text)
-        if not (math.isfinite(number) and number.is_integer()):
-            raise ConfigError(f"{name}={quote(text)} is not an integer; expected {rule}") from None
-        value = int(number)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name}={quote(text)} is too small; expected {rule}")
-    return value
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            number = _number(text)
+            if not (math.isfinite(number) and number.is_integer()):
+                raise argparse.ArgumentTypeError(
+                    f"{name}={quote(text)} is not an integer; expected {rule}"
+                ) from None
+            value = int(number)
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{name}={quote(text)} is too small; expected {rule}")
+        return value
+
+    return parse
 
 
-def parse_timeout(text: str) -> float:
-    """The ``timeout`` parameter: seconds, 0 for no limit.
-
-    Args:
-        text: Its command-line text.
-
-    Returns:
-        The seconds.
-
-    Raises:
-        ConfigError: For text that is not a finite number >= 0.
-    """
+def timeout_flag(text: str) -> float:
+    """The argparse type of ``timeout``: seconds >= 0, 0 for no limit."""
     value = _number(text)
-    check_timeout(value, shown=text)
+    try:
+        check_timeout(value, shown=text)
+    except ConfigError as error:  # (argparse would replace a ValueError's message)
+        raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
 
@@ -88,26 +83,6 @@ def json_object(text: str) -> dict[str, Any]:
             f"sampler_kwargs={quote(text)} is a JSON {type(value).__name__}; {example}"
         )
     return value
-
-
-def int_flag(name: str, minimum: int | None = 1) -> Callable[[str], int]:
-    """The argparse type of an integer flag; its message names the parameter."""
-
-    def parse(text: str) -> int:
-        try:
-            return parse_int(name, text, minimum)
-        except ConfigError as error:  # (argparse would replace a ValueError's message)
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
-
-
-def timeout_flag(text: str) -> float:
-    """The argparse type of ``timeout``: seconds >= 0."""
-    try:
-        return parse_timeout(text)
-    except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -8,10 +8,10 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import optuna
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
@@ -30,14 +30,6 @@ STUDY_NAME = "optuna.study_name"
 TRIAL_NUMBER = "optuna.trial_number"
 
 
-def _input_example() -> Any:
-    """One synthetic face in the CSV's ``pixels`` form: what a caller of the model sends."""
-    import pandas as pd
-
-    face = make_synthetic(1, seed=0).pixels[0]
-    return pd.DataFrame({"pixels": [" ".join(map(str, face))]})
-
-
 def log_model(client: MlflowClient, trained: TrainedModel, run_id: str) -> str:
     """Log weights as an MLflow 3 LoggedModel linked to the trial's run.
 
@@ -49,13 +41,13 @@ def log_model(client: MlflowClient, trained: TrainedModel, run_id: str) -> str:
     Returns:
         The model id.
     """
-    experiment_id = client.get_run(run_id).info.experiment_id
     logged = client.create_logged_model(
-        experiment_id,
+        client.get_run(run_id).info.experiment_id,
         name=MODEL_ARTIFACT_NAME,
         source_run_id=run_id,
         params={k: str(v) for k, v in trained.params.items()},
     )
+    face = make_synthetic(1, seed=0).pixels[0]  # the CSV's ``pixels`` form: what callers send
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp, "weights")
         save_weights(weights, trained.params, trained.state_dict, math.isqrt(trained.in_features))
@@ -65,7 +57,7 @@ def log_model(client: MlflowClient, trained: TrainedModel, run_id: str) -> str:
             loader_module="agehpo.pyfunc",
             data_path=str(weights),
             signature=signature(),
-            input_example=_input_example(),
+            input_example=pd.DataFrame({"pixels": [" ".join(map(str, face))]}),
             code_paths=[str(Path(__file__).resolve().parents[1])],  # the agehpo package
             pip_requirements=serving_requirements(),
             mlflow_model=mlflow.models.Model(model_id=logged.model_id),
@@ -74,11 +66,6 @@ def log_model(client: MlflowClient, trained: TrainedModel, run_id: str) -> str:
     client.finalize_logged_model(logged.model_id, "READY")
     client.set_tag(run_id, MODEL_TAG, logged.model_id)
     return logged.model_id
-
-
-def logged_model_id(client: MlflowClient, run_id: str) -> str | None:
-    """The model logged for a trial's run, by this or any other worker."""
-    return client.get_run(run_id).data.tags.get(MODEL_TAG)
 
 
 def load_logged(model_id: str, tracking_uri: str) -> TrainedModel:

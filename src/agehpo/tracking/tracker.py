@@ -26,14 +26,7 @@ from agehpo.names import OBJECTIVE_METRIC
 from agehpo.nn.model import TrainedModel
 from agehpo.nn.train import EpochMetrics
 from agehpo.retry import retry
-from agehpo.tracking.registry import (
-    CHAMPION,
-    MODEL_TAG,
-    load_logged,
-    log_model,
-    logged_model_id,
-    register_champion,
-)
+from agehpo.tracking.registry import CHAMPION, MODEL_TAG, load_logged, log_model, register_champion
 from agehpo.tracking.runs import config_params, log_missing_params, ui_hint
 from agehpo.urls import redact
 from optuna_mlflow import MLflowCallback
@@ -218,21 +211,13 @@ class StudyTracker:
         lines: list[str] = []
         run_id = self.best_run_id(study) if best is not None else None
         if best is not None and run_id is not None:
-            model_id = logged_model_id(self.client, run_id) or log_model(self.client, best, run_id)
+            model_id = self.client.get_run(run_id).data.tags.get(MODEL_TAG)
+            model_id = model_id or log_model(self.client, best, run_id)
+            uid = self.callback.session(study).study_uid
+            args = (self.client, self.config.model_name, study, model_id, run_id, test)
             # Workers finishing together must not register the same version twice.
             with BudgetLock(self.config.storage, f"{self.config.model_name}/registry").hold():
-                uid = self.callback.session(study).study_uid
-                version = retry(
-                    lambda: register_champion(
-                        self.client,
-                        self.config.model_name,
-                        study,
-                        model_id,
-                        run_id,
-                        test,
-                        study_uid=uid,
-                    )
-                )
+                version = retry(lambda: register_champion(*args, study_uid=uid))
             lines.append(
                 f"Registered models:/{self.config.model_name}@{CHAMPION} "
                 f"(version {version.version}, trial {study.best_trial.number})"
@@ -250,8 +235,4 @@ class StudyTracker:
                 ],
             )
         self.close("FINISHED")
-        return [*lines, *self.ui_hint()]
-
-    def ui_hint(self) -> list[str]:
-        """The `mlflow ui` command for the store in use and the experiment's runs link."""
-        return ui_hint(self.tracking_uri, str(self.callback.experiment_id))
+        return [*lines, *ui_hint(self.tracking_uri, str(self.callback.experiment_id))]
