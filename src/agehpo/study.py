@@ -9,6 +9,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -31,7 +32,8 @@ from agehpo.tracking.report_card import STUDY_UID_ATTR, log_report_card, tag_cha
 from agehpo.tracking.tracker import StudyTracker, check_tracking_server
 from optuna_mlflow import ensure_study_uid
 
-TrialEndHook = Callable[[optuna.Study, FrozenTrial], None]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optuna.Study:
@@ -59,11 +61,6 @@ def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optun
     return study
 
 
-def count_trials(study: optuna.Study) -> dict[str, int]:
-    """Trials of the study by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
-    return Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
-
-
 def load_data(config: StudyConfig) -> PreparedData:
     """Load, split and preprocess the configured data once, on the configured device."""
     table = load_table(config.data, n_samples=config.n_samples, seed=config.seed)
@@ -80,7 +77,7 @@ class Observer:
 
     name: str
     on_epoch: EpochHook | None = None
-    on_trial_end: TrialEndHook | None = None
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None
 
 
 @dataclass
@@ -100,7 +97,7 @@ class StudyRun:
 
 @dataclass
 class StudyResult:
-    """What one invocation did and what the study now holds."""
+    """What one invocation did and what the study now holds (``counts`` by state name)."""
 
     study: optuna.Study
     ran: list[int]
@@ -111,10 +108,21 @@ class StudyResult:
     notes: list[str] = field(default_factory=list)
 
 
+class StudyOptions(TypedDict, total=False):
+    """How one process takes part in a study (see :func:`prepare`)."""
+
+    role: Role | str
+    track: bool
+    parent_run_id: str | None
+    sampler_seed: int | None
+    data: PreparedData | None
+    stop: OrderlyStop | None
+
+
 def prepare(
     config: StudyConfig,
     *,
-    role: Role = Role.SINGLE,
+    role: Role | str = Role.SINGLE,
     track: bool = False,
     parent_run_id: str | None = None,
     sampler_seed: int | None = None,
@@ -126,6 +134,15 @@ def prepare(
     The order is the contract: the interrupt check sees an epoch first, so an interrupted
     trial's last epoch reaches neither Optuna nor MLflow; the keeper sees a finished trial
     before the tracker, which logs the model the keeper kept.
+
+    Args:
+        config: The run's parameters.
+        role: What this process does (see :class:`~agehpo.config.Role`).
+        track: Track the study in MLflow (parent run, trial runs, plots, best model).
+        parent_run_id: The run to nest trial runs under; None: the Project run, or a new one.
+        sampler_seed: The sampler's seed; ``config.seed`` when None.
+        data: Preprocessed data; loaded from ``config`` when None.
+        stop: The process's orderly stop; None: one that nothing requests.
 
     Returns:
         The wired run; nothing has trained yet.
@@ -166,11 +183,41 @@ def prepare(
             objective.epoch_hooks.append(observer.on_epoch)
         if observer.on_trial_end is not None:
             runner.callbacks.append(observer.on_trial_end)
-    return StudyRun(config, role, study, data, objective, keeper, runner, tracker, stop)
+    return StudyRun(config, Role(role), study, data, objective, keeper, runner, tracker, stop)
+
+
+def in_process(run: StudyRun, progress: tqdm) -> list[int]:
+    """The executor of one process: ``n_jobs`` threads claim trials until the budget is met."""
+    return run.runner.run(run.config.n_jobs, progress)
+
+
+def local_processes(run: StudyRun, progress: tqdm) -> list[int]:
+    """The executor of ``n_workers`` local ``agehpo worker`` processes, nested under the
+    parent run; the dead ones' trials are retried and their runs ended."""
+    tracker = run.tracker
+    parent = tracker.callback.parent_run_id if tracker is not None else None
+    try:
+        return run_workers(
+            run.config, run.runner, parent_run_id=parent, progress=progress, stop=run.stop
+        )
+    finally:
+        if tracker is not None:
+            # A killed worker's trial run is RUNNING under a gone owner: end it now (best
+            # effort on a stop, as the next run's reconcile does it too).
+            with contextlib.suppress(Exception):
+                tracker.callback.reconcile(run.study, stale_after=None)
+
+
+Executor = Callable[[StudyRun, tqdm], list[int]]
+EXECUTORS: dict[Role, Executor] = {
+    Role.SINGLE: in_process,
+    Role.WORKER: in_process,
+    Role.LAUNCHER: local_processes,
+}
 
 
 def optimize(run: StudyRun) -> None:
-    """Run trials until the budget is met: in this process, or in local worker processes.
+    """Run trials until the budget is met with the role's executor (:data:`EXECUTORS`).
 
     On an error or a stop the runs this process opened are ended (KILLED or FAILED).
     """
@@ -181,27 +228,13 @@ def optimize(run: StudyRun) -> None:
             tracker.start(run.study, run.data, describe=run.role is not Role.WORKER)
         bar = tqdm(total=config.n_trials, initial=min(already, config.n_trials), unit="trial")
         with bar as progress:
-            if run.role is Role.LAUNCHER:
-                parent = tracker.callback.parent_run_id if tracker is not None else None
-                run.runner.ran = run_workers(
-                    config, run.runner, parent_run_id=parent, progress=progress, stop=run.stop
-                )
-            else:
-                run.runner.run(config.n_jobs, progress)
+            run.runner.ran = EXECUTORS[run.role](run, progress)
         run.stop.check()
     except BaseException as error:
         if tracker is not None:
-            if run.role is Role.LAUNCHER:
-                # Best effort within the stop's deadline: the next run's reconcile also does it.
-                with contextlib.suppress(Exception):
-                    tracker.callback.reconcile(run.study, stale_after=None)
             killed = isinstance(error, KeyboardInterrupt)
             tracker.close("KILLED" if killed else "FAILED", end_parent=run.stop.supervisor_died)
         raise
-    if tracker is not None and run.role is Role.LAUNCHER:
-        # A worker killed mid-trial left its trial run RUNNING; its owner tag names a
-        # process that is gone, so the reconciler ends it now.
-        tracker.callback.reconcile(run.study, stale_after=None)
 
 
 def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
@@ -211,8 +244,9 @@ def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
         The study, the trials this call ran and the test metrics of the best trial.
     """
     config, study, tracker = run.config, run.study, run.tracker
-    result = StudyResult(study, run.runner.ran, count_trials(study))
-    used = budget_used(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    result = StudyResult(study, run.runner.ran, Counter(t.state.name for t in trials))
+    used = budget_used(trials)
     if not run.runner.ran and run.role is not Role.WORKER and used >= config.n_trials:
         out(
             f"Study {config.study_name!r} already holds {used} trials that count (n_trials="
@@ -245,28 +279,14 @@ def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
 
 
 def run_study(
-    config: StudyConfig,
-    *,
-    role: Role | str = Role.SINGLE,
-    track: bool = False,
-    parent_run_id: str | None = None,
-    sampler_seed: int | None = None,
-    data: PreparedData | None = None,
-    stop: OrderlyStop | None = None,
-    out: Callable[[str], None] = print,
+    config: StudyConfig, *, out: Callable[[str], None] = print, **options: Unpack[StudyOptions]
 ) -> StudyResult:
     """Run the study until its budget is met, then score the best configuration on test.
 
     Args:
         config: The run's parameters.
-        role: What this process does (see :class:`~agehpo.config.Role`).
-        track: Track the study in MLflow (parent run, trial runs, plots, best model).
-        parent_run_id: MLflow run to nest the trial runs under; None: the MLflow Project
-            run, or a new run named after the study.
-        sampler_seed: Seed of the sampler; ``config.seed`` when None.
-        data: Preprocessed data; loaded from ``config`` when None.
-        stop: The process's orderly stop; None: an own one that nothing requests.
         out: Where progress lines go.
+        **options: How this process takes part, as :func:`prepare` takes them.
 
     Returns:
         The study, the trials this call ran and the test metrics of the best trial.
@@ -275,14 +295,6 @@ def run_study(
         KeyboardInterrupt: When the stop was requested; running trials were failed and
             their runs ended.
     """
-    run = prepare(
-        config,
-        role=Role(role),
-        track=track,
-        parent_run_id=parent_run_id,
-        sampler_seed=sampler_seed,
-        data=data,
-        stop=stop,
-    )
+    run = prepare(config, **options)
     optimize(run)
     return finalize(run, out)
