@@ -205,18 +205,6 @@ def format_head(report: HeadReport) -> list[str]:
     return lines
 
 
-def confusion_json(report: HeadReport) -> dict[str, object]:
-    """The confusion matrix as JSON: class names, counts and row-normalised shares."""
-    return {
-        "head": report.head,
-        "classes": list(report.classes),
-        "rows": "true class",
-        "columns": "predicted class",
-        "counts": report.confusion.tolist(),
-        "row_normalized": np.round(report.normalized(), 6).tolist(),
-    }
-
-
 def confusion_figure(report: HeadReport) -> Figure:
     """Counts and row-normalised confusion matrices side by side, class names on the axes."""
     import matplotlib
@@ -249,7 +237,8 @@ def confusion_figure(report: HeadReport) -> Figure:
 
 
 def write_files(card: ReportCard, folder: Path) -> list[Path]:
-    """Write the predictions CSV, the metrics JSON and a PNG and JSON per head.
+    """Write the predictions CSV, the metrics JSON and a PNG and JSON per head (the confusion
+    matrix: class names, counts and row-normalised shares).
 
     Args:
         card: The report card.
@@ -269,6 +258,9 @@ def write_files(card: ReportCard, folder: Path) -> list[Path]:
     for head, report in card.heads.items():
         png, matrix = folder / f"confusion_{head}.png", folder / f"confusion_{head}.json"
         confusion_figure(report).savefig(png)
-        matrix.write_text(json.dumps(confusion_json(report), indent=2) + "\n")
+        counts, shares = report.confusion.tolist(), np.round(report.normalized(), 6).tolist()
+        layout = {"head": head, "classes": list(report.classes), "rows": "true class"}
+        layout |= {"columns": "predicted class", "counts": counts, "row_normalized": shares}
+        matrix.write_text(json.dumps(layout, indent=2) + "\n")
         written += [png, matrix]
     return written

@@ -68,8 +68,13 @@ class Objective:
         self._capture_lock = threading.Lock()
         self._warned_eager: set[str] = set()
 
-    def __call__(self, trial: optuna.trial.BaseTrial) -> float:
-        return self._on_own_stream(trial, self.epoch_hooks)
+    def __call__(
+        self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook] | None = None
+    ) -> float:
+        # Each trial (thread, with n_jobs) gets its own CUDA stream so concurrent trials overlap.
+        cuda = self.device.type == "cuda"
+        with torch.cuda.stream(torch.cuda.Stream(self.device)) if cuda else nullcontext():
+            return self._train(trial, self.epoch_hooks if hooks is None else hooks)
 
     def retrain(self, params: dict[str, Any], number: int) -> TrainedModel | None:
         """Train a finished trial's configuration again with its seed, reporting nowhere.
@@ -82,7 +87,7 @@ class Objective:
             The weights, or None if the configuration diverged this time.
         """
         try:
-            self._on_own_stream(optuna.trial.FixedTrial(params, number=number), hooks=())
+            self(optuna.trial.FixedTrial(params, number=number), hooks=())
         except NonFiniteLossError:
             return None
         return self.pop_model(number)
@@ -98,12 +103,6 @@ class Objective:
         """
         with self._lock:
             return self._finished.pop(trial_number, None)
-
-    def _on_own_stream(self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook]) -> float:
-        # Each trial (thread, with n_jobs) gets its own CUDA stream so concurrent trials overlap.
-        cuda = self.device.type == "cuda"
-        with torch.cuda.stream(torch.cuda.Stream(self.device)) if cuda else nullcontext():
-            return self._train(trial, hooks)
 
     def _epoch_runner(
         self, model: torch.nn.Module, params: dict[str, Any]

@@ -53,17 +53,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     Raises:
         DeviceError: For an unknown name, or a CUDA name on a machine without CUDA.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name not in ("cuda", "cuda-graph"):
+    if name not in ("auto", "cpu", "cuda", "cuda-graph"):
         raise DeviceError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
-    if not torch.cuda.is_available():
+    cuda = name != "cpu" and torch.cuda.is_available()
+    if name.startswith("cuda") and not cuda:
         raise DeviceError(
             f"device={name!r} needs CUDA, but torch sees no CUDA device; use auto or cpu"
         )
-    return torch.device("cuda")
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def configure_cpu_threads(device: torch.device) -> int:
