@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -15,12 +15,8 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial
 
-from optuna_mlflow import _keys as k
 from optuna_mlflow._artifacts import log_study_artifacts
 from optuna_mlflow._datasets import log_dataset
-from optuna_mlflow._fluent import FluentTrialRuns
-from optuna_mlflow._identity import ensure_study_uid
-from optuna_mlflow._lifetime import Tracked
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
 from optuna_mlflow._session import StudySession
@@ -31,9 +27,8 @@ TrialEndHook = Callable[[optuna.Study, FrozenTrial, str], None]
 class MLflowCallback:
     """Track an Optuna study in MLflow: a drop-in for ``optuna_integration.MLflowCallback``.
 
-    With optuna_integration's arguments it writes the runs that wrote, plus what the README
-    lists. Every run it opens is ended: with its trial, by :meth:`close` (or ``with cb:``),
-    or when the callback is collected or the interpreter exits.
+    It writes the runs that wrote, plus what the README lists, and ends every run it opens:
+    with its trial, by :meth:`close` (or ``with cb:``), or when collected or at exit.
 
     Args:
         tracking_uri: Tracking store; None uses MLflow's default.
@@ -53,8 +48,7 @@ class MLflowCallback:
         trial_end_hooks: ``(study, frozen_trial, run_id)`` callables run after a trial is
             written and before its run ends; their exceptions propagate after the end.
         legacy_tags: Write optuna_integration's tags (``number``, ``state``, ...).
-        heartbeat_interval: Seconds between the parent run's heartbeat tags (read by the
-            reconciler), written by a daemon thread at least every 1.5 intervals.
+        heartbeat_interval: Seconds between the parent run's heartbeat tags (for reconcile).
     """
 
     def __init__(
@@ -79,11 +73,10 @@ class MLflowCallback:
                 f"{type(metric_name).__name__} {metric_name!r}; pass e.g. 'value'."
             )
         self._metric_name = metric_name if isinstance(metric_name, str) else list(metric_name)
-        self._parent = parent_run or parent_run_id is not None
-        self._nested = bool((mlflow_kwargs or {}).get("nested"))
-        self._session_kwargs: dict[str, Any] = {
+        parent = parent_run or parent_run_id is not None
+        options: dict[str, Any] = {
             "metric_name": self._metric_name,
-            "parent": self._parent,
+            "parent": parent,
             "create_experiment": create_experiment,
             "mlflow_kwargs": dict(mlflow_kwargs or {}),
             "tag_study_user_attrs": tag_study_user_attrs,
@@ -93,21 +86,17 @@ class MLflowCallback:
         self.trial_end_hooks: list[TrialEndHook] = list(trial_end_hooks)
         self.client = MlflowClient(tracking_uri)
         given = None
-        if self._parent:
+        if parent:
             active = mlflow.active_run()  # captured now: MLflow's end_run() deletes the env var
             given = (
                 parent_run_id
                 or os.environ.get("MLFLOW_RUN_ID")
                 or (active.info.run_id if active is not None else None)
             )
-        self._live = LiveTrialRuns(
-            self.client, threading.RLock(), flush_interval, heartbeat_interval
-        )
-        self._lock = self._live.lock
-        self._tracked = Tracked(self.client, self._live, given, heartbeat_interval)
-        self._fluent = FluentTrialRuns(self._live, self.session, self._parent_tags, tracking_uri)
+        self._live = LiveTrialRuns(self.client, options, given, flush_interval, heartbeat_interval)
+        self._tracking_uri, self._fluent_experiment = tracking_uri, None
         # optuna_integration's users never call close(): end what is open when collected.
-        self._finalizer = weakref.finalize(self, self._tracked.close_at_exit)
+        self._finalizer = weakref.finalize(self, self._live.close_at_exit)
 
     def start(self, study: optuna.Study) -> str | None:
         """Resolve the study's experiment and parent run now; return the parent run id, if any."""
@@ -115,32 +104,18 @@ class MLflowCallback:
 
     def session(self, study: optuna.Study) -> StudySession:
         """The study's session: experiment, parent run and trial writer (started if needed)."""
-        with self._lock:
-            # The same Study object: no storage read (log_step calls this every epoch).
-            for open_session in self._tracked.sessions.values():
-                if open_session.study is study:
-                    return open_session
-            uid = ensure_study_uid(study)
-            session = self._tracked.sessions.get(uid)
-            if session is None:
-                given = self._tracked.given_parent
-                session = StudySession.open(
-                    self.client, study, parent_run_id=given, **self._session_kwargs
-                )
-                session.last_heartbeat = time.time()
-                self._tracked.add(uid, session)
-            return session
+        return self._live.session(study)
 
     @property
     def parent_run_id(self) -> str | None:
         """Parent run of the (first) tracked study, or the given one; None before start."""
-        first = self._tracked.first_session()
-        return first.parent_run_id if first is not None else self._tracked.given_parent
+        first = self._live.first_session()
+        return first.parent_run_id if first is not None else self._live.given_parent
 
     @property
     def experiment_id(self) -> str | None:
         """Experiment of the (first) tracked study; None before start."""
-        first = self._tracked.first_session()
+        first = self._live.first_session()
         return first.writer.experiment_id if first is not None else None
 
     def run_id_for(
@@ -160,7 +135,7 @@ class MLflowCallback:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Write the finished trial into its run, run the hooks, end the run."""
-        live = self._live.write(self.session(study), trial, self._parent_tags())
+        live = self._live.write(study, trial)
         try:
             for hook in self.trial_end_hooks:
                 hook(study, trial, live.run_id)
@@ -168,18 +143,14 @@ class MLflowCallback:
             self._live.end(live, trial)
 
     def log_step(self, trial: optuna.Trial, step: int, metrics: Mapping[str, float]) -> None:
-        """Log per-step metrics of a running trial (e.g. ``train_loss`` per epoch).
-
-        The first call creates the trial's run; metrics are written at most every
-        ``flush_interval`` seconds, and all when the trial ends.
+        """Log per-step metrics of a running trial, sent every ``flush_interval`` s and at its end.
 
         Args:
             trial: The running trial.
             step: The step (epoch) the values belong to.
             metrics: Metric name -> value.
         """
-        live = self._live.open(self.session(trial.study), trial.number, self._parent_tags)
-        self._live.log(live, step, metrics)
+        self._live.log(self._live.open(trial.study, trial.number), step, metrics)
 
     def flush(self) -> None:
         """Write every buffered :meth:`log_step` metric now."""
@@ -187,7 +158,34 @@ class MLflowCallback:
 
     def track_in_mlflow(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """A decorator: inside the objective, ``mlflow.log_*`` calls log into the trial's run."""
-        return self._fluent.decorator
+        return self._track
+
+    def _track(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(trial: optuna.Trial) -> Any:
+            live, lock = self._live.open(trial.study, trial.number), self._live.lock
+            with lock:  # start_run(run_id=...) refuses a run outside the active experiment
+                if self._tracking_uri is not None:
+                    mlflow.set_tracking_uri(self._tracking_uri)
+                if self._fluent_experiment != live.session.writer.experiment_id:
+                    mlflow.set_experiment(experiment_id=live.session.writer.experiment_id)
+                    self._fluent_experiment = live.session.writer.experiment_id
+            try:
+                # MLflow 3's active-run stack is thread-local: each thread resumes its own run.
+                with mlflow.start_run(run_id=live.run_id, nested=True):
+                    result = func(trial)
+            except BaseException as exc:
+                if not isinstance(exc, optuna.TrialPruned):
+                    # Optuna 5 keeps no fail reason; the callback or close() logs it.
+                    live.fail_reason = f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(Exception), lock:  # start_run's end undone
+                    self.client.update_run(live.run_id, status="RUNNING")
+                raise
+            with lock:
+                self.client.update_run(live.run_id, status="RUNNING")
+            return result
+
+        return wrapper
 
     def reconcile(
         self,
@@ -197,9 +195,7 @@ class MLflowCallback:
         all_other_parents_stale: bool = False,
         fill_missing: bool = True,
     ) -> ReconcileReport:
-        """Repair runs a killed process left behind (see :func:`reconcile_study`).
-
-        Call it once before optimizing, from the process that launches the workers.
+        """Repair runs a killed process left behind (see :func:`reconcile_study`); call it once.
 
         Args:
             study: The study.
@@ -240,18 +236,16 @@ class MLflowCallback:
         log_dataset(self._summary_run(study), name, client=self.client, **kwargs)
 
     def close(self, status: str = "FINISHED", *, end_parent: bool | None = None) -> None:
-        """Flush everything and leave no run of this callback RUNNING.
+        """Flush everything and leave no run of this callback RUNNING (also done at exit).
 
         Open trial runs are rewritten from Optuna's storage (a trial still RUNNING there
-        ends FAILED with ``optuna_mlflow.end_reason``); parent runs started here end with
-        ``status``. Optional: the same happens when the callback is collected or at exit.
+        ends FAILED with ``optuna_mlflow.end_reason``).
 
         Args:
-            status: Terminal status of the parent run (FINISHED, FAILED or KILLED).
-            end_parent: True also ends a given parent run still RUNNING (e.g. the MLflow
-                Project run whose process died); None and False leave it alone.
+            status: Terminal status of parent runs started here (FINISHED, FAILED, KILLED).
+            end_parent: True also ends a given parent run still RUNNING.
         """
-        self._tracked.close(status, end_parent)
+        self._live.close(status, end_parent)
 
     def __enter__(self) -> MLflowCallback:
         return self
@@ -266,22 +260,6 @@ class MLflowCallback:
             self.close("FINISHED")
         else:
             self.close("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
-
-    def _parent_tags(self) -> dict[str, str]:
-        """The parent of a trial run created now, as optuna_integration chose it."""
-        if self._parent:
-            return {}  # the session's parent run
-        active = mlflow.active_run()  # this thread's, as mlflow.start_run sees it
-        if active is None or self._live.owns(active.info.run_id):
-            return {}
-        if not self._nested:
-            raise RuntimeError(
-                f"Run with UUID {active.info.run_id} is already active. Expected no active "
-                "MLflow run when a trial's run starts (mlflow_kwargs has no nested=True), as "
-                "in optuna_integration; pass mlflow_kwargs={'nested': True} to nest the trial "
-                "runs under it, or end it first with mlflow.end_run()."
-            )
-        return {k.MLFLOW_PARENT_RUN_ID: active.info.run_id}
 
     def _summary_run(self, study: optuna.Study) -> str:
         """The run that takes study-level data: the parent run, else the active run."""

@@ -1,4 +1,4 @@
-"""Which process wrote a run, and whether that process is gone (on this host).
+"""Signs of a writer's life: which process wrote a run, whether it is gone, its heartbeat.
 
 The owner tag is ``host:pid:start:pidns``: ``start`` is the process start time in clock ticks
 (field 22 of ``/proc/<pid>/stat``, so a reused pid is told apart) and ``pidns`` the inode of
@@ -9,21 +9,22 @@ its pid namespace (containers sharing a host name do not see each other's pids).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+
+_logger = logging.getLogger(__name__)
+# Waking at half the interval bounds the gap between beats by 1.5 intervals; the floor keeps
+# a zero interval (a beat on every flush, as tests use) from a busy loop of writes.
+MIN_PERIOD_S = 0.5
 
 
 @dataclass(frozen=True)
 class Owner:
-    """A parsed owner tag.
-
-    Attributes:
-        host: ``socket.gethostname()`` of the process.
-        pid: Its process id.
-        start: Its start time in clock ticks since boot; None where unknown.
-        pidns: Inode of its pid namespace; None where unknown.
-    """
+    """A parsed owner tag; ``start`` and ``pidns`` None where unknown."""
 
     host: str
     pid: int
@@ -77,16 +78,9 @@ def parse_owner(tag: str) -> Owner | None:
 
 
 def owner_is_gone(tag: str | None) -> bool:
-    """Whether the process an owner tag names is known to be gone.
+    """Whether the tag's process, of this host and pid namespace, is gone (or a zombie).
 
-    Only a process of this host (and pid namespace) can be checked; otherwise the answer is
-    False (unknown), and the heartbeat rule decides.
-
-    Args:
-        tag: The run's ``optuna_mlflow.owner`` tag.
-
-    Returns:
-        True when it ran here and its pid is gone, a zombie, or another process now.
+    A pid now held by another process counts as gone; elsewhere False (the heartbeat decides).
     """
     owner = parse_owner(tag) if tag else None
     if owner is None or owner.host != socket.gethostname():
@@ -106,3 +100,50 @@ def owner_is_gone(tag: str | None) -> bool:
     except PermissionError:
         return False  # it exists, under another user
     return False
+
+
+class ParentHeartbeat:
+    """Calls ``beat`` from a daemon thread about every ``interval / 2`` seconds.
+
+    A trial may write nothing to MLflow for longer than another process's reconcile waits
+    (one long epoch); beating from a thread keeps its live parent run from being ended.
+    """
+
+    def __init__(self, beat: Callable[[], None], interval: float) -> None:
+        self._beat, self._period = beat, max(interval / 2, MIN_PERIOD_S)
+        # Guards _thread and _stop: a start() racing a stop() never leaves a stray thread.
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        with self._guard:
+            return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        with self._guard:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run,
+                    args=(self._stop,),
+                    name="optuna-mlflow-heartbeat",
+                    daemon=True,
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for a beat in progress to end."""
+        with self._guard:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._period):
+            try:
+                self._beat()
+            except Exception:  # retried at the next wake-up
+                _logger.debug("parent heartbeat failed", exc_info=True)

@@ -79,36 +79,20 @@ class StudySession:
         cls,
         client: MlflowClient,
         study: optuna.Study,
-        *,
-        metric_name: str | list[str] | tuple[str, ...],
-        parent: bool,
         parent_run_id: str | None,
-        create_experiment: bool,
-        mlflow_kwargs: Mapping[str, Any],
-        tag_study_user_attrs: bool,
-        tag_trial_user_attrs: bool,
-        legacy_tags: bool,
+        options: Mapping[str, Any],
     ) -> StudySession:
         """Resolve (creating if needed) the experiment and parent run of ``study``.
 
-        The study gets its uid if it has none, and its runs from before uids are adopted.
-        The other arguments are ``MLflowCallback``'s.
-
-        Args:
-            client: Client of the tracking store.
-            study: The study.
-            parent_run_id: An existing parent run; its experiment is used.
-
-        Returns:
-            The session.
+        The study gets its uid if it has none, and its runs from before uids are adopted;
+        ``options`` are ``MLflowCallback``'s arguments, ``parent_run_id`` an existing parent.
         """
         study_uid = ensure_study_uid(study)
         if parent_run_id is not None:
             experiment_id = client.get_run(parent_run_id).info.experiment_id
         else:
-            experiment_id = _experiment_id(
-                client, study.study_name, create_experiment, mlflow_kwargs
-            )
+            experiment_id = _experiment_id(client, study.study_name, options)
+        parent, mlflow_kwargs = options["parent"], options["mlflow_kwargs"]
         run_name = mlflow_kwargs.get("run_name")
         owns_parent = parent and parent_run_id is None
         if parent:
@@ -117,12 +101,12 @@ class StudySession:
             client,
             experiment_id,
             study.study_name,
-            metric_name=metric_name,
+            metric_name=options["metric_name"],
             parent_run_id=parent_run_id if parent else None,
             directions=study.directions,
-            tag_user_attrs=tag_trial_user_attrs,
-            legacy_tags=legacy_tags,
-            run_tags=_run_tags(study, mlflow_kwargs, tag_study_user_attrs),
+            tag_user_attrs=options["tag_trial_user_attrs"],
+            legacy_tags=options["legacy_tags"],
+            run_tags=_run_tags(study, mlflow_kwargs, options["tag_study_user_attrs"]),
             study_uid=study_uid,
             owner=process_owner(),
             name_prefix="trial-" if parent else "",
@@ -166,12 +150,10 @@ def _open_parent(
     return given
 
 
-def _experiment_id(
-    client: MlflowClient, study_name: str, create: bool, mlflow_kwargs: Mapping[str, Any]
-) -> str:
-    if mlflow_kwargs.get("experiment_id") is not None:
-        return str(mlflow_kwargs["experiment_id"])
-    if create:
+def _experiment_id(client: MlflowClient, study_name: str, options: Mapping[str, Any]) -> str:
+    if options["mlflow_kwargs"].get("experiment_id") is not None:
+        return str(options["mlflow_kwargs"]["experiment_id"])
+    if options["create_experiment"]:
         return get_or_create_experiment(client, study_name)
     # The order of MLflow's fluent API: set_experiment, the environment, then Default.
     if active := active_experiment_id() or os.environ.get("MLFLOW_EXPERIMENT_ID"):

@@ -24,15 +24,7 @@ class QuantileGBRT(GradientBoostingQuantileRegressor):
 
     @classmethod
     def default(cls, random_state: int, n_jobs: int = 1) -> QuantileGBRT:
-        """The surrogate skopt means by ``base_estimator="GBRT"`` (30 rounds per quantile).
-
-        Args:
-            random_state: Seed for the boosted trees.
-            n_jobs: Number of quantiles fitted in parallel.
-
-        Returns:
-            An unfitted estimator.
-        """
+        """The surrogate skopt means by ``base_estimator="GBRT"`` (30 rounds per quantile)."""
         template = GradientBoostingRegressor(n_estimators=30, loss="quantile")
         return cls(base_estimator=template, n_jobs=n_jobs, random_state=random_state)
 
@@ -42,16 +34,7 @@ class QuantileGBRT(GradientBoostingQuantileRegressor):
         return tags
 
     def predict(self, X: Any, return_std: bool = False, return_quantiles: bool = False) -> Any:
-        """Predict the median, and optionally a spread or every quantile.
-
-        Args:
-            X: Inputs, shape ``(n_samples, n_features)``.
-            return_std: Also return a standard-deviation estimate.
-            return_quantiles: Return every quantile's prediction instead.
-
-        Returns:
-            The median; ``(median, std)``; or an ``(n_samples, n_quantiles)`` array.
-        """
+        """The median; ``(median, std)``; or every quantile, ``(n_samples, n_quantiles)``."""
         by_quantile = dict(
             zip(self.quantiles, (r.predict(X) for r in self.regressors_), strict=True)
         )

@@ -1,4 +1,4 @@
-"""Conversion between Optuna search spaces and a scikit-optimize ``Optimizer``."""
+"""One ``skopt.Optimizer`` over an Optuna search space: building it, and converting values."""
 
 from __future__ import annotations
 
@@ -14,9 +14,43 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from optuna_skopt._config import build_optimizer, import_skopt
-
 Observation = tuple[list[Any], float]
+
+
+def import_skopt() -> ModuleType:
+    """The ``skopt`` module, or an ImportError that says how to install it."""
+    try:
+        import skopt
+    except ImportError as e:
+        raise ImportError(
+            "SkoptSampler requires scikit-optimize. Install it with `pip install scikit-optimize`."
+        ) from e
+    return skopt
+
+
+def build_optimizer(
+    skopt: ModuleType, dimensions: list[Any], kwargs: dict[str, Any], random_state: int
+) -> Any:
+    """A ``skopt.Optimizer`` (seeded by ``random_state``), its surrogate seeded or repaired."""
+    # skopt keeps every fitted surrogate by default: one forest per trial in a cached optimizer.
+    kwargs = {"model_queue_size": 1, **kwargs, "random_state": random_state}
+    estimator: Any = kwargs.get("base_estimator")
+    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+    if "random_state" in params and params["random_state"] is None:
+        from sklearn.base import clone
+
+        # skopt seeds only the surrogates it builds from a name.
+        estimator = clone(estimator).set_params(random_state=random_state)
+        kwargs["base_estimator"] = estimator
+    is_skopt_gbrt = isinstance(estimator, skopt.learning.GradientBoostingQuantileRegressor)
+    if is_skopt_gbrt or (isinstance(estimator, str) and estimator.upper() == "GBRT"):
+        from optuna_skopt._gbrt import QuantileGBRT
+
+        if is_skopt_gbrt:
+            kwargs["base_estimator"] = QuantileGBRT(**estimator.get_params(deep=False))
+        else:
+            kwargs["base_estimator"] = QuantileGBRT.default(random_state, kwargs.get("n_jobs", 1))
+    return skopt.Optimizer(dimensions, **kwargs)
 
 
 def _n_steps(distribution: IntDistribution | FloatDistribution) -> int:
@@ -25,15 +59,7 @@ def _n_steps(distribution: IntDistribution | FloatDistribution) -> int:
 
 
 def to_dimension(distribution: BaseDistribution, space: ModuleType) -> Any:
-    """The skopt dimension of an Optuna distribution that is not single-valued.
-
-    Args:
-        distribution: The distribution.
-        space: The ``skopt.space`` module.
-
-    Returns:
-        A ``Real``, ``Integer`` or ``Categorical`` dimension.
-    """
+    """The skopt dimension (of the ``skopt.space`` module) of a not single-valued distribution."""
     if isinstance(distribution, CategoricalDistribution):
         # Indices, not the choices: skopt's encoders conflate 1, 1.0 and True and turn
         # mixed types such as None and floats into strings.
@@ -50,15 +76,7 @@ def to_dimension(distribution: BaseDistribution, space: ModuleType) -> Any:
 
 
 def encode(distribution: BaseDistribution, value: Any) -> Any | None:
-    """Map an Optuna parameter value into its skopt dimension.
-
-    Args:
-        distribution: The distribution of the current search space.
-        value: The trial's value (Optuna's external representation).
-
-    Returns:
-        The skopt value, or None if ``value`` lies outside ``distribution``.
-    """
+    """An Optuna parameter value in its skopt dimension; None outside ``distribution``."""
     if isinstance(distribution, CategoricalDistribution):
         try:
             return int(distribution.to_internal_repr(value))
@@ -75,15 +93,7 @@ def encode(distribution: BaseDistribution, value: Any) -> Any | None:
 
 
 def decode(distribution: BaseDistribution, value: Any) -> Any:
-    """Map a skopt value (maybe a numpy scalar) back to Optuna's external representation.
-
-    Args:
-        distribution: The distribution the dimension was built from.
-        value: A value proposed by skopt.
-
-    Returns:
-        A plain Python value inside ``distribution``.
-    """
+    """A skopt value (maybe a numpy scalar) as a plain Python value inside ``distribution``."""
     if isinstance(distribution, CategoricalDistribution):
         return distribution.choices[int(value)]
     assert isinstance(distribution, (IntDistribution, FloatDistribution))
@@ -100,11 +110,6 @@ class _Optimizer:
     """One ``skopt.Optimizer`` over a fixed search space, fed observations incrementally.
 
     Single-valued distributions stay out of skopt (it needs two distinct bounds).
-
-    Args:
-        search_space: The relative search space, in a fixed order.
-        skopt_kwargs: Validated keyword arguments for ``skopt.Optimizer``.
-        random_state: Seed for skopt's random state and the default surrogates.
     """
 
     def __init__(
@@ -128,19 +133,10 @@ class _Optimizer:
 
     @property
     def n_told(self) -> int:
-        """Number of observations told so far."""
         return len(self._told)
 
     def observe(self, params: Mapping[str, Any], value: float) -> Observation | None:
-        """A trial's parameters and value as a skopt observation.
-
-        Args:
-            params: The trial's parameters.
-            value: The value to minimize.
-
-        Returns:
-            ``(x, y)``, or None if a parameter of the space is missing or outside it.
-        """
+        """``(x, value)``; None if a parameter of the space is missing or outside it."""
         x = []
         for name, distribution in self._distributions.items():
             if name not in params:
@@ -152,13 +148,9 @@ class _Optimizer:
         return x, value
 
     def sync(self, observations: Mapping[int, Observation]) -> bool:
-        """Tell skopt the observations it has not seen yet, in one batch.
+        """Tell skopt the observations (by trial number) it has not seen yet, in one batch.
 
-        Args:
-            observations: Observations keyed by trial number.
-
-        Returns:
-            False, telling nothing, if one told earlier is missing or changed (rebuild).
+        False, telling nothing, when one told earlier is missing or changed (rebuild).
         """
         if any(observations.get(number) != obs for number, obs in self._told.items()):
             return False

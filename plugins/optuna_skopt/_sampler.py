@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -16,8 +17,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from optuna_skopt._compat import cached_trials, study_key
-from optuna_skopt._config import validate_skopt_kwargs
-from optuna_skopt._optimizer import Observation, _Optimizer
+from optuna_skopt._optimizer import Observation, _Optimizer, build_optimizer, import_skopt
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -221,3 +221,29 @@ def _check_single_objective(study: Study) -> None:
             "SkoptSampler supports only single-objective studies, but this study has "
             f"{len(study.directions)} objectives."
         )
+
+
+def validate_skopt_kwargs(skopt_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``skopt_kwargs``, checked before any trial runs (see ``SkoptSampler``)."""
+    skopt = import_skopt()
+    kwargs = dict(skopt_kwargs or {})
+    if "dimensions" in kwargs:
+        raise ValueError(
+            "skopt_kwargs must not contain 'dimensions': SkoptSampler derives the dimensions "
+            "from the study's search space."
+        )
+    accepted = sorted(set(inspect.signature(skopt.Optimizer).parameters) - {"dimensions"})
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Unknown skopt_kwargs key(s) {unknown}; skopt.Optimizer accepts {accepted}."
+        )
+    # Per-second acquisition functions need evaluation times, which Optuna does not report.
+    if kwargs.get("acq_func") in ("EIps", "PIps"):
+        raise ValueError(
+            f"acq_func={kwargs['acq_func']!r} needs evaluation times alongside objective "
+            "values, which SkoptSampler does not provide; use 'EI', 'PI', 'LCB' or 'gp_hedge'."
+        )
+    # A throwaway build makes bad values fail now, not at the first relative sample.
+    build_optimizer(skopt, [skopt.space.Real(0.0, 1.0)], kwargs, random_state=0)
+    return kwargs

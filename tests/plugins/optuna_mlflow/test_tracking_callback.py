@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from om_helpers import all_runs, assert_run_matches, history, make_objective, trial_runs
 
 from optuna_mlflow import MLflowCallback
-from optuna_mlflow._lifetime import ParentHeartbeat
+from optuna_mlflow._owner import ParentHeartbeat
 
 
 def _study(name: str = "live", storage: str | None = None) -> optuna.Study:
