@@ -29,7 +29,7 @@ import torch
 from agehpo.compare import _report as report
 from agehpo.compare import run_compare
 from agehpo.config import StudyConfig, parse_samplers
-from agehpo.study import load_data
+from agehpo.objective import load_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_WALL_S = 25 * 60  # what fits in a session on 2 shared cores

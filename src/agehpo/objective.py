@@ -3,6 +3,7 @@ measurements go to the epoch hooks (MLflow tracking is one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -13,11 +14,18 @@ from typing import Any
 import optuna
 import torch
 
-from agehpo.data import PreparedData
+from agehpo.config import StudyConfig
+from agehpo.data import PreparedData, load_table, prepare
 from agehpo.names import EPOCH_METRICS
 from agehpo.nn.cuda_graph import CAPTURABLE_OPTIMIZERS, GraphTrainStep
 from agehpo.nn.model import TrainedModel, build_model
-from agehpo.nn.train import evaluate, make_optimizer, train_epoch
+from agehpo.nn.train import (
+    configure_cpu_threads,
+    evaluate,
+    make_optimizer,
+    resolve_device,
+    train_epoch,
+)
 from agehpo.search_space import suggest
 
 _logger = logging.getLogger(__name__)
@@ -67,6 +75,18 @@ class Objective:
         self._lock = threading.Lock()
         self._capture_lock = threading.Lock()
         self._warned_eager: set[str] = set()
+
+    @classmethod
+    def for_config(cls, config: StudyConfig, data: PreparedData) -> Objective:
+        """The objective a study with these parameters optimizes, on ``data``'s device."""
+        return cls(
+            data,
+            n_epochs=config.n_epochs,
+            batch_size=config.batch_size,
+            device=data.train.x.device,
+            seed=config.seed,
+            cuda_graphs=config.device in ("auto", "cuda-graph"),
+        )
 
     def __call__(
         self, trial: optuna.trial.BaseTrial, hooks: Sequence[EpochHook] | None = None
@@ -150,3 +170,13 @@ class Objective:
         with self._lock:
             self._finished[trial.number] = TrainedModel(params, state_dict, in_features)
         return val_age_accuracy
+
+
+def load_data(config: StudyConfig) -> PreparedData:
+    """Load, split and preprocess the configured data once, on the configured device."""
+    table = load_table(config.data, n_samples=config.n_samples, seed=config.seed)
+    prepared = prepare(table, img_size=config.img_size)
+    device = resolve_device(config.device)
+    configure_cpu_threads(device)
+    splits = {name: getattr(prepared, name).to(device) for name in ("train", "val", "test")}
+    return dataclasses.replace(prepared, **splits)

@@ -5,7 +5,6 @@ observers; ``optimize`` hands the runner to an executor (threads here, or worker
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +15,7 @@ from optuna.trial import FrozenTrial
 from tqdm.auto import tqdm
 
 from agehpo.config import Role, StudyConfig
-from agehpo.data import PreparedData, load_table
-from agehpo.data import prepare as prepare_table
+from agehpo.data import PreparedData
 from agehpo.evaluation import ReportCard, evaluate
 from agehpo.hpo.best import BestModelKeeper, best_model, test_metrics, test_predictions
 from agehpo.hpo.liveness import budget_used
@@ -25,8 +23,8 @@ from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.stopping import OrderlyStop
 from agehpo.hpo.storage import BudgetLock, open_storage
 from agehpo.hpo.workers import run_workers
-from agehpo.nn.train import EpochMetrics, configure_cpu_threads, resolve_device
-from agehpo.objective import EpochHook, Objective
+from agehpo.nn.train import EpochMetrics, resolve_device
+from agehpo.objective import EpochHook, Objective, load_data
 from agehpo.plugins import create_pruner, create_sampler
 from agehpo.tracking.report_card import STUDY_UID_ATTR, log_report_card, tag_champion
 from agehpo.tracking.tracker import StudyTracker, check_tracking_server
@@ -61,16 +59,6 @@ def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optun
     return study
 
 
-def load_data(config: StudyConfig) -> PreparedData:
-    """Load, split and preprocess the configured data once, on the configured device."""
-    table = load_table(config.data, n_samples=config.n_samples, seed=config.seed)
-    prepared = prepare_table(table, img_size=config.img_size)
-    device = resolve_device(config.device)
-    configure_cpu_threads(device)
-    splits = {name: getattr(prepared, name).to(device) for name in ("train", "val", "test")}
-    return dataclasses.replace(prepared, **splits)
-
-
 @dataclass(frozen=True)
 class Observer:
     """One party told about the trials: after each epoch, and when a trial ends."""
@@ -78,6 +66,13 @@ class Observer:
     name: str
     on_epoch: EpochHook | None = None
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None
+
+    def attach(self, objective: Objective, runner: TrialRunner) -> None:
+        """Append this observer's hooks to the objective's and the runner's lists."""
+        if self.on_epoch is not None:
+            objective.epoch_hooks.append(self.on_epoch)
+        if self.on_trial_end is not None:
+            runner.callbacks.append(self.on_trial_end)
 
 
 @dataclass
@@ -131,9 +126,8 @@ def prepare(
 ) -> StudyRun:
     """Open the study and wire the objective, the runner and the observers, in their order.
 
-    The order is the contract: the interrupt check sees an epoch first, so an interrupted
-    trial's last epoch reaches neither Optuna nor MLflow; the keeper sees a finished trial
-    before the tracker, which logs the model the keeper kept.
+    The order is the contract: an interrupted trial's last epoch reaches neither Optuna nor
+    MLflow; the tracker logs the model the keeper kept.
 
     Args:
         config: The run's parameters.
@@ -154,14 +148,7 @@ def prepare(
         check_tracking_server()
     study = open_study(config, sampler_seed=sampler_seed)
     data = data if data is not None else load_data(config)
-    objective = Objective(
-        data,
-        n_epochs=config.n_epochs,
-        batch_size=config.batch_size,
-        device=data.train.x.device,
-        seed=config.seed,
-        cuda_graphs=config.device in ("auto", "cuda-graph"),
-    )
+    objective = Objective.for_config(config, data)
     keeper = BestModelKeeper(objective)
     lock = BudgetLock(config.storage, config.study_name)
     runner = TrialRunner(
@@ -179,10 +166,7 @@ def prepare(
         *([Observer("MLflow", tracker.epoch_hook, tracker.callback)] if tracker else []),
     ]
     for observer in observers:
-        if observer.on_epoch is not None:
-            objective.epoch_hooks.append(observer.on_epoch)
-        if observer.on_trial_end is not None:
-            runner.callbacks.append(observer.on_trial_end)
+        observer.attach(objective, runner)
     return StudyRun(config, Role(role), study, data, objective, keeper, runner, tracker, stop)
 
 

@@ -209,6 +209,7 @@ def validate_study_config(
     check_study_name(config.study_name, reserve=name_reserve)
     check_model_name(config.model_name, reserve=name_reserve)
     check_device(config.device)
+    check_plugin_names(config, samplers)  # before anything heavy is imported
     validate_storage(config.storage)
     check_parallel_storage(config)
     check_sampler_and_pruner(config, samplers)
@@ -228,6 +229,19 @@ def check_parallel_storage(config: StudyConfig) -> None:
             "journal file (-P storage=optuna.journal) or a database server "
             "(-P storage=postgresql://...)"
         )
+
+
+def check_plugin_names(config: StudyConfig, samplers: Sequence[str] | None = None) -> None:
+    """Refuse an unknown sampler or pruner name without importing Optuna.
+
+    Raises:
+        PluginError: For a name that is neither built in nor installed.
+    """
+    from agehpo.plugins import find
+
+    for name in samplers if samplers is not None else [config.sampler]:
+        find("sampler", name)
+    find("pruner", config.pruner)
 
 
 def check_sampler_and_pruner(config: StudyConfig, samplers: Sequence[str] | None = None) -> None:

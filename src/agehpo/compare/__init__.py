@@ -22,8 +22,9 @@ from agehpo.config import StudyConfig, parse_samplers, sampler_kwargs_for
 from agehpo.data import PreparedData
 from agehpo.errors import ConfigError
 from agehpo.hpo.stopping import OrderlyStop
+from agehpo.objective import load_data
 from agehpo.plugins import create_sampler
-from agehpo.study import load_data, run_study
+from agehpo.study import run_study
 from agehpo.tracking.runs import ui_hint
 
 
