@@ -3,11 +3,11 @@ fact (:func:`import_study`), all written by one :class:`TrialRunWriter`; see the
 
 from __future__ import annotations
 
-from optuna_mlflow._artifacts import PLOTS, log_study_artifacts
+from optuna_mlflow._artifacts import PLOTS, log_dataset, log_study_artifacts
 from optuna_mlflow._callback import MLflowCallback
-from optuna_mlflow._datasets import log_dataset
 from optuna_mlflow._identity import ensure_study_uid
 from optuna_mlflow._importer import ImportedStudy, import_study
+from optuna_mlflow._keys import redact_url
 from optuna_mlflow._open_storage import (
     NotAnOptunaStorageError,
     OldSchemaError,
@@ -16,7 +16,6 @@ from optuna_mlflow._open_storage import (
     UnknownStudyError,
 )
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
-from optuna_mlflow._redact import redact_url
 from optuna_mlflow._writer import TrialRunWriter, run_status_for
 
 __all__ = [

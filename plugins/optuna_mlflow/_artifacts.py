@@ -1,23 +1,29 @@
-"""Study-level artifacts and summary metrics on the parent run."""
+"""Study-level data on the parent run: artifacts, summary metrics and dataset inputs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_mlflow._compat import dataset_entity
 from optuna_mlflow._entities import log_batch_chunked, now_ms
-from optuna_mlflow._keys import resolve_metric_names, safe_key
+from optuna_mlflow._keys import redact_url, resolve_metric_names, safe_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _logger = logging.getLogger(__name__)
 
@@ -50,13 +56,8 @@ def _plot_kwargs(name: str, study: optuna.Study, names: Sequence[str]) -> dict[s
         return {}
     if len(study.directions) == 1:
         return {"target_name": names[0]}
-
     # Multi-objective studies need a target: the first objective, named like its metric.
-    def first(trial: FrozenTrial) -> float:
-        assert trial.values is not None
-        return trial.values[0]
-
-    return {"target": first, "target_name": names[0]}
+    return {"target": lambda trial: trial.values[0], "target_name": names[0]}
 
 
 def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) -> None:
@@ -156,10 +157,9 @@ def log_study_artifacts(
 ) -> dict[str, str]:
     """Log a study's plots, trial table, best params and summary metrics on a run.
 
-    Artifacts: ``plots/{name}.html`` (plotly.js from its CDN) and ``plots/{name}.png``,
-    ``trials.csv`` and ``best_params.json``. Metrics: ``n_trials_complete``,
-    ``n_trials_pruned``, ``n_trials_failed``, and ``best_{metric}`` (one objective) or
-    ``n_best_trials`` (several).
+    Artifacts: ``plots/{name}.html`` (plotly.js from its CDN) and ``.png``, ``trials.csv``,
+    ``best_params.json``. Metrics: ``n_trials_{complete,pruned,failed}``, and
+    ``best_{metric}`` (one objective) or ``n_best_trials`` (several).
 
     Args:
         study: The study.
@@ -183,3 +183,65 @@ def log_study_artifacts(
         (root / "best_params.json").write_text(json.dumps(best_params, indent=2, default=str))
         client.log_artifacts(run_id, tmp)
     return skipped
+
+
+def log_dataset(
+    run_id: str,
+    name: str,
+    *,
+    df: pd.DataFrame | None = None,
+    digest: str | None = None,
+    source: str = "",
+    source_type: str = "local",
+    context: str | None = "training",
+    schema: Mapping[str, Any] | None = None,
+    profile: Mapping[str, Any] | None = None,
+    client: MlflowClient | None = None,
+) -> Dataset:
+    """Log a dataset (a DataFrame, or just its metadata) as an input of a run.
+
+    With ``df`` MLflow computes digest, schema and profile; else ``name``, ``digest`` and
+    ``source`` describe the data (a file too large to hash again, seeded synthetic data).
+
+    Args:
+        run_id: The run (usually the study's parent run).
+        name: Dataset name shown in the UI.
+        df: The data itself, optional.
+        digest: Content digest; default MLflow's for ``df``, else a hash of the metadata.
+        source: Where the data comes from (path, URL without its password, ``synthetic:...``).
+        source_type: MLflow source type (``local``, ``http``, ``code``, ...).
+        context: Dataset context tag (``training``, ...); None for none.
+        schema: JSON-able schema, without ``df``.
+        profile: JSON-able profile (e.g. ``{"num_rows": 23705}``), without ``df``.
+        client: Client of the tracking store; None uses MLflow's default.
+
+    Returns:
+        The logged dataset entity.
+    """
+    client = client or MlflowClient()
+    source = redact_url(source)
+    if df is not None:
+        from mlflow.data.pandas_dataset import from_pandas
+
+        with warnings.catch_warnings():
+            # Two equal source types for a local path, and integer columns that cannot hold
+            # NaN: MLflow's notes, no news for a dataset that is no model schema.
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            # from_pandas resolves a missing source itself (to the calling code).
+            extra: dict[str, Any] = {"source": source} if source else {}
+            entity = dataset_entity(from_pandas(df, name=name, digest=digest, **extra))
+    else:
+        meta = {"name": name, "source": source, "schema": schema, "profile": profile}
+        text = json.dumps(meta, sort_keys=True, default=str)
+        entity = Dataset(
+            name=name,
+            digest=digest or hashlib.sha256(text.encode()).hexdigest()[:8],
+            source_type=source_type,
+            source=json.dumps({"uri": source}),
+            schema=json.dumps(schema, default=str) if schema is not None else None,
+            profile=json.dumps(profile, default=str) if profile is not None else None,
+        )
+    tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)] if context else []
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
+    return entity

@@ -7,7 +7,6 @@ import functools
 import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import mlflow
@@ -15,8 +14,7 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial
 
-from optuna_mlflow._artifacts import log_study_artifacts
-from optuna_mlflow._datasets import log_dataset
+from optuna_mlflow._artifacts import log_dataset, log_study_artifacts
 from optuna_mlflow._live import LiveTrialRuns
 from optuna_mlflow._reconcile import ReconcileReport, reconcile_study
 from optuna_mlflow._session import StudySession
@@ -32,21 +30,15 @@ class MLflowCallback:
 
     Args:
         tracking_uri: Tracking store; None uses MLflow's default.
-        metric_name: Objective metric name; several objectives: one each, or one broadcast
-            as ``{name}_{i}``.
-        create_experiment: Without a parent run and ``experiment_id``, use an experiment
-            named after the study (created when missing); else MLflow's active one.
-        mlflow_kwargs: ``experiment_id``, ``run_name``, ``nested`` and ``tags`` (on every
-            trial run); with a parent run ``run_name`` names it and ``nested`` is implied.
+        metric_name: Objective metric name, or one per objective (else ``{name}_{i}``).
+        create_experiment: No parent, no ``experiment_id``: an experiment named after the study.
+        mlflow_kwargs: ``experiment_id``, ``run_name``, ``nested``, ``tags`` (of trial runs).
         tag_study_user_attrs: Tag every trial run with the study's user attrs.
         tag_trial_user_attrs: Tag each trial run with its trial's user attrs.
-        parent_run: Nest trial runs (``trial-{n}``) under one parent run per study:
-            ``parent_run_id``, else ``MLFLOW_RUN_ID``, else the run active now, else one
-            named after the study, started on first use.
+        parent_run: Nest trial runs (``trial-{n}``) under one parent run per study (README).
         parent_run_id: Run to nest the trial runs under; implies ``parent_run``.
         flush_interval: Seconds between writes of buffered :meth:`log_step` metrics.
-        trial_end_hooks: ``(study, frozen_trial, run_id)`` callables run after a trial is
-            written and before its run ends; their exceptions propagate after the end.
+        trial_end_hooks: ``(study, frozen_trial, run_id)`` callables run before a run ends.
         legacy_tags: Write optuna_integration's tags (``number``, ``state``, ...).
         heartbeat_interval: Seconds between the parent run's heartbeat tags (for reconcile).
     """
@@ -94,7 +86,8 @@ class MLflowCallback:
                 or (active.info.run_id if active is not None else None)
             )
         self._live = LiveTrialRuns(self.client, options, given, flush_interval, heartbeat_interval)
-        self._tracking_uri, self._fluent_experiment = tracking_uri, None
+        self._tracking_uri = tracking_uri
+        self._fluent_experiment: str | None = None  # the one mlflow.set_experiment made active
         # optuna_integration's users never call close(): end what is open when collected.
         self._finalizer = weakref.finalize(self, self._live.close_at_exit)
 
@@ -125,7 +118,7 @@ class MLflowCallback:
 
         Args:
             trial_number: Trial number.
-            study_name: The trial's study; needed only when tracking several studies.
+            study_name: The trial's study, when tracking several studies.
             study_uid: The trial's study uid; tells apart studies of one name.
 
         Returns:
@@ -250,16 +243,9 @@ class MLflowCallback:
     def __enter__(self) -> MLflowCallback:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close("FINISHED")
-        else:
-            self.close("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        failed = "KILLED" if exc_type and issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        self.close("FINISHED" if exc_type is None else failed)
 
     def _summary_run(self, study: optuna.Study) -> str:
         """The run that takes study-level data: the parent run, else the active run."""

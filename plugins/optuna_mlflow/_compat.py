@@ -22,14 +22,7 @@ def study_id(study: optuna.Study) -> int:
 
 
 def storage_location(storage: BaseStorage) -> tuple[str | None, str | None]:
-    """Where a storage lives.
-
-    Args:
-        storage: An Optuna storage.
-
-    Returns:
-        The RDB URL and the journal file path; None for what it is not.
-    """
+    """The RDB URL and the journal file path of a storage; None for what it is not."""
     # _CachedStorage and JournalStorage keep the storage they wrap private.
     backend = getattr(storage, "_backend", storage)
     url = getattr(backend, "url", None)  # public on RDBStorage

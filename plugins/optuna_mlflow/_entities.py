@@ -69,17 +69,9 @@ def trial_metrics(
     skip_steps: Iterable[int] = (),
     have: Mapping[str, float] | None = None,
 ) -> list[Metric]:
-    """Intermediate values, objective value(s) and ``pruned_at_epoch`` as metrics.
+    """Intermediate values (``curve_key``'s history), value(s) and ``pruned_at_epoch``.
 
-    Args:
-        trial: The trial.
-        curve_key: Metric whose history the intermediate values are.
-        value_keys: One metric name per objective value.
-        skip_steps: Steps of ``curve_key`` already in the run.
-        have: Latest metric values already in the run.
-
-    Returns:
-        The metrics to send.
+    Left out: the curve's ``skip_steps``, and values the run ``have``s already.
     """
     have = have or {}
     skip = set(skip_steps)
@@ -114,18 +106,7 @@ def trial_tags(
     user_attrs: bool = True,
     legacy_directions: Sequence[StudyDirection] | None = None,
 ) -> dict[str, str]:
-    """The run's tags: user attrs, then ``base`` (which wins), then the fail reason.
-
-    Args:
-        trial: The trial.
-        base: The writer's tags (study, trial number, state, direction, ...).
-        fail_reason: Why a FAIL trial failed, when the storage does not say.
-        user_attrs: Include the trial's user attrs.
-        legacy_directions: Not None: also optuna_integration's tags, with these directions.
-
-    Returns:
-        Tag key -> value.
-    """
+    """The run's tags: legacy (``legacy_directions``), user attrs, ``base`` (wins), fail reason."""
     tags: dict[str, str] = {}
     if legacy_directions is not None:
         tags.update(_legacy_tags(trial, legacy_directions))
@@ -174,17 +155,7 @@ def split_batches(
     tags: Sequence[RunTag],
     final_tags: Sequence[RunTag] = (),
 ) -> list[Batch]:
-    """Cut entities into chunks within MLflow's per-request limits.
-
-    Args:
-        metrics: Metrics to log.
-        params: Params to log.
-        tags: Tags to log.
-        final_tags: Tags for the last request: seeing them means everything else landed.
-
-    Returns:
-        The requests, in order; empty when there is nothing to log.
-    """
+    """Requests within MLflow's limits; ``final_tags`` go last: seen, all else has landed."""
     m, p, t = list(metrics), list(params), list(tags)
     batches: list[Batch] = []
     while m or p or t:

@@ -1,8 +1,6 @@
 """Study identity: a uid per Optuna study, so two studies of one name never share runs.
 
-Every study gets a uid once (user attr ``optuna_mlflow.study_uid``); its runs carry the tag
-``optuna.study_uid`` and every lookup matches on it. Runs written before uids existed are
-adopted once (see :func:`adopt_legacy_runs`); runs of later trials must carry the uid.
+Runs written before uids existed are adopted once; see the README.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from optuna.trial import FrozenTrial
 from optuna_mlflow import _keys as k
 from optuna_mlflow._compat import storage_location, study_id
 from optuna_mlflow._entities import param_text, to_ms
-from optuna_mlflow._redact import redact_url
+from optuna_mlflow._keys import redact_url
 from optuna_mlflow._writer import TrialRunWriter, quote, search_runs
 
 _logger = logging.getLogger(__name__)
@@ -43,7 +41,7 @@ def next_trial_number(study: optuna.Study) -> int:
 def ensure_study_uid(study: optuna.Study) -> str:
     """The study's uid, created and stored in the study on first use; idempotent.
 
-    Optuna has no compare-and-set for user attrs, so call it under a lock that every process
+    Optuna has no compare-and-set for user attrs: call it under a lock that every process
     opening the study shares, right after opening it.
 
     Args:
@@ -51,9 +49,6 @@ def ensure_study_uid(study: optuna.Study) -> str:
 
     Returns:
         The uid the storage holds (read back after storing it).
-
-    Raises:
-        RuntimeError: When the storage did not keep the uid.
     """
     uid = read_study_uid(study)
     if uid is not None:
@@ -68,6 +63,13 @@ def ensure_study_uid(study: optuna.Study) -> str:
             f"{k.STUDY_UID_ATTR!r}, read back nothing; use a writable Optuna storage"
         )
     return stored
+
+
+def storage_url(storage: BaseStorage) -> str | None:
+    """Password-free RDB URL or journal path of a storage; None in memory."""
+    url, path = storage_location(storage)
+    where = url or path
+    return redact_url(where) if where else None
 
 
 def storage_identity(storage: BaseStorage) -> str | None:
@@ -93,16 +95,10 @@ def file_identity(url: str) -> str | None:
 
 
 def derived_study_uid(identity: str, study: optuna.Study) -> str:
-    """A deterministic uid for a study whose storage cannot be written (an import's copy).
+    """The same uid on every import of a study whose storage is not written (a copy).
 
-    The first trial start tells apart a study deleted and created again at the same path.
-
-    Args:
-        identity: :func:`storage_identity` of the original storage.
-        study: The study.
-
-    Returns:
-        A uuid5 hex, the same on every import of this study.
+    ``identity`` is the original storage's; the first trial start tells apart a study deleted
+    and created again at the same path.
     """
     starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
     first = min(starts).isoformat() if starts else ""
@@ -112,12 +108,7 @@ def derived_study_uid(identity: str, study: optuna.Study) -> str:
 
 @dataclass(frozen=True)
 class LegacyRule:
-    """Which runs without this study's uid are the study's own.
-
-    Attributes:
-        trials: Runs of trials numbered below this may lack the uid.
-        also_uid: Runs with this uid are adopted too (derived by an earlier import of a copy).
-    """
+    """Runs of trials below ``trials`` may lack the uid or carry ``also_uid`` (a copy's import)."""
 
     trials: int
     also_uid: str | None = None
@@ -132,19 +123,11 @@ def legacy_rule(study: optuna.Study, identity: str | None) -> LegacyRule:
 
 
 def adopt_legacy_runs(writer: TrialRunWriter, study: optuna.Study, rule: LegacyRule) -> list[str]:
-    """Tag the study's runs written before it had a uid with the uid, with one warning.
+    """Tag the study's runs from before its uid with ``writer.study_uid``; return their ids.
 
     A trial run is adopted when it has the study's name (and no uid, or ``rule.also_uid``),
     the number of a trial below ``rule.trials``, a start within that trial's lifetime and no
     param that differs from the trial's; a parent run with its adopted trial runs.
-
-    Args:
-        writer: The study's writer; its ``study_uid`` is tagged.
-        study: The study.
-        rule: Which trials may have legacy runs.
-
-    Returns:
-        The adopted run ids.
     """
     if rule.trials <= 0 or writer.study_uid is None:
         return []

@@ -75,20 +75,17 @@ def import_study(
 ) -> list[ImportedStudy]:
     """Mirror Optuna studies into MLflow: a parent run per study, a nested run per trial.
 
-    Trial runs come from the live callback's writer; the parent run carries the study's
-    tags, ``optuna_mlflow.import_source`` and the study artifacts. Importing again adds only
-    what is new (runs matched by study uid and trial number); RUNNING/WAITING trials wait for
-    a later import. A study without a uid gets one stored when the storage is written in
-    place, else (a SQLite copy, a journal) one derived the same way on every import.
+    The parent run carries ``optuna_mlflow.import_source`` and the study artifacts. Importing
+    again adds only what is new; RUNNING/WAITING trials wait for a later import. A study
+    without a uid gets one (see the README).
 
     Args:
-        storage: RDB URL, SQLite or journal file path, or storage object; a SQLite file is
-            read through a temporary copy (upgraded there if Optuna 2.x wrote it).
+        storage: RDB URL, SQLite or journal file path, or storage object (never changed).
         study_name: The study to import; None imports every study in the storage.
         experiment_name: One experiment for all; default one per study, named after it.
         tracking_uri: Tracking store; None uses MLflow's default.
         client: A client to use instead of ``tracking_uri``.
-        metric_name: Metric name(s); default the study's names, else ``value``, ``values_{i}``.
+        metric_name: Metric name(s); default the study's, else ``value`` or ``values_{i}``.
         log_artifacts: Log plots, trial table and counts on the parent run.
         tag_user_attrs: Log trial user attrs as tags.
         max_workers: Threads writing trial runs concurrently.

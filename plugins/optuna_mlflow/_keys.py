@@ -1,4 +1,4 @@
-"""Tag keys (a contract listed in the README: dashboards and lookups rely on them) and naming."""
+"""Tag keys (a README contract: dashboards and lookups rely on them), naming, URL redaction."""
 
 from __future__ import annotations
 
@@ -55,18 +55,7 @@ def truncate(value: object, limit: int) -> str:
 
 
 def resolve_metric_names(metric_name: str | Sequence[str], n_values: int) -> list[str]:
-    """Name the objective values as ``optuna_integration.MLflowCallback`` does.
-
-    Args:
-        metric_name: One name (``{name}_{i}`` for several objectives) or one per objective.
-        n_values: Number of objective values.
-
-    Returns:
-        One metric name per value.
-
-    Raises:
-        ValueError: When the number of names does not match.
-    """
+    """One metric name per value, as ``optuna_integration.MLflowCallback`` names them."""
     if isinstance(metric_name, str):
         return [f"{metric_name}_{i}" for i in range(n_values)] if n_values > 1 else [metric_name]
     names = list(metric_name)
@@ -76,3 +65,21 @@ def resolve_metric_names(metric_name: str | Sequence[str], n_values: int) -> lis
             "give one name per objective or a single name to broadcast."
         )
     return names
+
+
+# sqlalchemy's make_url(...).render_as_string(hide_password=True) leaves query secrets
+# shown and rejects plain paths and bad ports, so two patterns do it instead.
+_USERINFO = re.compile(r"([A-Za-z][\w+.\-]*://[^:/?#@]*):[^/?#]*@")
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|secret|token|access_token)=)[^&#]*", re.I)
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a URL with ``***`` (``user:***@host``, ``?password=***``).
+
+    Args:
+        url: A storage or tracking URL, or a plain path.
+
+    Returns:
+        The URL without secrets.
+    """
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO.sub(r"\1:***@", url, count=1))

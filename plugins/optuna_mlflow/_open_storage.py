@@ -1,9 +1,7 @@
 """Open an existing Optuna storage for reading, without ever changing it.
 
-A SQLite file is read through a temporary copy (SQLite's backup API honours a WAL file):
-current Optuna may create tables or stamp versions, and an Optuna 2.x schema is upgraded on
-the copy only. Journal files are only read. Other RDB URLs are opened as they are; an old
-schema there needs ``optuna storage upgrade``.
+A SQLite file is read through a temporary copy (current Optuna may create tables or stamp
+versions; an old schema is upgraded on the copy only). Journal files are only read.
 """
 
 from __future__ import annotations
@@ -21,9 +19,8 @@ from pathlib import Path
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from optuna_mlflow._identity import file_identity, sqlite_path, storage_identity
-from optuna_mlflow._redact import redact_url
-from optuna_mlflow._session import storage_url
+from optuna_mlflow._identity import file_identity, sqlite_path, storage_identity, storage_url
+from optuna_mlflow._keys import redact_url
 
 _logger = logging.getLogger(__name__)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -52,38 +49,20 @@ class OldSchemaError(StudyImportError):
 
 @dataclass
 class OpenedStorage:
-    """A storage opened for reading.
-
-    Attributes:
-        storage: The Optuna storage.
-        source: Password-free description of where it came from.
-        upgraded_from: The old schema version when a temporary copy was upgraded.
-        writable: Whether writes reach the original (not for a SQLite copy or a journal).
-        identity: ``storage_identity`` of the original, for uids derived when not writable.
-    """
+    """A storage opened for reading; ``source`` says where from, without a password."""
 
     storage: BaseStorage
     source: str
-    upgraded_from: str | None = None
-    writable: bool = True
-    identity: str | None = None
+    upgraded_from: str | None = None  # the old schema of a temporary copy upgraded
+    writable: bool = True  # writes reach the original (not a SQLite copy, not a journal)
+    identity: str | None = None  # storage_identity of the original, to derive uids
 
 
 @contextlib.contextmanager
 def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[OpenedStorage]:
-    """Open a storage for reading; temporary copies are removed on exit.
+    """An RDB URL, a SQLite or journal file (``file://`` too) or a storage opened for reading.
 
-    Args:
-        storage: An RDB URL, a path to a SQLite or journal file (``file://`` too), or a
-            storage object.
-
-    Yields:
-        The opened storage.
-
-    Raises:
-        StorageNotFoundError: No such file.
-        NotAnOptunaStorageError: The file is not an Optuna storage.
-        OldSchemaError: A non-SQLite database needs ``optuna storage upgrade`` first.
+    Temporary copies are removed on exit; an old server database raises ``OldSchemaError``.
     """
     if isinstance(storage, BaseStorage):
         source = storage_url(storage) or type(storage).__name__

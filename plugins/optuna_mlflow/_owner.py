@@ -1,9 +1,7 @@
 """Signs of a writer's life: which process wrote a run, whether it is gone, its heartbeat.
 
-The owner tag is ``host:pid:start:pidns``: ``start`` is the process start time in clock ticks
-(field 22 of ``/proc/<pid>/stat``, so a reused pid is told apart) and ``pidns`` the inode of
-its pid namespace (containers sharing a host name do not see each other's pids). Without
-``/proc`` (macOS, Windows) it is ``host:pid``.
+The owner tag is ``host:pid:start:pidns`` (start time in clock ticks, so a reused pid is told
+apart; pid namespace inode, for containers sharing a host name), else ``host:pid``.
 """
 
 from __future__ import annotations

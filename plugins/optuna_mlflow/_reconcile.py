@@ -1,12 +1,4 @@
-"""Repair what a killed process left behind in MLflow, from Optuna's storage.
-
-For one study's runs (matched by uid): another RUNNING parent is stale when
-``all_other_parents_stale``, when its last sign of life (start, heartbeat tag) is older than
-``stale_after``, or when its owner is a gone process of this host; it ends KILLED. Trial runs
-no live process writes are rewritten from the storage (a trial still RUNNING there ends
-KILLED); a trial run without a parent of the study is judged like a parent. The README has
-the rules at length.
-"""
+"""Repair what a killed process left behind in MLflow, from Optuna's storage (README: rules)."""
 
 from __future__ import annotations
 
@@ -44,8 +36,7 @@ class ReconcileReport:
     @property
     def changed(self) -> int:
         """Number of runs changed or created."""
-        lists = (self.parents_killed, self.runs_rewritten, self.runs_killed, self.runs_created)
-        return sum(len(x) for x in lists)
+        return sum(len(runs) for runs in vars(self).values())
 
 
 def _last_seen(run: Run) -> float:
@@ -77,8 +68,7 @@ def reconcile_study(
     Args:
         study: The study, from its storage (the source of truth).
         writer: The study's trial writer.
-        stale_after: Seconds without a heartbeat after which another RUNNING parent is
-            dead; None: only ``all_other_parents_stale`` makes one stale.
+        stale_after: Seconds without a heartbeat after which another parent is dead, or None.
         all_other_parents_stale: Treat every other RUNNING parent as dead.
         fill_missing: Write a run for every finished trial that has none.
         now: Current time (``time.time()``), for tests.
@@ -86,7 +76,6 @@ def reconcile_study(
     Returns:
         What was changed.
     """
-
     clock = time.time() if now is None else now
 
     def stale(run: Run) -> bool:
@@ -149,10 +138,7 @@ def _repair(
     stale: Callable[[Run], bool],
     report: ReconcileReport,
 ) -> set[int]:
-    """Rewrite or end the trial runs no live process writes; return the numbers with runs.
-
-    ``parents`` holds the live parents and all parents of the study.
-    """
+    """Rewrite or end the trial runs no live process writes; return the numbers with runs."""
     live_parents, study_parents = parents
     numbers: set[int] = set()
     for run in trial_runs:

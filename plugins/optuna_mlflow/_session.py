@@ -15,16 +15,16 @@ from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
 from optuna_mlflow import _keys as k
-from optuna_mlflow._compat import active_experiment_id, storage_location, study_storage
+from optuna_mlflow._compat import active_experiment_id, study_storage
 from optuna_mlflow._entities import tag_text
 from optuna_mlflow._identity import (
     adopt_legacy_runs,
     ensure_study_uid,
     legacy_rule,
     storage_identity,
+    storage_url,
 )
 from optuna_mlflow._owner import process_owner
-from optuna_mlflow._redact import redact_url
 from optuna_mlflow._writer import TrialRunWriter
 
 # Our own study attrs are not tagged as user attrs: the uid is optuna.study_uid already.
@@ -40,23 +40,9 @@ def context_tags() -> dict[str, str]:
     return {key: str(v) for key, v in resolve_tags({}).items() if key not in skip}
 
 
-def storage_url(storage: optuna.storages.BaseStorage) -> str | None:
-    """Password-free RDB URL or journal path of a storage; None in memory."""
-    url, path = storage_location(storage)
-    where = url or path
-    return redact_url(where) if where else None
-
-
 @dataclass
 class StudySession:
-    """The MLflow home of one study: experiment, parent run (if any) and trial writer.
-
-    Attributes:
-        study: The live study (re-read when runs are closed).
-        writer: The trial writer bound to the experiment and the parent run.
-        owns_parent: Whether the parent run was started here (and is ended by close()).
-        last_heartbeat: ``time.time()`` of the last heartbeat tag on the parent.
-    """
+    """One study's experiment, parent run (``owns_parent``: started here) and trial writer."""
 
     study: optuna.Study
     writer: TrialRunWriter
@@ -65,7 +51,6 @@ class StudySession:
 
     @property
     def study_uid(self) -> str:
-        """The study's uid, tagged on every run of the session."""
         assert self.writer.study_uid is not None
         return self.writer.study_uid
 

@@ -60,12 +60,9 @@ def run_status_for(state: TrialState) -> str:
 
 
 class TrialRunWriter:
-    """Write the trials of one study as MLflow runs, idempotently.
+    """Write the trials of one study as MLflow runs, idempotently (a rewrite sends what's new).
 
-    A run holds the trial's params, value(s) as metric(s), intermediate values as the first
-    metric's history, ``optuna.*`` tags and the status of its state. Rewriting a trial sends
-    only what its run lacks. With a ``study_uid`` every lookup matches on it, so another study
-    of the same name never shares a run.
+    With a ``study_uid`` every lookup matches on it: studies of one name never share a run.
 
     Args:
         client: Client of the tracking store.
@@ -220,7 +217,7 @@ class TrialRunWriter:
             search: Look the run up when neither ``run_id`` nor ``existing`` is given.
             terminate: End the run with the status of the trial's state.
             status: Status to end with instead (for trials whose process died).
-            extra_metrics: Further metrics to send along (buffered per-step metrics).
+            extra_metrics: Further metrics to send (buffered per-step metrics).
             skip_steps: Steps already logged per metric key, not sent again.
             fail_reason: Why a FAIL trial failed, when the storage does not say.
             extra_tags: Further tags.

@@ -17,9 +17,8 @@ _STD_QUANTILES = (0.16, 0.5, 0.84)
 class QuantileGBRT(GradientBoostingQuantileRegressor):
     """skopt's ``"GBRT"`` surrogate, repaired for scikit-learn 1.6+ and numpy 2.4.
 
-    skopt 0.10.2's class lists ``BaseEstimator`` before ``RegressorMixin``, so scikit-learn no
-    longer tags it a regressor, and its ``predict`` calls the removed ``np.in1d``. A subclass,
-    not a wrapper, so skopt still optimizes it by sampling, not by gradients it cannot give.
+    skopt 0.10.2's class is no regressor to scikit-learn (``BaseEstimator`` comes first) and
+    calls the removed ``np.in1d``. A subclass, so skopt still optimizes it by sampling.
     """
 
     @classmethod

@@ -41,24 +41,18 @@ class _StudyState:
 class SkoptSampler(BaseSampler):
     """Sampler using `scikit-optimize <https://scikit-optimize.github.io/>`__ as the backend.
 
-    Parameters of the completed trials' intersection search space are sampled jointly by a
-    ``skopt.Optimizer``, others (e.g. conditional ones) by ``independent_sampler``. One
-    optimizer is cached per study and told only new trials; it is rebuilt when the space
-    changes or a trial it was told changed, so other processes' trials are picked up.
+    The completed trials' intersection search space is sampled jointly by a ``skopt.Optimizer``
+    (cached per study, told only new trials, rebuilt when the space or a told trial changes),
+    other parameters (e.g. conditional ones) by ``independent_sampler``.
 
     Example:
         ``SkoptSampler(skopt_kwargs={"base_estimator": "ET", "n_initial_points": 10})``
 
     Args:
-        independent_sampler: Sampler for parameters outside the relative search space and
-            during startup; default a ``RandomSampler`` seeded with ``seed``.
-        warn_independent_sampling: Log a warning when a parameter is sampled independently
-            after startup.
-        skopt_kwargs: Keyword arguments for ``skopt.Optimizer`` except ``dimensions``, e.g.
-            ``base_estimator`` (``"ET"``, ``"RF"``, ``"GP"``, ``"GBRT"`` or a regressor),
-            ``n_initial_points`` or ``acq_func``; a ``random_state`` here beats ``seed``.
-        n_startup_trials: Finished trials (complete, plus pruned ones with
-            ``consider_pruned_trials``) before relative sampling starts.
+        independent_sampler: For the other parameters; default ``RandomSampler(seed=seed)``.
+        warn_independent_sampling: Warn when a parameter is sampled independently after startup.
+        skopt_kwargs: ``skopt.Optimizer`` arguments but ``dimensions``; ``random_state`` beats ``seed``.
+        n_startup_trials: Finished trials before relative sampling starts.
         consider_pruned_trials: Tell skopt the last intermediate value of pruned trials.
         seed: Seed for the independent sampler and for skopt.
 
@@ -81,11 +75,9 @@ class SkoptSampler(BaseSampler):
         random_state = kwargs.pop("random_state", seed)
         self._skopt_kwargs = kwargs
         # A fresh seed per (re)built optimizer: a rebuild does not replay earlier random points.
-        self._rng = (
-            random_state
-            if isinstance(random_state, np.random.RandomState)
-            else np.random.RandomState(random_state)
-        )
+        if not isinstance(random_state, np.random.RandomState):
+            random_state = np.random.RandomState(random_state)
+        self._rng = random_state
         self._independent_sampler = independent_sampler or RandomSampler(seed=seed)
         self._warn_independent_sampling = warn_independent_sampling
         self._n_startup_trials = n_startup_trials
@@ -186,18 +178,12 @@ class SkoptSampler(BaseSampler):
     ) -> list[tuple[FrozenTrial, float]]:
         """The trials skopt may learn from, with the value it should minimize."""
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+        pruned = TrialState.PRUNED if self._consider_pruned_trials else None
         result = []
         for trial in trials:
-            if trial.state == TrialState.COMPLETE:
-                value = trial.value
-            elif (
-                trial.state == TrialState.PRUNED
-                and self._consider_pruned_trials
-                and trial.intermediate_values
-            ):
+            value = trial.value if trial.state == TrialState.COMPLETE else None
+            if trial.state == pruned and trial.intermediate_values:
                 value = trial.intermediate_values[max(trial.intermediate_values)]
-            else:
-                continue
             # skopt's surrogates cannot fit NaN or infinite targets.
             if value is not None and math.isfinite(value):
                 result.append((trial, sign * value))
@@ -207,12 +193,8 @@ class SkoptSampler(BaseSampler):
 def _observations(
     optimizer: _Optimizer, finished: list[tuple[FrozenTrial, float]]
 ) -> dict[int, Observation]:
-    observations = {}
-    for trial, value in finished:
-        observation = optimizer.observe(trial.params, value)
-        if observation is not None:
-            observations[trial.number] = observation
-    return observations
+    observed = {trial.number: optimizer.observe(trial.params, value) for trial, value in finished}
+    return {number: obs for number, obs in observed.items() if obs is not None}
 
 
 def _check_single_objective(study: Study) -> None:
