@@ -51,7 +51,7 @@ class SkoptSampler(BaseSampler):
     Args:
         independent_sampler: For the other parameters; default ``RandomSampler(seed=seed)``.
         warn_independent_sampling: Warn when a parameter is sampled independently after startup.
-        skopt_kwargs: ``skopt.Optimizer`` arguments but ``dimensions`` (``random_state`` beats seed).
+        skopt_kwargs: ``skopt.Optimizer`` arguments but ``dimensions``; random_state beats seed.
         n_startup_trials: Finished trials before relative sampling starts.
         consider_pruned_trials: Tell skopt the last intermediate value of pruned trials.
         seed: Seed for the independent sampler and for skopt.
