@@ -55,7 +55,7 @@ def _migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mlflow_db(_migrated_mlflow_db: Path) -> Callable[[Path], str]:
     """Make a fresh MLflow SQLite store in a folder and return its URI.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -46,8 +47,10 @@ def _tracked_study(
 
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db: Callable[[Path], str]
+) -> MlflowClient:
+    uri = mlflow_db(tmp_path)
     with default_store(uri, monkeypatch, tmp_path) as store:
         yield store
 

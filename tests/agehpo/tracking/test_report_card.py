@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,11 @@ class Carded:
 
 
 @pytest.fixture(scope="module")
-def carded(tmp_path_factory: pytest.TempPathFactory, tiny_data: PreparedData) -> Iterator[Carded]:
+def carded(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
+) -> Iterator[Carded]:
     """One tracked study of 2 one-epoch trials, shared by the read-only tests below."""
     root = tmp_path_factory.mktemp("card")
     config = StudyConfig(
@@ -52,7 +56,7 @@ def carded(tmp_path_factory: pytest.TempPathFactory, tiny_data: PreparedData) ->
     )
     with (
         pytest.MonkeyPatch.context() as patch,
-        default_store(f"sqlite:///{root}/mlflow.db", patch, root) as client,
+        default_store(mlflow_db(root), patch, root) as client,
     ):
         result = run_study(config, track=True, data=tiny_data, out=lambda _: None)
         parent = next(r for r in all_runs(client) if PARENT_RUN_ID not in r.data.tags)

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,13 +62,17 @@ class Tracked:
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory: pytest.TempPathFactory, tiny_data: PreparedData) -> Iterator[Tracked]:
+def tracked(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
+) -> Iterator[Tracked]:
     """One tracked study of 4 trials, shared by the read-only tests of this module."""
     root = tmp_path_factory.mktemp("tracked")
     config = _config(root)
     with (
         pytest.MonkeyPatch.context() as patch,
-        default_store(f"sqlite:///{root}/mlflow.db", patch, root) as client,
+        default_store(mlflow_db(root), patch, root) as client,
     ):
         result = run_study(config, track=True, data=tiny_data, out=lambda _: None)
         yield Tracked(root, config, result, client)
@@ -199,10 +203,13 @@ def test_the_champion_carries_its_code_and_loads_where_agehpo_is_not_installed(
 
 
 def test_rerunning_a_finished_study_adds_no_trial_run_and_no_model_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
 ) -> None:
     config = _config(tmp_path, n_trials=2, n_epochs=1)
-    with default_store(f"sqlite:///{tmp_path}/mlflow.db", monkeypatch, tmp_path) as client:
+    with default_store(mlflow_db(tmp_path), monkeypatch, tmp_path) as client:
         first = run_study(config, track=True, data=tiny_data, out=lambda _: None)
         trial_runs = {
             r.info.run_id for r in all_runs(client) if "optuna.trial_number" in r.data.tags
@@ -228,12 +235,15 @@ def test_rerunning_a_finished_study_adds_no_trial_run_and_no_model_version(
 
 
 def test_the_logged_model_uses_the_image_size_of_the_data_it_was_trained_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
 ) -> None:
     # tiny_data is 12x12 while the config says 24 (its default): the data wins in training,
     # so the logged model must say 12 too, or it cannot be loaded or reused.
     config = _config(tmp_path, n_trials=1, n_epochs=1, img_size=24)
-    with default_store(f"sqlite:///{tmp_path}/mlflow.db", monkeypatch, tmp_path):
+    with default_store(mlflow_db(tmp_path), monkeypatch, tmp_path):
         run_study(config, track=True, data=tiny_data, out=lambda _: None)
         local = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tmp_path / "m")))
         assert json.loads(next(local.rglob(PARAMS_FILE)).read_text())["img_size"] == 12
@@ -243,7 +253,10 @@ def test_the_logged_model_uses_the_image_size_of_the_data_it_was_trained_on(
 
 
 def test_a_failing_trial_is_a_failed_run_with_its_reason_and_the_study_finishes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
 ) -> None:
     poisoned = dataclasses.replace(
         tiny_data,
@@ -252,7 +265,7 @@ def test_a_failing_trial_is_a_failed_run_with_its_reason_and_the_study_finishes(
         ),
     )
     config = _config(tmp_path, n_trials=2, n_epochs=1)
-    with default_store(f"sqlite:///{tmp_path}/mlflow.db", monkeypatch, tmp_path) as client:
+    with default_store(mlflow_db(tmp_path), monkeypatch, tmp_path) as client:
         result = run_study(config, track=True, data=poisoned, out=lambda _: None)
         assert result.counts["FAIL"] == 2
         found = check_tracked_study(client, _study(config), sampler="random", pruner="median")
@@ -279,11 +292,14 @@ def test_redact_url_hides_passwords() -> None:
 
 
 def test_the_parent_run_never_shows_the_storage_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
 ) -> None:
     # The study lives in SQLite; only the config (what the user typed) carries a password.
     config = _config(tmp_path, storage="postgresql://agehpo:s3cr3t@db.example:5432/optuna")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_db(tmp_path)
     with default_store(uri, monkeypatch, tmp_path) as client:
         study = optuna.create_study(
             study_name=config.study_name,
@@ -369,9 +385,12 @@ def test_predict_rejects_a_wrong_pixel_count_with_one_line(
 
 
 def test_best_run_and_logged_model_are_never_another_same_name_study_s(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
 ) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_db(tmp_path)
     objective = Objective(tiny_data, n_epochs=1, batch_size=64, device=torch.device("cpu"), seed=1)
     with default_store(uri, monkeypatch, tmp_path) as client:
         studies = {}
@@ -411,9 +430,12 @@ def test_best_run_and_logged_model_are_never_another_same_name_study_s(
 
 
 def test_close_with_end_parent_ends_the_mlflow_run_parent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: PreparedData
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
 ) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_db(tmp_path)
     objective = Objective(tiny_data, n_epochs=1, batch_size=64, device=torch.device("cpu"), seed=1)
     with default_store(uri, monkeypatch, tmp_path) as client:
         project = client.create_run(client.create_experiment("project")).info.run_id
