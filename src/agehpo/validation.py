@@ -1,12 +1,8 @@
-"""Every check a command's parameters must pass before anything is opened or written.
+"""Every check a command's parameters pass before anything is opened or written.
 
-A bad parameter found after the Optuna study, the MLflow parent run or the registered model
-exists leaves debris behind (and, for ``model_name``, a study's worth of wasted training).
-So the CLI calls :func:`validate_study_config` (or :func:`validate_compare`,
-:func:`validate_storage`) first; each check raises :class:`ConfigError` (or the data and
-plugin errors it reuses) with one line naming the parameter, its value and what is accepted.
-
-The module imports nothing heavy at import time: the argparse type functions use it too.
+A bad parameter found after the study, the parent run or the model exists leaves debris, so
+the CLI checks first; each check raises a one-line :class:`ConfigError` (or the data and
+plugin errors). Nothing heavy is imported before the cheap checks have passed.
 """
 
 from __future__ import annotations
@@ -83,26 +79,14 @@ def _check_name(param: str, value: str, limit: int, reserve: int, extra: str = "
 
 
 def check_study_name(value: str, *, reserve: int = 0) -> None:
-    """Raise :class:`ConfigError` unless Optuna's storages and MLflow accept the study name.
-
-    Args:
-        value: The study name.
-        reserve: Characters a derived name adds (compare's ``-{sampler}-r{k}``).
-    """
+    """Raise :class:`ConfigError` unless Optuna and MLflow accept the study name; ``reserve``
+    characters are kept for a derived name (compare's ``-{sampler}-r{k}``)."""
     _check_name("study_name", value, MAX_STUDY_NAME, reserve)
 
 
 def check_model_name(value: str, *, reserve: int = 0) -> None:
-    """Raise :class:`ConfigError` unless MLflow 3's model registry accepts the name.
-
-    MLflow (``mlflow.utils.validation._validate_model_name``) refuses '/' and ':', and any
-    name that a path normalisation would change ('a//b', './a', '..'), since names can be
-    used as paths; its database column holds 256 characters.
-
-    Args:
-        value: The registered model name.
-        reserve: Characters a derived name adds (compare's ``-{sampler}-r{k}``).
-    """
+    """Raise :class:`ConfigError` unless MLflow 3's model registry accepts the name: no '/'
+    or ':', nothing a path normalisation would change ('a//b', './a', '..'), 256 characters."""
     import posixpath
 
     _check_name("model_name", value, MAX_MODEL_NAME, reserve)
@@ -194,9 +178,7 @@ def validate_study_config(
         name_reserve: Characters derived study and model names add to the given ones.
 
     Raises:
-        ConfigError: For a bad number, name, device or storage URL.
-        PluginError: For a sampler or pruner that cannot be built with these arguments.
-        DataError: For a data file that is missing or malformed.
+        UserError: ConfigError, PluginError or DataError, one line each.
     """
     for name in ("n_trials", "n_epochs", "n_samples", "batch_size", "n_workers", "n_jobs"):
         check_positive_int(name, getattr(config, name))
@@ -263,11 +245,8 @@ def check_sampler_and_pruner(config: StudyConfig, samplers: Sequence[str] | None
 
 
 def check_data(data: str) -> None:
-    """Read a data file through the validating, caching CSV reader; ``synthetic`` passes.
-
-    The whole file is read, not just its head, so a bad row near the end still stops the
-    run before the study exists; the parsed table lands in the cache, so the study's own
-    load afterwards is a cache hit.
+    """Read a data file whole through the validating CSV reader (a bad last row stops the run
+    too); the table lands in the cache, so the study's own load is a cache hit.
 
     Raises:
         DataError: For a missing, unreadable or malformed file.
