@@ -1,9 +1,4 @@
-"""``agehpo predict``: read faces, load a model without running its code, predict.
-
-Loading with ``mlflow.pyfunc.load_model`` runs whatever the model names (loader module,
-bundled code, a pickled ``python_model``). :func:`load_checked` refuses any loader but
-``agehpo.pyfunc`` and rebuilds the network with the installed agehpo, pickles off.
-"""
+"""``agehpo predict``: read faces, load a model without running code it carries, predict."""
 
 from __future__ import annotations
 
@@ -12,16 +7,16 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
-from agehpo.data import DataError
-from agehpo.data.faces import LABEL_RANGES
+from agehpo.data.faces import LABEL_RANGES, DataError
 from agehpo.data.pixels import pixels_from_frame
 from agehpo.errors import ConfigError, quote, quote_path
 from agehpo.pyfunc import LOADER_MODULE, AgePredictor, _load_pyfunc
-
-LABEL_COLUMNS = ("age", "ethnicity", "gender", "img_name")
 
 
 def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -32,9 +27,6 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 
     Returns:
         uint8 pixels (rows, 2304), and the ages (int64) or None.
-
-    Raises:
-        DataError: One line naming the file, the row and the problem.
     """
     shown = f"data={quote_path(path)}"
     if not Path(path).is_file():
@@ -48,7 +40,7 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         ) from None
     if frame.empty:
         raise DataError(f"{shown} has a header but no rows; expected at least one face")
-    features = frame.drop(columns=list(LABEL_COLUMNS), errors="ignore")
+    features = frame.drop(columns=["age", "ethnicity", "gender", "img_name"], errors="ignore")
     try:
         pixels = pixels_from_frame(features)
     except DataError as error:
@@ -68,33 +60,17 @@ def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
-    """The pyfunc flavor's ``data`` folder, once the MLmodel file says agehpo loads it.
-
-    Args:
-        model_uri: The model; its MLmodel alone is downloaded when ``model_dir`` is None.
-        model_dir: A local copy of the whole model.
-
-    Returns:
-        The ``data`` path the MLmodel names.
-
-    Raises:
-        ConfigError: For an unreadable MLmodel or any other loader than this module.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
+    """The MLmodel's pyfunc ``data`` path, once it names agehpo's loader (else ConfigError)."""
     shown = f"model={quote_path(model_uri)}"
     try:
-        flavors = Model.load(str(model_dir or model_uri)).flavors
+        conf = Model.load(str(model_dir or model_uri)).flavors.get("python_function", {})
     except (MlflowException, OSError, ValueError) as error:
         first = str(getattr(error, "message", error)).strip().splitlines()[:1] or [""]
         raise ConfigError(
             f"{shown} cannot be read ({quote(first[0])}); expected a model URI such as "
             "models:/age-predictor@champion, runs:/<id>/model or a local model folder"
         ) from None
-    conf = flavors.get("python_function", {})
-    loader = conf.get("loader_module")
-    data = conf.get("data")
+    loader, data = conf.get("loader_module"), conf.get("data")
     if loader != LOADER_MODULE or not isinstance(data, str):
         how = f"names loader_module {quote(loader)}" if loader else "names no pyfunc loader"
         if "python_model" in conf:
@@ -110,28 +86,19 @@ def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
 def load_checked(model_uri: str) -> AgePredictor:
     """Load an agehpo model without running any code or pickle that came with it.
 
-    The MLmodel is checked before the download and again after it (what is loaded is what
-    was checked); the network is rebuilt from the weights and params JSON.
-
     Args:
         model_uri: ``models:/name@alias``, ``runs:/...``, ``models:/<model id>`` or a folder.
 
     Returns:
-        The predictor.
-
-    Raises:
-        ConfigError: One line naming the model and why it was refused or did not load.
+        The predictor; a one-line ConfigError says why a model was refused or did not load.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     shown = f"model={quote_path(model_uri)}"
     # MLflow then refuses to unpickle, and draws no progress bars (an error stays one line)
     off = dict.fromkeys(
         ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"), "false"
     )
     with mock.patch.dict(os.environ, off), tempfile.TemporaryDirectory(prefix="agehpo-") as tmp:
-        _checked_data_dir(model_uri)
+        _checked_data_dir(model_uri)  # checked before the download, and again after it
         try:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
         except (MlflowException, OSError) as error:

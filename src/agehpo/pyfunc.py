@@ -1,13 +1,9 @@
-"""The registered MLflow model: predict age ranges from 48x48 face pixels.
-
-Saved as safetensors weights plus a params JSON and loaded through ``loader_module`` (this
-module's ``_load_pyfunc``), so loading unpickles nothing. ``agehpo predict`` loads through
-:func:`agehpo.predict.load_checked`, which refuses any other loader.
-"""
+"""The registered model's loader_module: safetensors weights and params JSON, no pickles."""
 
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, Schema
 from safetensors.torch import load_file, save_file
 
 from agehpo.data import AGE_RANGES, DataError, preprocess
@@ -53,16 +49,11 @@ def save_weights(
 
 
 def serving_requirements() -> list[str]:
-    """The pip requirements of a logged model, pinned to the versions that trained it.
-
-    agehpo is not on PyPI, so the model carries its code (``code_paths``) instead; local
-    version labels (``+cpu``) are dropped, as MLflow does.
+    """The pip requirements of a logged model (agehpo itself travels as ``code_paths``).
 
     Returns:
-        ``name==version`` lines.
+        ``name==version`` lines, pinned to the installed versions less local labels (``+cpu``).
     """
-    from importlib.metadata import version
-
     return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_DISTRIBUTIONS]
 
 
@@ -74,17 +65,11 @@ def signature() -> ModelSignature:
     """
     kinds = {"age_bin": "long", "age_range": "string", "ethnicity": "long", "gender": "long"}
     kinds.update(dict.fromkeys(PROBABILITY_COLUMNS, "double"))
-    outputs: list[ColSpec | TensorSpec] = [ColSpec(kind, name) for name, kind in kinds.items()]
-    return ModelSignature(inputs=None, outputs=Schema(outputs))
+    return ModelSignature(outputs=Schema([ColSpec(kind, name) for name, kind in kinds.items()]))
 
 
 class AgePredictor:
-    """A loaded model: ``predict(frame)`` returns one row of labels per face.
-
-    Args:
-        model: The trained network.
-        img_size: The side length it was trained on.
-    """
+    """A trained network and its image side: ``predict(frame)`` returns one row a face."""
 
     def __init__(self, model: AgeNet, img_size: int) -> None:
         self.model = model.eval()
@@ -117,25 +102,16 @@ class AgePredictor:
         Returns:
             The predictions, as :meth:`predict` returns them.
         """
-        x = preprocess(pixels, self.img_size)
-        probabilities = predict_probabilities(self.model, x)
-        age_bin = probabilities.age.argmax(1).numpy()
+        p = predict_probabilities(self.model, preprocess(pixels, self.img_size))
+        age_bin = p.age.argmax(1).numpy()
         frame = pd.DataFrame({"age_bin": age_bin, "age_range": np.asarray(AGE_RANGES)[age_bin]})
-        frame["ethnicity"] = probabilities.ethnicity.argmax(1).numpy()
-        frame["gender"] = probabilities.gender.argmax(1).numpy()
-        frame[PROBABILITY_COLUMNS] = probabilities.age.numpy().astype(np.float64)
+        frame["ethnicity"], frame["gender"] = (a.argmax(1).numpy() for a in (p.ethnicity, p.gender))
+        frame[PROBABILITY_COLUMNS] = p.age.numpy().astype(np.float64)
         return frame
 
 
 def _load_pyfunc(data_path: str) -> AgePredictor:
-    """MLflow's loader_module hook: rebuild the network from its weights and params.
-
-    Args:
-        data_path: The folder ``save_weights`` wrote.
-
-    Returns:
-        The predictor.
-    """
+    """MLflow's loader_module hook: the predictor from the folder ``save_weights`` wrote."""
     directory = Path(data_path)
     params = json.loads((directory / PARAMS_FILE).read_text())
     img_size = int(params["img_size"])

@@ -18,9 +18,10 @@ from _mlflow_helpers import default_store
 from _procs import free_port, running, wait_http
 
 from agehpo.cli import main
+from agehpo.config import StudyConfig
 from agehpo.data import PreparedData, make_synthetic, write_csv
 from agehpo.pyfunc import PROBABILITY_COLUMNS
-from agehpo.study import StudyConfig, run_study
+from agehpo.study import run_study
 
 CHAMPION = "models:/age-predictor@champion"
 

@@ -1,95 +1,108 @@
-"""The Kaggle age_gender.csv format: a fast, cached, validating reader and a writer."""
+"""The Kaggle age_gender.csv format: a bounded, cached, validating reader and a writer."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import stat
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO
 
 import numpy as np
 
-from agehpo.data.csvbytes import read_bounded
-from agehpo.data.facecache import file_key, load_cached, store_cached
-from agehpo.data.faces import (
-    CSV_COLUMNS,
-    LABEL_RANGES,
-    PIXELS_PER_IMAGE,
-    DataError,
-    FaceTable,
+from agehpo.data.facecache import (
+    content_key,
     default_cache_dir,
+    load_cached,
+    store_cached,
+    write_atomic,
 )
+from agehpo.data.faces import CSV_COLUMNS, LABEL_RANGES, PIXELS_PER_IMAGE, DataError, FaceTable
 from agehpo.data.pixels import decode_fields
 from agehpo.errors import quote, quote_path
 
+# The longest valid row (3-digit labels and pixels, single spaces, commas, quotes on every
+# field, a CR) plus 4096 bytes for img_name: a 200 MB line took 3.5 GB to parse.
+MAX_LINE_BYTES = 3 * 3 + (4 * PIXELS_PER_IMAGE - 1) + 4 + 2 * 5 + 1 + 4096
+
 
 def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
-    """Read and validate an age_gender.csv file, through the parsed-array cache.
+    """Read and validate an age_gender.csv file through the cache; DataError names a bad line.
 
     Args:
         path: The CSV file (header ``age,ethnicity,gender,img_name,pixels``).
-        cache_dir: Folder of the cache; ``default_cache_dir()`` when None.
+        cache_dir: The cache folder; ``default_cache_dir()`` when None.
 
     Returns:
         The table; ``source`` is the resolved path.
-
-    Raises:
-        DataError: Missing or empty file, missing column, or a malformed row (with its line).
     """
     path = Path(path)
+    where = f"data={quote_path(str(path))}"
     try:
         st = path.stat()
     except OSError:
         raise DataError(
-            f"data={quote_path(str(path))}: CSV file not found; expected 'synthetic' or the path "
-            "of an age_gender.csv file"
+            f"{where}: CSV file not found; expected 'synthetic' or the path of an age_gender.csv "
+            "file"
         ) from None
-    where = f"data={quote_path(str(path))}"
     if not stat.S_ISREG(st.st_mode):
         raise DataError(f"{where} is not a file; expected the path of an age_gender.csv file")
-    if st.st_size == 0:
-        raise _empty(where)
     source = str(path.resolve())
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     stem = "csv-" + hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
-    key = f"{stem}-{file_key(path, st.st_size, st.st_mtime_ns)}"
-    cached = load_cached(cache, key, source)
-    if cached is not None:
-        return cached
     try:  # (read, not mapped: a mapped file truncated by another process would SIGBUS)
-        raw = read_bounded(path, st.st_size)
+        key = f"{stem}-{content_key(f'{st.st_size}|{st.st_mtime_ns}', path)}"
+        if (cached := load_cached(cache, key, source)) is not None:
+            return cached
+        raw, newlines, commas = _read_bounded(path, st.st_size, where)
     except OSError as exc:
         raise DataError(
-            f"data={quote_path(str(path))} cannot be read ({exc.strerror or exc}); "
-            "expected a readable age_gender.csv file"
+            f"{where} cannot be read ({exc.strerror or exc}); expected a readable age_gender.csv "
+            "file"
         ) from None
-    arrays = _parse_csv(raw, where)
+    arrays = _parse_csv(raw, newlines, commas, where)
     return FaceTable(*arrays, source=source, digest=store_cached(cache, stem, key, arrays))
 
 
-def _empty(where: str) -> DataError:
-    header = ",".join(CSV_COLUMNS)
-    return DataError(f"{where} is empty; expected the header {header} and rows")
+def _read_bounded(path: Path, size: int, where: str) -> tuple[bytearray, np.ndarray, np.ndarray]:
+    """The first ``size`` bytes and their newline and comma offsets; stops at a NUL or long line."""
+    buf, found = bytearray(), ([np.empty(0, np.int64)], [np.empty(0, np.int64)])
+    last, lineno = -1, 1  # the last newline's offset, the current line's number
+    with path.open("rb") as f:
+        while len(buf) < size:
+            piece = f.read(min(8 << 20, size - len(buf)))
+            if not piece:
+                break  # the file shrank meanwhile
+            pos, values = len(buf), np.frombuffer(piece, np.uint8)
+            if (zero := np.flatnonzero(values == 0)).size:
+                raise DataError(
+                    f"{where} is not a text CSV file (a NUL byte at offset {pos + int(zero[0])}); "
+                    "expected an age_gender.csv file"
+                )
+            ends = np.flatnonzero(values == 10) + pos
+            lengths = np.diff(np.concatenate(([last], ends, [pos + len(piece)]))) - 1
+            if (long := np.flatnonzero(lengths > MAX_LINE_BYTES)).size:  # (the last one goes on)
+                raise DataError(
+                    f"{where} line {lineno + int(long[0])} is longer than {MAX_LINE_BYTES} bytes, "
+                    "the most a row of age,ethnicity,gender,img_name and 2304 pixel values can "
+                    "take; expected an age_gender.csv file"
+                )
+            lineno, last = lineno + ends.size, int(ends[-1]) if ends.size else last
+            found[0].append(ends)
+            found[1].append(np.flatnonzero(values == 44) + pos)
+            buf += piece
+    return buf, np.concatenate(found[0]), np.concatenate(found[1])
 
 
 def _parse_csv(
-    data: bytes | bytearray, name: str
+    data: bytearray, newlines: np.ndarray, commas: np.ndarray, name: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Parse CSV bytes into pixels (uint8 (N, 2304)) and age, ethnicity, gender (int64).
-
-    ``name`` starts every message, e.g. ``data='faces.csv'``.
-    """
+    """Pixels (uint8 (N, 2304)), age, ethnicity and gender (int64); ``name`` starts messages."""
+    bounds = np.append(newlines, len(data))  # line k ends at bounds[k]
     start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
-    eol = data.find(b"\n", start) % (len(data) + 1)  # no newline: the header is everything
-    columns = [
-        c.strip().strip('"').strip() for c in data[start:eol].decode("utf-8", "replace").split(",")
-    ]
-    if not any(columns) and not data[eol:].strip():  # (short-circuits on any real header)
-        raise _empty(name)
+    header = data[start : bounds[0]].decode("utf-8", "replace")
+    columns = [c.strip().strip('"').strip() for c in header.split(",")]
+    if not any(columns) and not data[bounds[0] :].strip():  # (short-circuits on a real header)
+        raise DataError(f"{name} is empty; expected the header {','.join(CSV_COLUMNS)} and rows")
     required = ("age", "ethnicity", "gender", "pixels")
     missing = ", ".join(repr(c) for c in required if c not in columns)
     if missing:
@@ -97,69 +110,36 @@ def _parse_csv(
             f"{name}: missing column {missing} (header is {quote(', '.join(columns))}; "
             f"required: {', '.join(required)})"
         )
-    rows = _Rows(data, eol + 1, len(columns), [columns.index(c) for c in required], name)
-    if not rows.lines:
+    arr, n = np.frombuffer(data, np.uint8), len(columns) - 1
+    starts, stops = bounds[:-1] + 1, bounds[1:]
+    stops = stops - ((stops > starts) & (arr[stops - 1] == 13))  # CRLF
+    lines = np.flatnonzero(stops > starts)  # blank lines are skipped, but still counted
+    if not lines.size:
         raise DataError(f"{name} has a header but no data rows; expected at least one row")
-    age, eth, gender = (
-        rows.decode(k, col, lo, hi).ravel().astype(np.int64)
-        for k, (col, lo, hi) in enumerate(LABEL_RANGES)
-    )
-    return rows.decode(3, "pixels", 0, 255, PIXELS_PER_IMAGE), age, eth, gender
+    starts, stops = starts[lines], stops[lines]
+    first = np.searchsorted(commas, starts)
+    count = np.searchsorted(commas, stops) - first
 
+    def where(j: int) -> str:
+        if count[j] != n:
+            raise DataError(
+                f"{name} line {lines[j] + 2}: expected {n + 1} comma-separated fields, got "
+                f"{count[j] + 1}"
+            )
+        return f"{name} line {lines[j] + 2}"
 
-class _Rows:
-    """Line numbers and field offsets of the data rows, and the chunked field decoder."""
+    if (short := np.flatnonzero(count < n)).size:
+        where(int(short[0]))
+    cuts = np.column_stack((starts - 1, commas[first[:, None] + np.arange(n)], stops))
 
-    def __init__(
-        self, data: bytes | bytearray, pos: int, ncols: int, wanted: Sequence[int], name: str
-    ):
-        self.data, self.name, self.ncols = data, name, ncols
-        # flat int lists, not tuples: nothing here for the cyclic GC to traverse over and over
-        self.lines: list[int] = []
-        self.bounds: tuple[list[int], list[int]] = ([], [])
-        self.fields: list[tuple[list[int], list[int]]] = [([], []) for _ in wanted]
-        find, n, lineno = data.find, len(data), 1
-        while pos < n:
-            lineno += 1
-            end = find(b"\n", pos)
-            end = n if end < 0 else end
-            stop = end - 1 if end > pos and data[end - 1] == 13 else end  # CRLF
-            if stop > pos:  # blank lines are skipped, but still counted
-                cut, cuts = pos - 1, [pos - 1]
-                for _ in range(ncols - 1):
-                    cut = find(b",", cut + 1, stop)
-                    if cut < 0:
-                        self._bad_fields(lineno, pos, stop)
-                    cuts.append(cut)
-                cuts.append(stop)
-                for (starts, ends), col in zip(self.fields, wanted, strict=True):
-                    s, e = cuts[col] + 1, cuts[col + 1]
-                    if e - s >= 2 and data[s] == 34 and data[e - 1] == 34:  # "quoted"
-                        s, e = s + 1, e - 1
-                    starts.append(s)
-                    ends.append(e)
-                self.lines.append(lineno)
-                self.bounds[0].append(pos)
-                self.bounds[1].append(stop)
-            pos = end + 1
+    def decode(column: str, lo: int, hi: int, per_row: int = 1) -> np.ndarray:
+        s, e = cuts[:, columns.index(column)] + 1, cuts[:, columns.index(column) + 1]
+        quoted = e - s >= 2
+        quoted[quoted] = (arr[s[quoted]] == 34) & (arr[e[quoted] - 1] == 34)
+        return decode_fields(data, s + quoted, e - quoted, where, column, lo, hi, per_row)
 
-    def _bad_fields(self, lineno: int, start: int, stop: int) -> NoReturn:
-        got = self.data[start:stop].count(b",") + 1
-        raise DataError(
-            f"{self.name} line {lineno}: expected {self.ncols} comma-separated fields, got {got}"
-        )
-
-    def where(self, j: int) -> str:
-        """Names data row ``j``, unless its comma count is the problem (then raises that)."""
-        line, start, stop = self.lines[j], self.bounds[0][j], self.bounds[1][j]
-        if self.data[start:stop].count(b",") + 1 != self.ncols:
-            self._bad_fields(line, start, stop)
-        return f"{self.name} line {line}"
-
-    def decode(self, k: int, column: str, lo: int, hi: int, per_row: int = 1) -> np.ndarray:
-        """Wanted field ``k`` of every row as a (rows, per_row) uint8 array."""
-        starts, ends = (np.array(x, dtype=np.int64) for x in self.fields[k])
-        return decode_fields(self.data, starts, ends, self.where, column, lo, hi, per_row)
+    age, eth, gender = (decode(*label).ravel().astype(np.int64) for label in LABEL_RANGES)
+    return decode("pixels", 0, 255, PIXELS_PER_IMAGE), age, eth, gender
 
 
 def write_csv(table: FaceTable, path: str | Path) -> None:
@@ -170,31 +150,26 @@ def write_csv(table: FaceTable, path: str | Path) -> None:
         path: Destination file; its folder must exist.
     """
     path = Path(path)
-    text = np.zeros((256, 4), np.uint8)  # "v " for every byte value, zero-padded
-    for v in range(256):
-        text[v, : len(str(v)) + 1] = np.frombuffer(f"{v} ".encode(), np.uint8)
+    text = np.array([list(f"{v} ".encode().ljust(4, b"\0")) for v in range(256)], np.uint8)
     last = text.copy()  # a row's final value ends the line instead
     last[np.arange(256), (text != 0).sum(1) - 1] = 10
     labels = np.stack([table.age, table.ethnicity, table.gender], axis=1).tolist()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write((",".join(CSV_COLUMNS) + "\n").encode())
-            for i0 in range(0, len(table), 1024):
-                px = table.pixels[i0 : i0 + 1024]
-                chars = text[px]
-                chars[:, -1] = last[px[:, -1]]
-                body = memoryview(chars.reshape(-1).compress(chars.reshape(-1) != 0))
-                ends = [0, *np.cumsum((chars != 0).sum(axis=(1, 2))).tolist()]
-                parts: list[bytes | memoryview] = []
-                for j, (age, eth, gender) in enumerate(labels[i0 : i0 + 1024]):
-                    parts += [
-                        f"{age},{eth},{gender},synthetic_{i0 + j:05d}.jpg,".encode(),
-                        body[ends[j] : ends[j + 1]],
-                    ]
-                f.write(b"".join(parts))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    def write(f: BinaryIO) -> str:
+        f.write((",".join(CSV_COLUMNS) + "\n").encode())
+        for i0 in range(0, len(table), 1024):
+            px = table.pixels[i0 : i0 + 1024]
+            chars = text[px]
+            chars[:, -1] = last[px[:, -1]]
+            body = memoryview(chars.reshape(-1).compress(chars.reshape(-1) != 0))
+            ends = [0, *np.cumsum((chars != 0).sum(axis=(1, 2))).tolist()]
+            parts: list[bytes | memoryview] = []
+            for j, (age, eth, gender) in enumerate(labels[i0 : i0 + 1024]):
+                parts += [
+                    f"{age},{eth},{gender},synthetic_{i0 + j:05d}.jpg,".encode(),
+                    body[ends[j] : ends[j + 1]],
+                ]
+            f.write(b"".join(parts))
+        return path.name
+
+    write_atomic(path.parent, f".{path.name}.", write)

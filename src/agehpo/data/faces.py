@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -16,11 +14,7 @@ AGE_BIN_EDGES: tuple[int, ...] = (10, 20, 40, 60)
 IMAGE_SIDE = 48
 PIXELS_PER_IMAGE = IMAGE_SIDE * IMAGE_SIDE
 CSV_COLUMNS: tuple[str, ...] = ("age", "ethnicity", "gender", "img_name", "pixels")
-LABEL_RANGES: tuple[tuple[str, int, int], ...] = (
-    ("age", 1, 116),
-    ("ethnicity", 0, 4),
-    ("gender", 0, 1),
-)
+LABEL_RANGES = (("age", 1, 116), ("ethnicity", 0, 4), ("gender", 0, 1))
 
 
 class DataError(UserError, ValueError):
@@ -40,10 +34,8 @@ class FaceTable:
 
     def __post_init__(self) -> None:
         n = len(self.age)
-        if (
-            self.pixels.shape != (n, PIXELS_PER_IMAGE)
-            or not len(self.ethnicity) == len(self.gender) == n
-        ):
+        sizes = (self.pixels.shape, len(self.ethnicity), len(self.gender))
+        if sizes != ((n, PIXELS_PER_IMAGE), n, n):
             raise DataError(
                 f"FaceTable: pixels shape {self.pixels.shape} for {n} ages "
                 f"(accepted: (N, {PIXELS_PER_IMAGE}) and N of each label)"
@@ -70,18 +62,12 @@ def table_digest(pixels: np.ndarray, *labels: np.ndarray) -> str:
 
 
 def age_to_bin(age: np.ndarray) -> np.ndarray:
-    """Map ages in years to the seed's bins 0:<10, 1:10-19, 2:20-39, 3:40-59, 4:60+.
+    """Map ages in years to bins 0:<10, 1:10-19, 2:20-39, 3:40-59, 4:60+.
 
     Args:
         age: Ages in years.
 
     Returns:
-        int64 bin indices into ``AGE_RANGES``.
+        int64 indices into ``AGE_RANGES``.
     """
     return np.digitize(np.asarray(age), AGE_BIN_EDGES).astype(np.int64)
-
-
-def default_cache_dir() -> Path:
-    """``$AGEHPO_CACHE_DIR`` if set, else ``~/.cache/agehpo``."""
-    env = os.environ.get("AGEHPO_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "agehpo"

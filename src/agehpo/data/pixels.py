@@ -1,10 +1,4 @@
-"""The one decoder of the pixel format: 2304 integers 0..255 per face, as text or columns.
-
-Text is decoded with numpy byte arithmetic over chunks of ~100 fields (digit mask, place
-values, one compaction; a sentinel per field proves its value count), on up to four threads
-(numpy releases the GIL). A chunk failing any fast check is re-read field by field, only to
-name the first bad row.
-"""
+"""The one decoder of the pixel format: 2304 integers 0..255 per face, as text or columns."""
 
 from __future__ import annotations
 
@@ -23,6 +17,8 @@ if TYPE_CHECKING:
 
 _CHUNK_BYTES = 1 << 20  # one chunk's work arrays stay in the CPU caches
 _SENTINEL = 1000  # above any 3-digit value: marks each field's end in the decoded stream
+_Arr = np.ndarray
+_Bytes = bytes | bytearray | memoryview
 
 
 def decode_fields(
@@ -41,7 +37,7 @@ def decode_fields(
         data: The bytes holding the fields.
         starts: Where each row's field starts (int64).
         ends: Where each row's field ends (int64).
-        where: Names row ``i`` in a message (called for a bad row only; may raise instead).
+        where: Names row ``i`` in the DataError for the first bad row (or raises its own).
         column: The field's name in messages.
         lo: Smallest value accepted.
         hi: Largest value accepted (at most 255).
@@ -49,9 +45,6 @@ def decode_fields(
 
     Returns:
         uint8 array of shape (rows, per_row).
-
-    Raises:
-        DataError: For the first bad row (count, non-integer or range), named by ``where``.
     """
     size, step = len(starts), max(1, _CHUNK_BYTES // (4 * per_row))
     out = np.empty((size, per_row), np.uint8)
@@ -110,32 +103,10 @@ class _Scratch:
         self.v, self.w = np.empty(cap, np.uint16), np.empty(cap, np.uint16)
         self.isd, self.m = np.empty(cap, np.bool_), np.empty(cap, np.bool_)
 
-    def rows(
-        self,
-        src: bytes | bytearray | memoryview,
-        s: np.ndarray,
-        e: np.ndarray,
-        per_row: int,
-        lo: int,
-        hi: int,
-    ) -> np.ndarray | None:
+    def rows(self, src: _Bytes, s: _Arr, e: _Arr, per_row: int, lo: int, hi: int) -> _Arr | None:
         """The fields ``src[s[k]:e[k]]`` as (len(s), per_row) values; None if a check fails."""
-        blob = b"\n".join([src[a:b] for a, b in zip(s.tolist(), e.tolist(), strict=True)])
-        vals = self.decode(blob + b"\n", np.cumsum(e - s + 1) - 1)
-        if vals is None or vals.size != s.size * (per_row + 1):
-            return None
-        body = vals.reshape(s.size, per_row + 1)
-        got = body[:, :-1]
-        ok = (body[:, -1] == _SENTINEL).all() and lo <= got.min() and got.max() <= hi
-        return got if ok else None
-
-    def decode(self, blob: bytes, newlines: np.ndarray) -> np.ndarray | None:
-        """The 1-3 digit numbers of ``blob``, with ``_SENTINEL`` at each newline.
-
-        Returns:
-            uint16 values, or None for any other byte or a number of 4+ digits.
-        """
-        a = np.frombuffer(blob, np.uint8)
+        blob = b"\n".join([src[i:j] for i, j in zip(s.tolist(), e.tolist(), strict=True)])
+        a, newlines = np.frombuffer(blob + b"\n", np.uint8), np.cumsum(e - s + 1) - 1
         n = a.size
         d = np.subtract(a, np.uint8(48), out=self.d[:n])  # wraps: non-digits become >= 10
         isd, m = np.less(d, 10, out=self.isd[:n]), self.m[:n]
@@ -144,7 +115,7 @@ class _Scratch:
             return None  # (blobs this short are left to the exact path)
         pair = np.logical_and(isd[1:], isd[:-1], out=m[: n - 1])  # digit after a digit
         if np.logical_and(pair[2:], pair[:-2], out=self.t[: n - 3].view(np.bool_)).any():
-            return None
+            return None  # a number of 4+ digits
         np.multiply(d, isd, out=d)  # digit values, 0 on separators
         v, t = self.v[:n], self.t
         v[:] = d
@@ -153,8 +124,14 @@ class _Scratch:
         v[2:] += np.multiply(t[: n - 2], np.uint16(100), out=self.w[: n - 2])
         np.greater(isd[:-1], isd[1:], out=m[: n - 1])  # the last digit of each number
         m[newlines] = True
-        v[newlines] = _SENTINEL
-        return v.compress(m)
+        v[newlines] = _SENTINEL  # proves each field's value count
+        vals = v.compress(m)
+        if vals.size != s.size * (per_row + 1):
+            return None
+        body = vals.reshape(s.size, per_row + 1)
+        got = body[:, :-1]
+        ok = (body[:, -1] == _SENTINEL).all() and lo <= got.min() and got.max() <= hi
+        return got if ok else None
 
 
 def pixels_from_frame(frame: pd.DataFrame) -> np.ndarray:
@@ -164,10 +141,7 @@ def pixels_from_frame(frame: pd.DataFrame) -> np.ndarray:
         frame: One face a row.
 
     Returns:
-        uint8 array of shape (rows, 2304).
-
-    Raises:
-        DataError: One line naming the row and the problem.
+        uint8 array of shape (rows, 2304); a DataError names the first bad row.
     """
     if "pixels" in frame.columns:
         fields = [str(s).encode() for s in frame["pixels"].fillna("")]

@@ -11,16 +11,9 @@ import torch.nn.functional as F
 
 import agehpo.data.faces
 import agehpo.data.synthetic
-from agehpo.data.facecache import code_key, load_cached, store_cached
+from agehpo.data.facecache import content_key, default_cache_dir, load_cached, store_cached
 from agehpo.data.facecsv import read_csv
-from agehpo.data.faces import (
-    IMAGE_SIDE,
-    PIXELS_PER_IMAGE,
-    DataError,
-    FaceTable,
-    age_to_bin,
-    default_cache_dir,
-)
+from agehpo.data.faces import IMAGE_SIDE, PIXELS_PER_IMAGE, DataError, FaceTable, age_to_bin
 
 
 def load_table(
@@ -42,18 +35,13 @@ def load_table(
         The table.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if data == "synthetic":
-        return _synthetic_through_cache(n_samples, seed, cache)
-    return read_csv(data, cache_dir=cache)
-
-
-def _synthetic_through_cache(n_samples: int, seed: int, cache: Path) -> FaceTable:
-    """The synthetic faces, generated once per machine (3 s) rather than once per process."""
+    if data != "synthetic":
+        return read_csv(data, cache_dir=cache)
+    # generated once per machine (3 s) rather than once per process
     stem = f"synthetic-{seed}-{n_samples}"
     code = (Path(m.__file__ or "") for m in (agehpo.data.synthetic, agehpo.data.faces))
-    key = f"{stem}-{code_key(*code)}"
-    cached = load_cached(cache, key, f"synthetic:seed={seed},n={n_samples}")
-    if cached is not None:
+    key = f"{stem}-{content_key(np.__version__, *code)}"
+    if (cached := load_cached(cache, key, f"synthetic:seed={seed},n={n_samples}")) is not None:
         return cached
     table = agehpo.data.synthetic.make_synthetic(n_samples=n_samples, seed=seed)
     store_cached(cache, stem, key, (table.pixels, table.age, table.ethnicity, table.gender))
@@ -114,14 +102,7 @@ class TensorSplit:
         return TensorSplit(*(t.to(device) for t in self.tensors()))
 
     def rows(self, index: torch.Tensor | slice) -> TensorSplit:
-        """The rows ``index`` of every tensor.
-
-        Args:
-            index: A 1-D tensor of row numbers (gathered), or a slice (views).
-
-        Returns:
-            A split holding just those rows.
-        """
+        """The rows ``index`` (a 1-D tensor of row numbers, or a slice for views)."""
         if isinstance(index, slice):
             return TensorSplit(*(t[index] for t in self.tensors()))
         # a plain row gather: advanced indexing (x[index]) cost twice as much on the CPU
@@ -141,7 +122,7 @@ class PreparedData:
 
 
 def preprocess(pixels: np.ndarray, img_size: int = 24) -> torch.Tensor:
-    """Scale to [0, 1], antialiased resize 48 -> ``img_size``, normalize (mean 0.5, std 0.5).
+    """Scale to [0, 1], antialiased resize 48 -> ``img_size``, normalize to [-1, 1].
 
     Args:
         pixels: (N, 2304) values 0..255, row-major 48x48.
@@ -183,8 +164,7 @@ def prepare(table: FaceTable, *, img_size: int = 24, split_seed: int = 13) -> Pr
     """
     if len(table) == 0:
         raise DataError(f"data: '{table.source}' has no rows (accepted: at least one face)")
-    bins = age_to_bin(table.age)
-    x = preprocess(table.pixels, img_size)
+    bins, x = age_to_bin(table.age), preprocess(table.pixels, img_size)
     columns = (bins, table.ethnicity, table.gender)
     labels = [torch.as_tensor(np.asarray(a, np.int64)) for a in columns]
 

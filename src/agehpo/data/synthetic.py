@@ -1,9 +1,6 @@
-"""Synthetic 48x48 grayscale faces with UTKFace-like labels: the default data set.
+"""Synthetic 48x48 faces with UTKFace-like labels, the default data set.
 
-Labels follow the real set's marginals. Each face is drawn from per-image parameters that
-depend on an apparent age (the true age with log-normal jitter), gender and ethnicity, plus
-nuisance (shift, scale, rotation, lighting, contrast, noise); ``FaceStyle`` balances the two
-so the seed's best MLP lands near 0.70 validation age accuracy.
+``FaceStyle`` sets age signal against nuisance: the seed's best MLP gets ~0.70 age accuracy.
 """
 
 from __future__ import annotations
@@ -13,14 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agehpo.data.faces import (
-    AGE_BIN_EDGES,
-    IMAGE_SIDE,
-    PIXELS_PER_IMAGE,
-    DataError,
-    FaceTable,
-    table_digest,
-)
+from agehpo.data.faces import AGE_BIN_EDGES, IMAGE_SIDE, DataError, FaceTable, table_digest
 
 AGE_BIN_SHARES: tuple[float, ...] = (0.129, 0.065, 0.501, 0.192, 0.113)
 ETHNICITY_SHARES: tuple[float, ...] = (0.425, 0.191, 0.145, 0.168, 0.071)
@@ -60,25 +50,19 @@ def make_synthetic(
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
         raise DataError(f"n_samples: {n_samples!r} is not accepted (accepted: integers >= 1)")
-    style = style or FaceStyle()
-    rng = np.random.default_rng(seed)
-    age, ethnicity, gender = sample_labels(n_samples, rng)
+    style, rng = style or FaceStyle(), np.random.default_rng(seed)
+    age, ethnicity, gender = _sample_labels(n_samples, rng)
     params = _face_params((age, ethnicity, gender), style, rng)
-    n_samples = int(n_samples)
-    pixels = np.empty((n_samples, PIXELS_PER_IMAGE), np.uint8)
+    pixels = np.empty((n_samples, IMAGE_SIDE * IMAGE_SIDE), np.uint8)
     for i0 in range(0, n_samples, _CHUNK):
         chunk = {k: v[i0 : i0 + _CHUNK, None, None] for k, v in params.items()}
-        pixels[i0 : i0 + _CHUNK] = _draw(chunk, style, rng).reshape(-1, PIXELS_PER_IMAGE)
+        pixels[i0 : i0 + _CHUNK] = _draw(chunk, style, rng).reshape(-1, IMAGE_SIDE * IMAGE_SIDE)
     digest = table_digest(pixels, age, ethnicity, gender)
     return FaceTable(pixels, age, ethnicity, gender, f"synthetic:seed={seed},n={n_samples}", digest)
 
 
-def age_weights() -> np.ndarray:
-    """Relative frequency of each age 1..116 inside its bin, shaped like UTKFace's.
-
-    Returns:
-        116 weights, for ages 1..116 (not normalised).
-    """
+def _age_weights() -> np.ndarray:
+    """Relative frequency of each age 1..116 inside its bin, shaped like UTKFace's."""
     a = np.arange(1, 117, dtype=np.float64)
     heaping = np.where(a % 5 == 0, 1.5, 1.0)  # real ages cluster on round numbers after 30
     return np.select(
@@ -93,19 +77,10 @@ def age_weights() -> np.ndarray:
     )
 
 
-def sample_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw age, ethnicity and gender with the real set's marginals.
-
-    Args:
-        n: Number of rows.
-        rng: The generator to draw from.
-
-    Returns:
-        int64 arrays of ages (1..116), ethnicities (0..4) and genders (0 male, 1 female).
-    """
+def _sample_labels(n: int, rng: _Rng) -> tuple[_Arr, _Arr, _Arr]:
+    """int64 ages, ethnicities and genders with the real set's marginals."""
     bins = rng.choice(len(AGE_BIN_SHARES), size=n, p=np.array(AGE_BIN_SHARES) / sum(AGE_BIN_SHARES))
-    ages = np.arange(1, 117)
-    weights = age_weights()
+    ages, weights = np.arange(1, 117), _age_weights()
     age = np.empty(n, np.int64)
     for b, (lo, hi) in enumerate(zip((1, *AGE_BIN_EDGES), (*AGE_BIN_EDGES, 117), strict=True)):
         rows = np.flatnonzero(bins == b)
@@ -180,28 +155,18 @@ def _ramp(x: np.ndarray, slope: float | np.ndarray, offset: float | np.ndarray) 
 
 
 def _spot(
-    ux: np.ndarray,
-    vy: np.ndarray,
-    centre: tuple[np.ndarray, np.ndarray],
-    rx: np.ndarray | float,
-    ry: np.ndarray | float,
-) -> np.ndarray:
-    """Soft axis-aligned ellipse at ``centre`` with half-axes (rx, ry), 1 inside.
-
-    ``ux`` (B,1,W) and ``vy`` (B,H,1) hold column and row coordinates: the mask is an outer
-    difference of row and column terms, two full-size operations in all.
-    """
-    cols = np.square((ux - centre[0]) * (2.0 / rx))
-    np.subtract(4.5, cols, out=cols)
-    mask = cols - np.square((vy - centre[1]) * (2.0 / ry))
+    ux: _Arr, vy: _Arr, centre: tuple[_Arr, _Arr], rx: _Arr | float, ry: _Arr | float
+) -> _Arr:
+    """Soft ellipse mask at ``centre``, half-axes (rx, ry), from (B,1,W) and (B,H,1) grids."""
+    mask = (4.5 - np.square((ux - centre[0]) * (2.0 / rx))) - np.square(
+        (vy - centre[1]) * (2.0 / ry)
+    )
     return np.clip(mask, 0.0, 1.0, out=mask)
 
 
 def _blend(img: np.ndarray, value: np.ndarray | float, mask: np.ndarray) -> None:
     """Paint ``value`` over ``img`` with opacity ``mask``, in place."""
-    d = np.subtract(value, img, dtype=np.float32)
-    d *= mask
-    img += d
+    img += np.subtract(value, img, dtype=np.float32) * mask
 
 
 def _draw(p: dict[str, np.ndarray], style: FaceStyle, rng: np.random.Generator) -> np.ndarray:
@@ -210,7 +175,6 @@ def _draw(p: dict[str, np.ndarray], style: FaceStyle, rng: np.random.Generator) 
     gx, gy = g[None, None, :], g[None, :, None]
     inv, cos, sin = 1.0 / p["scale"], np.cos(p["rot"]), np.sin(p["rot"])
     ux, vy = (gx - p["cx"]) * inv, (gy - p["cy"]) * inv  # (B,1,48), (B,48,1), face units
-
     img = (p["bg"] + p["bgx"] * gx) + p["bgy"] * gy
     # outline and hair cap turn with the head; the small features sit at rotated centres but
     # are drawn axis-aligned (several times cheaper, and invisible at these angles)
@@ -222,10 +186,7 @@ def _draw(p: dict[str, np.ndarray], style: FaceStyle, rng: np.random.Generator) 
     img *= p["gain"] * 255.0
     img += p["offset"] * 255.0 + (0.5 - 255.0 * k)
     raw = np.frombuffer(rng.bytes(2 * img.size), np.uint8).reshape(2, *img.shape)
-    noise = raw[0].astype(np.float32)
-    noise += raw[1]
-    noise *= k
-    img += noise
+    img += (raw[0].astype(np.float32) + raw[1]) * k
     return np.clip(img, 0.0, 255.0, out=img).astype(np.uint8)
 
 
@@ -237,22 +198,15 @@ def _head(img: _Arr, p: _Params, ux: _Arr, vy: _Arr, cos: _Arr, sin: _Arr) -> _A
     back = _ramp(np.abs(ux), -12.0, (hw + 0.20) * 12.0 + 0.5)
     back = back * (_ramp(vy, -12.0, p["hair_len"] * 12.0 + 0.5) * _ramp(vy, 12.0, hh * 10.2 + 0.5))
     _blend(img, hair, back)
-    width = np.maximum(v, 0.0)  # the jaw narrows below the centre
-    np.square(width, out=width)
-    width *= -p["taper"]
-    width += 1.0
-    width *= hw
+    # the jaw narrows below the centre
+    width = (1.0 - p["taper"] * np.square(np.maximum(v, 0.0))) * hw
     q = np.divide(u, width, out=width)
     np.square(q, out=q)
     q += np.square(v * (1.0 / hh))
     head = _ramp(q, -5.0, 5.5)
     _blend(img, q * (-0.3 * tone) + 1.08 * tone, head)  # rounded shading to the outline
     cap = _ramp(q, -5.0, 1.18 * 5.0 + 0.5)
-    line = np.square(u)
-    line *= 6.3
-    line -= v * 14.0
-    line += p["hairline"] * 14.0 + 0.5
-    cap *= np.clip(line, 0.0, 1.0, out=line)
+    cap *= np.clip(np.square(u) * 6.3 - v * 14.0 + (p["hairline"] * 14.0 + 0.5), 0.0, 1.0)
     _blend(img, hair, cap)
     return head - head * cap
 
@@ -277,9 +231,7 @@ def _features(img: _Arr, p: _Params, ux: _Arr, vy: _Arr, face: _Arr, cos: _Arr, 
     marks += fold
     marks *= p["wrinkle"] * face
     marks += face * ((0.45 * p["beard"]) * _ramp(vy, 10.0, 0.5 - 10.0 * (p["ny"] + 0.08)))
-    np.subtract(1.0, marks, out=marks)
-    img *= marks
-
+    img *= 1.0 - marks
     # features: eyes, brows, nostrils, mouth
     eyes = _spot(ux, vy, at(-p["ex"], p["ey"]), p["erx"], p["ery"])
     eyes += _spot(ux, vy, at(p["ex"], p["ey"]), p["erx"], p["ery"])
@@ -289,8 +241,5 @@ def _features(img: _Arr, p: _Params, ux: _Arr, vy: _Arr, face: _Arr, cos: _Arr, 
     brows += _spot(ux, vy, at(p["ex"], p["brow"]), brow_rx, p["brow_t"])
     brows *= 0.8
     _blend(img, 0.7 * p["hair"], brows)
-    nose = _spot(ux, vy, at(0.0, p["ny"]), 0.07, 0.035)
-    nose *= -0.3
-    nose += 1.0
-    img *= nose
+    img *= 1.0 - 0.3 * _spot(ux, vy, at(0.0, p["ny"]), 0.07, 0.035)
     _blend(img, 0.45 * p["tone"], _spot(ux, vy, at(0.0, p["my"]), p["mw"], p["mh"]))

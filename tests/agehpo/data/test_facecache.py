@@ -124,12 +124,21 @@ def test_an_entry_ends_in_the_sha256_of_its_arrays(table: FaceTable, tmp_path: P
 def test_keys_change_with_what_they_hash(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"a" * 100)
-    key = facecache.file_key(path, 100, 1)
-    assert len(key) == 16 and key == facecache.file_key(path, 100, 1)
-    assert key != facecache.file_key(path, 100, 2)  # mtime
+    key = facecache.content_key("100|1", path)
+    assert len(key) == 16 and key == facecache.content_key("100|1", path)
+    assert key != facecache.content_key("100|2", path)  # mtime
     path.write_bytes(b"b" * 100)
-    assert key != facecache.file_key(path, 100, 1)  # content of a small file
-    assert facecache.code_key(path) != facecache.code_key(path, path)
+    assert key != facecache.content_key("100|1", path)  # content of a small file
+    assert facecache.content_key("", path) != facecache.content_key("", path, path)
+    path.write_bytes(bytes(range(256)) * (5 << 12))  # 5 MiB: sampled blocks
+    big = facecache.content_key("", path)
+    with path.open("r+b") as f:
+        f.seek(3 << 20)
+        f.write(b"x")  # in none of the sampled blocks
+    assert facecache.content_key("", path) == big
+    with path.open("r+b") as f:
+        f.write(b"x")  # in the first MiB
+    assert facecache.content_key("", path) != big
 
 
 def test_store_then_load_and_stale_entries_go(table: FaceTable, tmp_path: Path) -> None:

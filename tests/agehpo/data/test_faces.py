@@ -9,14 +9,13 @@ import pytest
 
 from agehpo.data import (
     AGE_RANGES,
-    CSV_COLUMNS,
     PIXELS_PER_IMAGE,
     DataError,
     FaceTable,
     age_to_bin,
     default_cache_dir,
-    table_digest,
 )
+from agehpo.data.faces import CSV_COLUMNS, table_digest
 from agehpo.errors import UserError
 
 

@@ -303,10 +303,10 @@ def test_the_synthetic_key_changes_with_the_generators_code(tmp_path: Path) -> N
     generator, constants = tmp_path / "synthetic.py", tmp_path / "faces.py"
     generator.write_text("EYES = 2\n")
     constants.write_text("EDGES = (10, 20)\n")
-    key = facecache.code_key(generator, constants)
-    assert facecache.code_key(generator, constants) == key
+    key = facecache.content_key("v", generator, constants)
+    assert facecache.content_key("v", generator, constants) == key
     constants.write_text("EDGES = (10, 21)\n")
-    assert facecache.code_key(generator, constants) != key
+    assert facecache.content_key("v", generator, constants) != key
 
 
 def test_face_table_checks_shapes() -> None:
@@ -403,7 +403,7 @@ def test_split_rows_gathers_an_index_and_views_a_slice(table: FaceTable) -> None
 
 
 def test_one_endless_line_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
-    from agehpo.data.csvbytes import MAX_LINE_BYTES
+    from agehpo.data.facecsv import MAX_LINE_BYTES
 
     path = tmp_path / "long.csv"
     with path.open("wb") as f:  # 40 MB on one line after the header
