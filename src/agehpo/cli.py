@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
-EXIT_SIGTERM = 143  # 128 + SIGTERM: OrderlyStop.exit_code gives it
 
 
 def _flag_type(config_field: dataclasses.Field[Any]) -> Callable[[str], Any]:
@@ -169,11 +168,8 @@ def _cmd_import_study(args: argparse.Namespace) -> int:
     except StudyImportError as error:  # the plugin knows nothing of agehpo's UserError
         raise ConfigError(str(error)) from error
     for study in imported:
-        note = (
-            f" (read an upgraded copy of a v{study.upgraded_from} schema)"
-            if study.upgraded_from
-            else ""
-        )
+        old = study.upgraded_from
+        note = f" (read an upgraded copy of a v{old} schema)" if old else ""
         print(
             f"Imported study {study.study_name!r} into experiment {study.experiment_id}: "
             f"{study.created} new trial runs, {study.updated} completed, "
@@ -236,11 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command.
-
-    SIGINT and SIGTERM start one orderly stop (see :mod:`agehpo.hpo.stopping`); under a
-    supervisor (``mlflow run`` or the worker launcher, which set ``MLFLOW_RUN_ID``) its death
-    does too.
+    """Run a command; SIGINT, SIGTERM and a dead supervisor start one orderly stop.
 
     Args:
         argv: Arguments without the program name; ``sys.argv[1:]`` when None.
@@ -256,12 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.handler(args)
         return status
-    except UserError as error:
+    except (UserError, WorkersFailedError) as error:
         print(f"agehpo: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except WorkersFailedError as error:
-        print(f"agehpo: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(error, UserError) else EXIT_FAILED
     except KeyboardInterrupt:
         how = "interrupted" if stop.exit_code in (0, EXIT_SIGINT) else "terminated"
         print(
