@@ -100,6 +100,7 @@ def test_the_planted_pickle_really_runs_when_mlflow_loads_it(tmp_path: Path) -> 
     assert marker.read_text() == "pickle ran"
 
 
+@pytest.mark.slow  # a fresh Python process: end to end
 def test_predict_refuses_a_pickle_model_and_never_unpickles_it(
     tmp_path: Path, faces_csv: Path
 ) -> None:

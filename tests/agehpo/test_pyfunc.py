@@ -141,6 +141,7 @@ def test_saved_model_holds_weights_and_params_but_no_pickle(
     assert params == {**PARAMS, "img_size": IMG_SIZE}
 
 
+@pytest.mark.slow  # a fresh Python process: end to end
 def test_a_fresh_process_loads_without_unpickling_and_both_layouts_agree(
     saved_model: tuple[Path, torch.nn.Module], faces: FaceTable, tmp_path: Path
 ) -> None:
