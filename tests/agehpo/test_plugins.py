@@ -47,6 +47,7 @@ def test_names_list_builtins_and_installed_plugins() -> None:
     )
 
 
+@pytest.mark.slow
 def test_unknown_names_fail_before_optuna_is_imported() -> None:
     code = (
         "import sys\nfrom agehpo.plugins import PluginError, create_sampler\n"

@@ -115,7 +115,7 @@ def test_predict_probabilities_are_the_softmax_of_each_head() -> None:
 
 def test_one_epoch_reduces_the_loss_on_an_easy_set() -> None:
     torch.manual_seed(0)
-    split = easy_split(2048)
+    split = easy_split(1024)
     model = build_model(PARAMS, in_features=16)
     optimizer = make_optimizer("Adam", model.parameters(), 3e-3)
     before = evaluate(model, split)

@@ -42,10 +42,10 @@ def carded(
     tiny_data: PreparedData,
     mlflow_db: Callable[[Path], str],
 ) -> Iterator[Carded]:
-    """One tracked study of 2 one-epoch trials, shared by the read-only tests below."""
+    """One tracked study of 1 one-epoch trial, shared by the read-only tests below."""
     root = tmp_path_factory.mktemp("card")
     config = StudyConfig(
-        n_trials=2,
+        n_trials=1,
         n_epochs=1,
         storage=f"sqlite:///{root}/optuna.db",
         sampler="random",
