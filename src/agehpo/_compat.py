@@ -1,8 +1,5 @@
-"""The private Optuna names agehpo needs, each behind one small function with its reason.
-
-When an Optuna release renames one, this module and ``tests/agehpo/test_compat.py`` are
-the one place that breaks.
-"""
+"""The private Optuna names agehpo needs, each behind one small function with its reason:
+an Optuna release that renames one breaks only here and ``tests/agehpo/test_compat.py``."""
 
 from __future__ import annotations
 

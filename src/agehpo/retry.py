@@ -1,16 +1,12 @@
-"""One retry policy for writes that lose a race with another worker.
-
-Workers that start together create the same schema, experiment or registered model at once;
-the loser gets a duplicate-key or database-busy error, after which a second try succeeds.
-:func:`is_race` tells those errors by exception type and error code, never by message text.
-"""
+"""One retry policy for writes that lose a race with another worker (the same schema,
+experiment or model created at once): :func:`is_race` tells such errors by code, not text."""
 
 from __future__ import annotations
 
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 _T = TypeVar("_T")
@@ -22,24 +18,18 @@ _MYSQL_RACE = {1050, 1062, 1213, 1205}  # table exists, duplicate entry, deadloc
 _MLFLOW_RACE = {"RESOURCE_ALREADY_EXISTS"}
 
 
-def _causes(error: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
 def is_race(error: BaseException, *, creating_schema: bool = False) -> bool:
-    """Whether ``error`` or one it was raised from is a lost race: a duplicate key or table,
-    a busy or locked database, a deadlock, MLflow's RESOURCE_ALREADY_EXISTS.
+    """Whether ``error`` or one it was raised from is a lost race (duplicate, busy, deadlock).
 
     Args:
         error: What the write raised.
         creating_schema: Also SQLite's generic code 1, all it says for "table exists".
     """
     sqlite_codes = _SQLITE_RACE | {sqlite3.SQLITE_ERROR} if creating_schema else _SQLITE_RACE
-    for cause in _causes(error):
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
         orig = getattr(cause, "orig", cause)  # SQLAlchemy wraps the driver's error
         sqlstate = getattr(getattr(orig, "diag", None), "sqlstate", None)  # psycopg 3
         args = getattr(orig, "args", ()) if type(orig).__module__.startswith("pymysql") else ()
@@ -50,6 +40,7 @@ def is_race(error: BaseException, *, creating_schema: bool = False) -> bool:
             or getattr(cause, "error_code", None) in _MLFLOW_RACE
         ):
             return True
+        cause = cause.__cause__ or cause.__context__
     return False
 
 

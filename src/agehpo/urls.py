@@ -1,8 +1,5 @@
-"""Storage and tracking URLs: which kind of store a URL names, and how it is shown.
-
-Built on SQLAlchemy's URL parser, which Optuna's RDBStorage uses too, so a URL is read here
-exactly as the storage will read it.
-"""
+"""Storage and tracking URLs: which store a URL names, and how it is shown; read with
+SQLAlchemy's parser, as Optuna's RDBStorage reads them."""
 
 from __future__ import annotations
 
@@ -13,17 +10,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
 # make_url hides the password of user:password@host, not secrets passed as query arguments.
 _QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|secret|token|access_token)=)[^&#]*", re.I)
 
 
 def journal_path(url: str) -> Path | None:
-    """The journal file of ``journal:///abs``, ``journal:rel`` or a path ending in .journal,
-    .log or .jsonl; None for database URLs."""
+    """The file of ``journal:///abs``, ``journal:rel`` or a .journal, .log or .jsonl path."""
     if url.startswith("journal:"):
         return Path(url.removeprefix("journal:").removeprefix("//"))
-    if "://" not in url and url.endswith(JOURNAL_SUFFIXES):
+    if "://" not in url and url.endswith((".journal", ".log", ".jsonl")):
         return Path(url)
     return None
 
@@ -56,8 +51,7 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def redact(url: str) -> str:
-    """``url`` with its password and query secrets as ``***`` (``postgresql://u:***@h/db``);
-    plain paths unchanged."""
+    """``url`` with its password and query secrets as ``***`` (``postgresql://u:***@h/db``)."""
     parsed = parse(url)
     if parsed is not None and parsed.password is not None:
         # Only the userinfo changes: rendering the parsed URL back would re-quote the rest.

@@ -1,4 +1,4 @@
-"""The study's best model at the end: its weights, and its scores on the held-out test split."""
+"""The study's best model at the end: its weights, and its scores on the test split."""
 
 from __future__ import annotations
 
@@ -17,11 +17,7 @@ from agehpo.objective import Objective, TrainedModel
 
 
 class BestModelKeeper:
-    """A trial callback keeping this process's best weights: the test scores the very winner.
-
-    Args:
-        objective: The objective that holds finished trials' weights.
-    """
+    """A trial callback keeping this process's best weights (from ``objective``)."""
 
     def __init__(self, objective: Objective) -> None:
         self.objective = objective
@@ -54,8 +50,7 @@ def best_model(
         return None
     if keeper.best is not None and keeper.best[0] == best.number:
         return keeper.best[1], "kept"
-    logged = fetch_logged(best.number) if fetch_logged is not None else None
-    if logged is not None:
+    if fetch_logged is not None and (logged := fetch_logged(best.number)) is not None:
         return logged, "logged"
     model = objective.retrain(best.params, best.number)
     return (model, "retrained") if model is not None else None

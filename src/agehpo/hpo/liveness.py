@@ -1,10 +1,5 @@
-"""Who runs a trial, whether that worker is alive, and which trials use up the budget.
-
-A claimed trial's owner record (host, pid, process start, kernel and pid namespace) tells
-at once that a worker on this machine is gone; a worker elsewhere is judged by heartbeat.
-A trial whose process died or was stopped is retried with the same params and its retry
-takes its place in the budget; a trial the objective itself failed counts.
-"""
+"""Who runs a trial, whether that worker is alive (owner record locally, heartbeat elsewhere),
+and which trials use up the budget: a dead or stopped trial's retry takes its place."""
 
 from __future__ import annotations
 
@@ -32,8 +27,7 @@ OWNER_ATTR = "agehpo:owner"  # system attr: the owner record (JSON) of a claimed
 HEARTBEAT_ATTR = "agehpo:heartbeat"  # system attr: last heartbeat (epoch s), journal storages
 WORKER_ATTR = "agehpo.worker"  # user attr (an MLflow tag): host:pid of the worker
 FAIL_REASON_ATTR = "fail_reason"  # user attr: why a trial failed
-# What describes one attempt, not the configuration: a retry starts without them.
-_ATTEMPT_ATTRS = (WORKER_ATTR, FAIL_REASON_ATTR, OWNER_ATTR, HEARTBEAT_ATTR)
+_ATTEMPT_ATTRS = (WORKER_ATTR, FAIL_REASON_ATTR, OWNER_ATTR, HEARTBEAT_ATTR)  # a retry drops
 _T = TypeVar("_T")
 
 
@@ -44,13 +38,11 @@ def quietly(call: Callable[..., _T], *args: object, **kwargs: object) -> _T:
         return call(*args, **kwargs)
 
 
-# Unlimited retries: each follows a process death, bounded by the user's reruns and restarts.
-_RETRY = quietly(_Retry)
+_RETRY = quietly(_Retry)  # unlimited: each retry follows a death, bounded by user's reruns
 
 
 @cache
-def _namespace() -> str:
-    """This kernel boot and pid namespace: pids are comparable only within it."""
+def _namespace() -> str:  # this kernel boot and pid namespace: pids compare only within it
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
@@ -60,28 +52,15 @@ def _namespace() -> str:
 
 def _process_start(pid: int) -> int | None:
     """The start of process ``pid`` in clock ticks since boot (Linux), else None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+    try:  # the command name (field 2) may hold spaces and ')': count from the last ')'
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except OSError:
         return None
-    # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process, but alive
-        pass
-    return True
 
 
 @dataclass(frozen=True)
 class Owner:
-    """The process that claimed a trial: host, pid, start (clock ticks since boot) and kernel
-    boot and pid namespace; the last two are None and empty off Linux."""
+    """The process that claimed a trial; ``started`` and ``namespace`` are unset off Linux."""
 
     host: str
     pid: int
@@ -90,7 +69,6 @@ class Owner:
 
     @classmethod
     def this_process(cls) -> Owner:
-        """The calling process's record."""
         return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()), _namespace())
 
     @classmethod
@@ -105,25 +83,26 @@ class Owner:
 
     @property
     def worker(self) -> str:
-        """``host:pid``, as shown in MLflow."""
         return f"{self.host}:{self.pid}"
 
     def to_json(self) -> str:
-        """The record as stored in the trial's system attrs."""
         return json.dumps(dataclasses.asdict(self))
 
     def is_local(self) -> bool:
-        """Whether the pid can be checked from here (same host and namespace)."""
         here = Owner.this_process()
         return self.host == here.host and self.namespace == here.namespace
 
     def is_gone(self) -> bool:
         """Whether a local owner's process exited or its pid was reused; False elsewhere."""
-        started = self.started
-        return self.is_local() and (
-            not _pid_alive(self.pid)
-            or (started is not None and _process_start(self.pid) != started)
-        )
+        if not self.is_local():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # someone else's process, but alive
+            pass
+        return self.started is not None and _process_start(self.pid) != self.started
 
 
 def last_sign_of_life(trial: FrozenTrial, now: float) -> float:
@@ -141,10 +120,8 @@ def dead_reason(trial: FrozenTrial, *, grace_s: float, now: float) -> str | None
         grace_s: Seconds a trial without an owner record may show no sign of life.
         now: The current time (``time.time()``).
     """
-    owner = Owner.of(trial)
-    if owner is not None:  # elsewhere: judged by the storage's heartbeat (fail_stale_trials)
+    if (owner := Owner.of(trial)) is not None:  # remote ones: by heartbeat (fail_stale_trials)
         return f"its worker {owner.worker} is gone" if owner.is_gone() else None
-    # Killed before it wrote its owner record: only its start and heartbeat speak for it.
     silent = now - last_sign_of_life(trial, now)
     return f"no owner record and no sign of life for {silent:.0f} s" if silent > grace_s else None
 
@@ -168,9 +145,9 @@ def fail_dead_trials(
         clock: Wall-clock time.
 
     Returns:
-        The numbers of the trials failed.
+        The numbers of the trials failed (Optuna's stale ones not listed).
     """
-    quietly(optuna.storages.fail_stale_trials, study)  # its failures are not listed
+    quietly(optuna.storages.fail_stale_trials, study)
     failed: list[int] = []
     now = clock()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

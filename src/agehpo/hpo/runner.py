@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import BaseTrial, FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from agehpo import _compat
@@ -26,13 +26,8 @@ _logger = logging.getLogger(__name__)
 class TrialRunner:
     """Runs trials until the study's trials use up ``n_trials``, a budget workers share.
 
-    ``Study.optimize`` cannot do three things this runner is for. It claims each trial under
-    a lock all workers of the storage see, after failing dead workers' trials, and writes
-    the owner record and first heartbeat in that critical section: the budget is exact and
-    no trial is RUNNING without a sign of life. It stops in order: a signal only sets a
-    flag, and running trials end FAIL at their next epoch, never by an exception raised
-    into a storage write. And a dead or stopped worker's trial is retried with the same
-    params without using budget. Heartbeats are Optuna's own thread.
+    Unlike ``Study.optimize``: claims under a lock all workers see (exact budget); a signal
+    ends running trials FAIL at their next epoch; dead or stopped trials retry off-budget.
 
     Args:
         study: The study.
@@ -65,14 +60,8 @@ class TrialRunner:
         self.stopping = threading.Event()  # no thread claims another trial
         self.interrupted = self.stop.requested  # and running trials end at their next epoch
 
-    def stop_at_epoch_end(
-        self, trial: optuna.trial.BaseTrial, epoch: int, metrics: Mapping[str, float]
-    ) -> None:
-        """An epoch hook: end the trial once the run is interrupted, between storage writes.
-
-        Raises:
-            KeyboardInterrupt: :class:`~agehpo.hpo.stopping.Terminated` but for SIGINT.
-        """
+    def stop_at_epoch_end(self, trial: BaseTrial, epoch: int, metrics: Mapping[str, float]) -> None:
+        """An epoch hook: end the trial once the run is interrupted, between storage writes."""
         if self.interrupted.is_set():
             error = self.stop.exception()
             error.args = (f"stopped after epoch {epoch}: the run was interrupted",)
@@ -107,15 +96,6 @@ class TrialRunner:
             _compat.record_heartbeat(self.study, trial)
             return trial
 
-    def _fail(self, trial: optuna.Trial, error: BaseException) -> FrozenTrial | None:
-        """Tell FAIL with the reason; None when another worker already ended the trial."""
-        try:
-            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(error).__name__}: {error}"[:500])
-            return self.study.tell(trial, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):  # judged dead and failed by another worker
-            _logger.warning("Trial %d was already ended by another worker", trial.number)
-            return None
-
     def run_one(self, trial: optuna.Trial) -> FrozenTrial:
         """Run the objective on ``trial``, record its outcome and call the callbacks."""
         value: float | None = None
@@ -129,12 +109,15 @@ class TrialRunner:
                 trial.set_user_attr(FAIL_REASON_ATTR, str(error))
                 _logger.warning("Trial %d failed: %s", trial.number, error)
                 state = TrialState.FAIL
-            except KeyboardInterrupt as error:  # stopped: the retry keeps its budget place
-                if (failed := self._fail(trial, error)) is not None:
-                    retry_trial(self.study, failed)
-                raise
-            except BaseException as error:  # a bug: the trial fails and counts
-                self._fail(trial, error)
+            except BaseException as error:  # a bug fails and counts; a stop's retry keeps its place
+                try:
+                    trial.set_user_attr(FAIL_REASON_ATTR, f"{type(error).__name__}: {error}"[:500])
+                    failed = self.study.tell(trial, state=TrialState.FAIL)
+                except (ValueError, RuntimeError):  # judged dead and failed by another worker
+                    _logger.warning("Trial %d was already ended by another worker", trial.number)
+                else:
+                    if isinstance(error, KeyboardInterrupt):
+                        retry_trial(self.study, failed)
                 raise
         frozen = self.study.tell(trial, value, state=state)
         self.ran.append(frozen.number)
@@ -143,8 +126,7 @@ class TrialRunner:
         return frozen
 
     def _stopped_by(self, error: BaseException, errors: list[BaseException]) -> None:
-        """No thread claims another trial; on an interrupt running ones end too."""
-        errors.append(error)
+        errors.append(error)  # no thread claims another trial; on an interrupt running ones end
         self.stopping.set()
         if isinstance(error, KeyboardInterrupt):
             self.interrupted.set()
@@ -160,9 +142,7 @@ class TrialRunner:
             self._stopped_by(error, errors)
 
     def run(self, n_jobs: int = 1, progress: tqdm | None = None) -> list[int]:
-        """Claim and run trials until the budget is met, with ``n_jobs`` threads.
-
-        A trial broken by a bug lets the other threads finish theirs, then raises.
+        """Claim and run trials with ``n_jobs`` threads; a bug raises once the others finished.
 
         Returns:
             The numbers of the trials this runner ran.
@@ -173,8 +153,7 @@ class TrialRunner:
         else:
             with ThreadPoolExecutor(n_jobs, thread_name_prefix="trial") as pool:
                 futures = [pool.submit(self._loop, progress, errors) for _ in range(n_jobs)]
-                # An interruptible wait: on Python 3.11 a signal landing in Thread.join
-                # abandons that thread, its trial still RUNNING.
+                # Interruptible: on 3.11 a signal in Thread.join abandons a RUNNING trial.
                 while not all(future.done() for future in futures):
                     try:
                         wait(futures)

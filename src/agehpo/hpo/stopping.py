@@ -1,11 +1,6 @@
-"""One orderly stop per process: the first SIGINT or SIGTERM starts it, later ones hurry it.
-
-A signal never raises into the code it lands in (a storage write cut in half leaves trials
-RUNNING); it sets :attr:`OrderlyStop.requested`, and running trials end FAIL at their next
-epoch. A watchdog exits the process when the cleanup overruns its deadline; the owner
-records let the next run repair what was left. A dead supervisor (``mlflow run``, agehpo's
-launcher) starts the same stop.
-"""
+"""One orderly stop per process: the first SIGINT or SIGTERM (or a dead supervisor) starts
+it, later ones hurry it. A signal only sets :attr:`OrderlyStop.requested`, never raising into
+a storage write; a watchdog exits the process when the cleanup overruns its deadline."""
 
 from __future__ import annotations
 
@@ -18,8 +13,6 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 DEADLINE_S = 8.0  # from the first signal until the process exits, finished or not
-HURRY_S = 3.0  # what a later signal leaves at most
-PARENT_POLL_S = 0.5
 
 
 class Terminated(KeyboardInterrupt):
@@ -41,15 +34,14 @@ class OrderlyStop:
         self,
         *,
         deadline_s: float = DEADLINE_S,
-        hurry_s: float = HURRY_S,
+        hurry_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
         hard_exit: Callable[[int], object] = os._exit,
         err: TextIO | None = None,
     ) -> None:
         self.requested = threading.Event()
         self.signum: int | None = None
-        self.reason = ""
-        self.supervisor_died = False
+        self.reason, self.supervisor_died = "", False
         self.watchdog: threading.Thread | None = None
         self._deadline_s, self._hurry_s, self._clock = deadline_s, hurry_s, clock
         self._hard_exit, self._err = hard_exit, err
@@ -68,9 +60,7 @@ class OrderlyStop:
                 self.reason = reason or signal.Signals(signum).name
                 self._deadline = self._clock() + self._deadline_s
                 self.requested.set()
-                self.watchdog = threading.Thread(
-                    target=self._watch, name="stop-deadline", daemon=True
-                )
+                self.watchdog = threading.Thread(target=self._watch, name="stop", daemon=True)
                 self.watchdog.start()
             else:
                 self._deadline = min(self._deadline, self._clock() + self._hurry_s)
@@ -78,9 +68,7 @@ class OrderlyStop:
 
     def exception(self) -> KeyboardInterrupt:
         """The exception that ends the interrupted work: Terminated but for SIGINT."""
-        if self.signum == signal.SIGINT:
-            return KeyboardInterrupt(self.reason)
-        return Terminated(self.reason)
+        return (KeyboardInterrupt if self.signum == signal.SIGINT else Terminated)(self.reason)
 
     def check(self) -> None:
         """Raise :meth:`exception` once a stop was requested."""
@@ -123,7 +111,7 @@ class OrderlyStop:
 
 
 def watch_supervisor(
-    stop: OrderlyStop, *, poll_s: float = PARENT_POLL_S, getppid: Callable[[], int] = os.getppid
+    stop: OrderlyStop, *, poll_s: float = 0.5, getppid: Callable[[], int] = os.getppid
 ) -> threading.Thread:
     """Request ``stop`` as SIGTERM once the parent is gone, polling ``getppid`` (any POSIX).
 

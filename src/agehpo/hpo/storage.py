@@ -1,8 +1,5 @@
-"""Optuna storages by URL, and the lock that keeps the budget workers share exact.
-
-Workers (threads, processes, machines) claim trials under a lock every worker of the
-storage sees, so a study ends with exactly ``n_trials`` however many race for the last one.
-"""
+"""Optuna storages by URL, and the lock every worker of a storage (threads, processes,
+machines) claims trials under, so the shared budget of ``n_trials`` stays exact."""
 
 from __future__ import annotations
 
@@ -30,41 +27,30 @@ from agehpo.hpo.liveness import HEARTBEAT_ATTR, last_sign_of_life, quietly, retr
 from agehpo.retry import is_race, retry
 from agehpo.urls import backend, journal_path, parse, redact, sqlite_file
 
-__all__ = ["BudgetLock", "StorageError", "journal_path", "open_storage"]  # journal_path: urls
-
-HEARTBEAT_INTERVAL_S = 10
-HEARTBEAT_GRACE_PERIOD_S = 30
 SQLITE_BUSY_TIMEOUT_S = 60
+_Callback = Callable[[optuna.Study, FrozenTrial], None]
 _logger = logging.getLogger(__name__)
 
 
 class StorageError(UserError, ValueError):
-    """The storage URL is malformed or the storage cannot be reached. One-line message."""
+    """The storage URL is malformed or the storage cannot be reached."""
 
 
 def heartbeat_settings() -> tuple[int, int]:
     """Heartbeat interval and grace period in s; ``AGEHPO_HEARTBEAT_INTERVAL``/``_GRACE``."""
-    interval = int(os.environ.get("AGEHPO_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL_S))
-    return interval, int(os.environ.get("AGEHPO_HEARTBEAT_GRACE", HEARTBEAT_GRACE_PERIOD_S))
+    interval = int(os.environ.get("AGEHPO_HEARTBEAT_INTERVAL", 10))
+    return interval, int(os.environ.get("AGEHPO_HEARTBEAT_GRACE", 30))
 
 
 class HeartbeatJournalStorage(JournalStorage, _compat.Heartbeat):
-    """A journal storage with heartbeats (a system attr), for Optuna's ``fail_stale_trials``.
-
-    Args:
-        backend: The journal file backend.
-        heartbeat_interval: Seconds between heartbeats of a running trial.
-        grace_period: Seconds of silence after which a running trial is stale.
-        stale_trial_callback: Called with each trial failed as stale (a retry).
-        clock: Wall-clock time.
-    """
+    """A journal storage with heartbeats (a system attr), for Optuna's ``fail_stale_trials``."""
 
     def __init__(
         self,
         backend: JournalFileBackend,
         heartbeat_interval: float,
         grace_period: float,
-        stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+        stale_trial_callback: _Callback | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(backend)
@@ -77,23 +63,18 @@ class HeartbeatJournalStorage(JournalStorage, _compat.Heartbeat):
     def stale_trial_ids(self, study_id: int) -> list[int]:
         now, running = self.clock(), (TrialState.RUNNING,)
         trials = self.get_all_trials(study_id, deepcopy=False, states=running)
-        return [
-            _compat.trial_id(t)
-            for t in trials
-            if now - last_sign_of_life(t, now) > self.grace_period
-        ]
+        stale = [t for t in trials if now - last_sign_of_life(t, now) > self.grace_period]
+        return [_compat.trial_id(t) for t in stale]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval  # type: ignore[return-value]  # Optuna waits on floats
 
-    def get_heartbeat_stale_trial_callback(
-        self,
-    ) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+    def get_heartbeat_stale_trial_callback(self) -> _Callback | None:
         return self.stale_trial_callback
 
 
 def repair_journal(path: Path) -> Path | None:
-    """Cut a torn last line off a journal file (seen under its lock, it is torn for good).
+    """Cut a torn last line off a journal file (under its lock, it is torn for good).
 
     Returns:
         The backup's path when the file was repaired, else None.
@@ -106,20 +87,13 @@ def repair_journal(path: Path) -> Path | None:
         data = path.read_bytes()
         if data.endswith(b"\n"):
             return None
-        backup = path.with_name(
-            f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.bak"
-        )
+        stamp, keep = time.strftime("%Y%m%d-%H%M%S"), data.rfind(b"\n") + 1
+        backup = path.with_name(f"{path.name}.torn-{stamp}-{os.getpid()}.bak")
         shutil.copy2(path, backup)
         with path.open("r+b") as journal:
-            journal.truncate(data.rfind(b"\n") + 1)
-        torn = len(data) - data.rfind(b"\n") - 1
-        _logger.warning(
-            "Repaired %s: cut a torn last line of %d bytes (a writer died "
-            "mid-write); the original is kept as %s",
-            path,
-            torn,
-            backup,
-        )
+            journal.truncate(keep)
+        message = "Repaired %s: cut a torn last line of %d bytes (a writer died mid-write); "
+        _logger.warning(message + "the original is kept as %s", path, len(data) - keep, backup)
         return backup
     finally:
         lock.release()
@@ -133,10 +107,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         heartbeat: Whether trials record heartbeats.
 
     Returns:
-        The storage.
-
-    Raises:
-        StorageError: When the URL is malformed or the database cannot be reached.
+        The storage; raises StorageError when it is malformed or cannot be reached.
     """
     interval, grace = heartbeat_settings()
     path = journal_path(url)
@@ -144,11 +115,9 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_journal(path)
         journal = JournalFileBackend(str(path))
-        return (
-            HeartbeatJournalStorage(journal, interval, grace, retry_trial)
-            if heartbeat
-            else JournalStorage(journal)
-        )
+        if heartbeat:
+            return HeartbeatJournalStorage(journal, interval, grace, retry_trial)
+        return JournalStorage(journal)
     if parse(url) is None:
         raise StorageError(
             f"storage={url!r} is not a storage URL; use e.g. sqlite:///optuna.db, "
@@ -158,7 +127,6 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
     kwargs = {**kwargs, "heartbeat_stale_trial_callback": retry_trial} if heartbeat else {}
     if backend(url) == "sqlite":
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-
     try:  # workers creating one schema at the same moment retry
         return retry(
             lambda: quietly(RDBStorage, url, **kwargs),
@@ -171,10 +139,8 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
 
 
 class BudgetLock:
-    """A lock all workers of one storage share: threads, processes and machines.
-
-    SQLite and journal files lock a file beside the store; PostgreSQL and MySQL take a
-    database advisory lock, which works across machines.
+    """A lock all workers of one storage share: a file beside SQLite and journal stores, a
+    database advisory lock (across machines) on PostgreSQL and MySQL.
 
     Args:
         url: The storage URL.

@@ -1,13 +1,5 @@
-"""Local worker processes that share one study (``n_workers``).
-
-The launcher creates the study, the storage schema and the MLflow parent run once, then
-starts the workers, so workers starting together never race to create them. Each worker is
-``agehpo worker`` with the same parameters: it claims trials from the shared budget until it
-is spent. The launcher shows their progress; on its orderly stop it passes the signal on;
-when a worker dies, the others (or a replacement the launcher starts) retry its trial, so the
-study still ends with exactly ``n_trials`` trials that count. Workers stop by themselves when
-the launcher dies.
-"""
+"""Local worker processes (``agehpo worker``) sharing one study: the launcher creates it
+first, passes its orderly stop on and replaces dead workers, whose trials are retried."""
 
 from __future__ import annotations
 
@@ -26,20 +18,8 @@ from agehpo.errors import WorkersFailedError
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.stopping import DEADLINE_S, OrderlyStop
 
-_POLL_S = 1.0
-# Workers get most of the launcher's own stop deadline to end their trials.
-_STOP_GRACE_S = DEADLINE_S - 2.0
+_STOP_GRACE_S = DEADLINE_S - 2.0  # most of the launcher's own stop deadline
 EXIT_USAGE = 2
-
-
-def worker_command(config: StudyConfig) -> list[str]:
-    """The command line of one worker: ``agehpo worker`` with the same parameters."""
-    command = [sys.executable, "-m", "agehpo", "worker"]
-    for config_field in dataclasses.fields(StudyConfig):
-        value = getattr(config, config_field.name)
-        text = json.dumps(value) if isinstance(value, dict) else str(value)
-        command += [f"--{config_field.name.replace('_', '-')}", text]
-    return command
 
 
 def _stop(workers: list[subprocess.Popen[bytes]], signum: int) -> None:
@@ -55,7 +35,6 @@ def _stop(workers: list[subprocess.Popen[bytes]], signum: int) -> None:
 
 
 def _settle(runner: TrialRunner) -> int:
-    """Fail and retry the trials of dead workers; return how many trials are still due."""
     with runner.budget_lock.hold():
         runner.fail_dead_trials()
         return runner.budget_left()
@@ -68,7 +47,11 @@ class _Pool:
         self.env = dict(os.environ)
         if parent_run_id is not None:
             self.env["MLFLOW_RUN_ID"] = parent_run_id  # also makes each worker watch us
-        self.command = worker_command(dataclasses.replace(config, n_workers=1))
+        self.command = [sys.executable, "-m", "agehpo", "worker"]
+        for field in dataclasses.fields(StudyConfig):
+            value = 1 if field.name == "n_workers" else getattr(config, field.name)
+            text = json.dumps(value) if isinstance(value, dict) else str(value)
+            self.command += [f"--{field.name.replace('_', '-')}", text]
         self.workers: list[subprocess.Popen[bytes]] = []
         self.dead: set[int] = set()
         self.restarts_left = config.n_workers
@@ -78,19 +61,11 @@ class _Pool:
         self.workers += [subprocess.Popen(self.command, env=self.env) for _ in range(count)]
 
     def new_deaths(self) -> int:
-        """Report workers that exited with an error since the last call; count them.
-
-        Raises:
-            WorkersFailedError: When a worker rejected its parameters: all would.
-        """
         died = [w for w in self.workers if w.poll() not in (None, 0) and w.pid not in self.dead]
         for worker in died:
             self.dead.add(worker.pid)
-            print(
-                f"agehpo: warning: worker {worker.pid} exited with status {worker.returncode}; "
-                "its running trial is retried",
-                file=sys.stderr,
-            )
+            status = f"worker {worker.pid} exited with status {worker.returncode}"
+            print(f"agehpo: warning: {status}; its running trial is retried", file=sys.stderr)
             if worker.returncode == EXIT_USAGE:
                 _stop(self.workers, signal.SIGTERM)
                 raise WorkersFailedError(
@@ -99,15 +74,7 @@ class _Pool:
                 )
         return len(died)
 
-    def running(self) -> bool:
-        return any(worker.poll() is None for worker in self.workers)
-
     def replace(self, due: int, n_workers: int) -> None:
-        """Start replacements for dead workers while trials are due.
-
-        Raises:
-            WorkersFailedError: When the replacements are used up.
-        """
         if self.restarts_left <= 0:
             raise WorkersFailedError(
                 f"workers kept dying: {len(self.dead)} exited with an error and {due} trial(s) "
@@ -125,12 +92,9 @@ def run_workers(
     parent_run_id: str | None,
     stop: OrderlyStop,
     progress: tqdm | None = None,
-    poll_s: float = _POLL_S,
+    poll_s: float = 1.0,
 ) -> list[int]:
-    """Start ``config.n_workers`` workers on the runner's study and wait for them.
-
-    A worker that dies is replaced (at most ``n_workers`` times in all) while trials are
-    still due; its trial is failed and retried with the same params.
+    """Start ``config.n_workers`` workers, replacing dead ones while trials are due.
 
     Args:
         config: The run's parameters; each worker gets the same.
@@ -141,11 +105,7 @@ def run_workers(
         poll_s: Seconds between progress checks.
 
     Returns:
-        The numbers of the trials that finished while the workers ran.
-
-    Raises:
-        WorkersFailedError: When workers kept dying and trials are still due.
-        KeyboardInterrupt: When ``stop`` was requested (after the workers stopped).
+        The trials finished meanwhile; raises WorkersFailedError, or the stop's exception.
     """
     study = runner.study
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
@@ -161,7 +121,7 @@ def run_workers(
             progress.update(finished - seen)
         seen = max(seen, finished)
         deaths += pool.new_deaths()
-        if pool.running():
+        if any(worker.poll() is None for worker in pool.workers):
             continue
         due = _settle(runner)
         if due <= 0 or not deaths:
