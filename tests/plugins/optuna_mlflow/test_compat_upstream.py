@@ -231,6 +231,7 @@ _UPSTREAM_WAY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["plain", "parent", "crash"])
 def test_a_script_that_never_closes_leaves_nothing_running(
     tracking_uri: str, client: MlflowClient, mode: str

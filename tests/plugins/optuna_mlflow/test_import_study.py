@@ -116,6 +116,7 @@ def test_multi_objective_with_pruned_and_failed(tmp_path: Path, client: MlflowCl
     assert (runs[2].info.status, runs[4].info.status) == ("FINISHED", "FAILED")
 
 
+@pytest.mark.slow
 def test_reimport_creates_nothing_and_new_trials_are_added(
     tmp_path: Path, client: MlflowClient
 ) -> None:

@@ -35,6 +35,7 @@ def test_process_owner_names_this_process() -> None:
     assert not owner_is_gone(process_owner())
 
 
+@pytest.mark.slow
 def test_owner_is_gone_only_for_a_known_dead_process_of_this_host() -> None:
     host = socket.gethostname()
     assert owner_is_gone(f"{host}:{_dead_pid()}:123")
@@ -52,6 +53,7 @@ def test_owner_is_gone_only_for_a_known_dead_process_of_this_host() -> None:
         assert not owner_is_gone(f"{host}:{_dead_pid()}:1:{me.pidns}0")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="zombies are read from /proc")
 def test_a_killed_unreaped_process_is_gone() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -89,6 +91,7 @@ study.optimize(objective, n_trials=1, callbacks=[cb])
 """
 
 
+@pytest.mark.slow
 def test_reconcile_ends_a_same_host_dead_parent_at_once(
     tracking_uri: str, client: MlflowClient, tmp_path: Path
 ) -> None:

@@ -191,7 +191,7 @@ def test_threads_never_mix_runs(tracking_uri: str, client: MlflowClient) -> None
     @cb.track_in_mlflow()
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
-        for step in range(8):
+        for step in range(3):
             trial.report(trial.number + step / 100, step)
             cb.log_step(trial, step, {"echo": trial.number})
             mlflow.log_metric("fluent_echo", trial.number, step=step)
@@ -199,10 +199,10 @@ def test_threads_never_mix_runs(tracking_uri: str, client: MlflowClient) -> None
         return x
 
     study = _study()
-    study.optimize(objective, n_trials=16, n_jobs=4, callbacks=[cb])
+    study.optimize(objective, n_trials=8, n_jobs=4, callbacks=[cb])
     cb.close()
     runs = trial_runs(client, cb.experiment_id)
-    assert sorted(runs) == list(range(16))
+    assert sorted(runs) == list(range(8))
     for trial in study.trials:
         run = runs[trial.number]
         assert run.data.params == {"x": str(trial.params["x"]), "who": str(trial.number)}
@@ -329,6 +329,7 @@ _WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_worker_processes_write_only_their_own_trials(
     tmp_path: Path, tracking_uri: str, client: MlflowClient
 ) -> None:

@@ -345,6 +345,7 @@ def test_independent_sampler_receives_non_relative_params() -> None:
     assert sampler._independent_sampler is independent
 
 
+@pytest.mark.slow
 def test_beats_random_search_on_a_quadratic() -> None:
     def best_values(make_sampler: Any) -> list[float]:
         values = []
