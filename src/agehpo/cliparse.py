@@ -24,15 +24,7 @@ def _number(text: str) -> float:
 
 
 def int_flag(name: str, minimum: int | None = 1) -> Callable[[str], int]:
-    """The argparse type of an integer flag (MLflow Projects may pass ``20.0``).
-
-    Args:
-        name: The parameter, named in the message.
-        minimum: Smallest accepted value, if any.
-
-    Returns:
-        The type function; it raises a one-line ``ArgumentTypeError``.
-    """
+    """The argparse type of integer flag ``name`` >= ``minimum`` (Projects may pass ``20.0``)."""
     rule = "an integer" if minimum is None else f"an integer >= {minimum}"
 
     def parse(text: str) -> int:
@@ -86,12 +78,10 @@ def json_object(text: str) -> dict[str, Any]:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line, ``agehpo: error: ...``, exit 2, without the usage block (for
-    subcommands too: argparse makes their parsers of the parent's class)."""
+    """Usage errors as one line, ``agehpo: error: ...``, exit 2, without the usage block."""
 
     def error(self, message: str) -> NoReturn:
-        # Our type functions' texts start with the parameter (``n_trials='abc' ...``):
-        # argparse's ``argument --n-trials:`` prefix would only repeat it.
+        # Our texts start with the parameter: argparse's ``argument --x:`` would repeat it.
         parts = message.split(": ", 1)
         if parts[0].startswith("argument ") and len(parts) == 2 and "=" in parts[1][:60]:
             message = parts[1]

@@ -1,5 +1,4 @@
-"""The champion's report card: per-class metrics and confusion matrices of every head, from
-the predictions frame alone (so ``evaluate(pd.read_csv(...))`` of the logged CSV reproduces it)."""
+"""The champion's report card: per-class metrics and confusion matrices from predictions."""
 
 from __future__ import annotations
 
@@ -33,15 +32,8 @@ METRICS_FILE = "metrics.json"
 
 @dataclass(frozen=True)
 class HeadReport:
-    """How one head did on a labelled set.
-
-    Attributes:
-        confusion: Counts; rows are the true classes, columns the predicted ones.
-        precision, recall, f1, support: Per class, in ``classes`` order (a class never
-            predicted has precision 0; one absent from the labels has recall 0).
-        majority_class: The most frequent true class; ``majority_accuracy`` and
-            ``majority_macro_f1`` are what always answering it scores.
-    """
+    """How one head did: confusion counts (rows true, columns predicted), per-class scores in
+    ``classes`` order, and what always answering the most frequent true class scores."""
 
     head: str
     classes: tuple[str, ...]
@@ -89,17 +81,23 @@ class ReportCard:
     heads: dict[str, HeadReport]
     predictions: pd.DataFrame
 
+    def summary_metrics(self) -> dict[str, float]:
+        """``test_{head}_{summary}`` -> value, but the accuracies (logged elsewhere)."""
+        return {
+            f"test_{head}_{k}": v
+            for head, report in self.heads.items()
+            for k, v in report.summary().items()
+            if k != "accuracy"
+        }
+
     def metrics(self) -> dict[str, float]:
-        """MLflow metric names -> values: ``test_{head}_{summary}`` but accuracy (the tracker
-        logs it), and ``test_{head}_{precision|recall|f1}_{class}`` (see :func:`metric_key`)."""
-        out: dict[str, float] = {}
-        for head, report in self.heads.items():
-            summary = report.summary().items()
-            out |= {f"test_{head}_{k}": v for k, v in summary if k != "accuracy"}
-            for name, values in report.per_class().items():
-                for measure in PER_CLASS:
-                    out[f"test_{head}_{measure}_{metric_key(name)}"] = values[measure]
-        return out
+        """MLflow metrics: the summary ones and ``test_{head}_{measure}_{class}``."""
+        return self.summary_metrics() | {
+            f"test_{head}_{measure}_{metric_key(name)}": values[measure]
+            for head, report in self.heads.items()
+            for name, values in report.per_class().items()
+            for measure in PER_CLASS
+        }
 
 
 def metric_key(class_name: str) -> str:
@@ -117,8 +115,7 @@ def predictions_frame(
     Args:
         true: Head name -> true class indices, for every head in :data:`HEADS`.
         predicted: Head name -> predicted class indices, same lengths.
-        age_probabilities: (rows, 5) probabilities of the age ranges, added as
-            ``prob_age_{range}`` columns when given.
+        age_probabilities: (rows, 5) age-range probabilities, as ``prob_age_{range}`` columns.
 
     Returns:
         The frame :func:`evaluate` reads.
@@ -133,19 +130,7 @@ def predictions_frame(
 
 
 def evaluate_head(head: str, y_true: np.ndarray, y_pred: np.ndarray) -> HeadReport:
-    """Score one head with scikit-learn's metrics over all of its classes.
-
-    Args:
-        head: ``age``, ``ethnicity`` or ``gender``.
-        y_true: True class indices (at least one row).
-        y_pred: Predicted class indices.
-
-    Returns:
-        The head's report.
-
-    Raises:
-        ValueError: For no rows, or lengths that differ.
-    """
+    """Score one head over all of its classes; ValueError for no rows or unequal lengths."""
     from sklearn import metrics
 
     classes = HEAD_CLASSES[head]
@@ -237,16 +222,7 @@ def confusion_figure(report: HeadReport) -> Figure:
 
 
 def write_files(card: ReportCard, folder: Path) -> list[Path]:
-    """Write the predictions CSV, the metrics JSON and a PNG and JSON per head (the confusion
-    matrix: class names, counts and row-normalised shares).
-
-    Args:
-        card: The report card.
-        folder: Created if missing.
-
-    Returns:
-        The files written.
-    """
+    """Write the predictions CSV, metrics JSON and a confusion PNG and JSON per head; the paths."""
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / PREDICTIONS_FILE, folder / METRICS_FILE]
     card.predictions.to_csv(written[0], index=False, float_format="%.6g")

@@ -1,5 +1,4 @@
-"""Adapter between Optuna and training: params -> epochs -> report/prune -> value; all other
-measurements go to the epoch hooks (MLflow tracking is one)."""
+"""Adapter between Optuna and training: params -> epochs -> report/prune -> value, and hooks."""
 
 from __future__ import annotations
 
@@ -30,9 +29,8 @@ from agehpo.search_space import suggest
 
 _logger = logging.getLogger(__name__)
 EPOCH_METRIC_NAMES = EPOCH_METRICS
+# Called after each epoch with the trial, the 1-based epoch and the EPOCH_METRIC_NAMES metrics.
 EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]
-"""Called after each epoch with the trial, the 1-based epoch and the metrics named
-:data:`EPOCH_METRIC_NAMES`."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -49,8 +47,7 @@ class Objective:
         device: Where the model trains.
         seed: Base seed; trial ``k`` trains with ``seed + k`` (reproducible on CPU).
         epoch_hooks: Receivers of the per-epoch metrics.
-        cuda_graphs: Capture each trial's train step as a CUDA graph (CUDA only; optimizers
-            torch cannot capture, like MADGRAD, train eagerly).
+        cuda_graphs: Capture train steps as CUDA graphs (CUDA only; MADGRAD trains eagerly).
     """
 
     def __init__(
@@ -97,15 +94,7 @@ class Objective:
             return self._train(trial, self.epoch_hooks if hooks is None else hooks)
 
     def retrain(self, params: dict[str, Any], number: int) -> TrainedModel | None:
-        """Train a finished trial's configuration again with its seed, reporting nowhere.
-
-        Args:
-            params: The trial's params.
-            number: The trial's number (it selects the seed).
-
-        Returns:
-            The weights, or None if the configuration diverged this time.
-        """
+        """Train a finished trial's params again with its seed; None if it diverged."""
         try:
             self(optuna.trial.FixedTrial(params, number=number), hooks=())
         except NonFiniteLossError:
@@ -113,21 +102,13 @@ class Objective:
         return self.pop_model(number)
 
     def pop_model(self, trial_number: int) -> TrainedModel | None:
-        """Hand over (and forget) the weights of a trial this objective finished.
-
-        Args:
-            trial_number: The Optuna trial number.
-
-        Returns:
-            The trained model, or None if the trial did not complete in this process.
-        """
+        """Hand over (and forget) a trial's weights; None if it did not complete here."""
         with self._lock:
             return self._finished.pop(trial_number, None)
 
     def _epoch_runner(
         self, model: torch.nn.Module, params: dict[str, Any]
     ) -> Callable[[torch.Generator], float]:
-        """One epoch of training: a replayed CUDA graph where possible, else eager."""
         name, lr, train = params["optimizer"], params["lr"], self.data.train
         if self.cuda_graphs and name in CAPTURABLE_OPTIMIZERS:
             optimizer = make_optimizer(name, model.parameters(), lr, capturable=True)

@@ -1,5 +1,4 @@
-"""Samplers and pruners by name: built-ins, plus factories taking keyword arguments that
-packages register as entry points in the ``agehpo.samplers`` or ``agehpo.pruners`` group."""
+"""Samplers and pruners by name: built-ins and ``agehpo.samplers``/``pruners`` entry points."""
 
 from __future__ import annotations
 
@@ -78,10 +77,7 @@ def find(kind: str, name: str) -> EntryPoint:
         name: The name asked for.
 
     Returns:
-        Its entry point.
-
-    Raises:
-        PluginError: For a name that is neither built in nor installed.
+        Its entry point; PluginError for a name neither built in nor installed.
     """
     registered = _registered(kind)
     if name not in registered:
@@ -108,7 +104,6 @@ def _resolve(kind: str, name: str) -> Callable[..., Any]:
 
 
 def _accepted_keywords(factory: Callable[..., Any]) -> set[str] | None:
-    """Keyword names ``factory`` takes, or None when it takes any (``**kwargs``)."""
     try:
         parameters = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
@@ -135,7 +130,6 @@ def _build_kwargs(kind: str, name: str, accepted: set[str], kwargs: Mapping[str,
 
 
 def _reason(error: BaseException) -> str:
-    """An exception's text as one short printable line (third-party texts can be long)."""
     text = " ".join(str(error).split()).rstrip(".") or "no reason given"
     return text if len(text) <= 200 and text.isprintable() else quote(text, 200)
 
@@ -150,7 +144,6 @@ def _merge(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
 
 
 def _create(kind: str, name: str, kwargs: Mapping[str, Any] | None, seed: int | None) -> Any:
-    """Resolve ``name``, check and complete its keyword arguments, and call the factory."""
     factory = _resolve(kind, name)
     built = dict(kwargs or {})
     accepted = _accepted_keywords(factory)
@@ -182,10 +175,7 @@ def create_sampler(
         seed: Passed as ``seed`` when the sampler takes one and ``kwargs`` sets none.
 
     Returns:
-        The sampler.
-
-    Raises:
-        PluginError: For an unknown name or a key the sampler does not accept.
+        The sampler; PluginError for an unknown name or a key it does not accept.
     """
     return _create("sampler", name, kwargs, seed)
 
@@ -198,9 +188,6 @@ def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.
         kwargs: Constructor overrides.
 
     Returns:
-        The pruner.
-
-    Raises:
-        PluginError: For an unknown name or a key the pruner does not accept.
+        The pruner; PluginError for an unknown name or a key it does not accept.
     """
     return _create("pruner", name, kwargs, None)

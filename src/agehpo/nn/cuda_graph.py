@@ -1,9 +1,7 @@
-"""The CUDA fast path: the whole train step captured once as a CUDA graph, then replayed.
+"""The CUDA fast path: the train step captured once as a CUDA graph, then replayed (~7x).
 
-On a GPU the seed's step is launch-bound, so one replay per step instead of ~40 launches cuts
-an epoch about 7x. Shapes are static: each epoch drops its last partial batch (a new
-permutation each epoch still reaches every row). Capture is serialised by a lock, since
-concurrent captures break the dropout RNG bookkeeping; replays overlap on their own streams.
+Static shapes: each epoch drops its last partial batch. Captures are serialised by a lock
+(concurrent ones break the dropout RNG bookkeeping); replays overlap on their own streams.
 """
 
 from __future__ import annotations
@@ -79,11 +77,7 @@ class GraphTrainStep:
                 self.loss = step()
 
     def epoch(self, generator: torch.Generator | None = None) -> float:
-        """Replay the step over one shuffled pass of full batches.
-
-        Returns:
-            The mean training loss over the rows trained on.
-        """
+        """Replay the step over one shuffled pass of full batches; the mean training loss."""
         n_rows, device = len(self.split), self.split.x.device
         n_batches = max(n_rows // self.batch_size, 1)
         order = torch.randperm(n_rows, generator=generator, device=device)

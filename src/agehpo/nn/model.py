@@ -64,18 +64,14 @@ class AgeNet(nn.Module):
 
 
 def build_model(params: Mapping[str, Any], in_features: int) -> AgeNet:
-    """Build the untrained network a trial's params describe.
+    """Build the untrained AgeNet a trial's params describe (KeyError for a missing layer key).
 
     Args:
-        params: The search-space dict (``num_fc_layers``, ``fc_output_feat_{i}``,
-            ``fc_dropout_{i}``, ``last_fc``; other keys are ignored).
+        params: The search-space dict; keys other than the layers' are ignored.
         in_features: Number of input pixels.
 
     Returns:
         An untrained AgeNet.
-
-    Raises:
-        KeyError: If a layer's size or dropout is missing from ``params``.
     """
     layers = range(int(params["num_fc_layers"]))
     return AgeNet(

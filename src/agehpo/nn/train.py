@@ -1,5 +1,4 @@
-"""Training and evaluation over tensors already on the device: pure PyTorch, no Optuna or
-MLflow. Sums stay on the device until the epoch ends: no per-batch host sync."""
+"""Training and evaluation over tensors on the device; no per-batch host sync."""
 
 from __future__ import annotations
 
@@ -42,17 +41,9 @@ class EpochMetrics:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Turn a device parameter (``auto``, ``cpu``, ``cuda`` or ``cuda-graph``) into a device.
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda-graph`` -> a device.
 
-    Args:
-        name: The parameter; ``auto`` is CUDA when available.
-
-    Returns:
-        The device tensors and models go to.
-
-    Raises:
-        DeviceError: For an unknown name, or a CUDA name on a machine without CUDA.
-    """
+    Raises DeviceError for an unknown name, or a CUDA name on a machine without CUDA."""
     if name not in ("auto", "cpu", "cuda", "cuda-graph"):
         raise DeviceError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
     cuda = name != "cpu" and torch.cuda.is_available()
@@ -64,12 +55,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def configure_cpu_threads(device: torch.device) -> int:
-    """Use one intra-op thread on the CPU unless ``AGEHPO_TORCH_THREADS`` says otherwise: the
-    layers are tiny, and spinning OpenMP threads on busy cores made epochs 7x slower.
-
-    Returns:
-        The number of threads torch now uses.
-    """
+    """One CPU intra-op thread unless ``AGEHPO_TORCH_THREADS`` says otherwise (tiny layers:
+    OpenMP threads on busy cores made epochs 7x slower); returns the thread count."""
     if device.type == "cpu":
         torch.set_num_threads(int(os.environ.get("AGEHPO_TORCH_THREADS", "1")))
     return torch.get_num_threads()
@@ -87,11 +74,7 @@ def make_optimizer(
         capturable: Build it so its step can be captured in a CUDA graph (not MADGRAD).
 
     Returns:
-        The optimizer.
-
-    Raises:
-        ValueError: For an unknown optimizer name.
-        ImportError: For MADGRAD when the madgrad package is missing.
+        The optimizer; ValueError for an unknown name, ImportError without madgrad.
     """
     if name == "MADGRAD":
         try:
@@ -137,7 +120,7 @@ def train_epoch(
         generator: Random generator on the split's device, for a reproducible order.
 
     Returns:
-        The mean training loss over the epoch's samples (nan or inf if training diverged).
+        The mean training loss over the epoch's samples (nan or inf if it diverged).
     """
     model.train()
     device = split.x.device
@@ -157,16 +140,7 @@ def train_epoch(
 def evaluate(
     model: nn.Module, split: TensorSplit, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> EpochMetrics:
-    """Measure the mean loss and the accuracies of each head, and of all three at once.
-
-    Args:
-        model: The network, switched to eval mode here.
-        split: Preloaded tensors on the model's device.
-        batch_size: Rows per forward pass.
-
-    Returns:
-        The split's mean loss and accuracies.
-    """
+    """The split's mean loss and the accuracies of each head, and of all three at once."""
     model.eval()
     loss_sum = torch.zeros((), device=split.x.device)
     correct = torch.zeros(4, device=split.x.device, dtype=torch.long)
@@ -186,16 +160,7 @@ def evaluate(
 def predict_probabilities(
     model: nn.Module, x: torch.Tensor, *, batch_size: int = EVAL_BATCH_SIZE
 ) -> HeadLogits:
-    """Softmax probabilities of each head, each of shape (rows, classes).
-
-    Args:
-        model: The trained network.
-        x: Preprocessed inputs on the model's device.
-        batch_size: Rows per forward pass.
-
-    Returns:
-        Per-head probability tensors.
-    """
+    """Softmax probabilities of each head, each of shape (rows, classes), for inputs ``x``."""
     model.eval()
     parts = [model(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
     return HeadLogits(*(torch.cat(heads).softmax(1) for heads in zip(*parts, strict=True)))

@@ -31,16 +31,7 @@ TRIAL_NUMBER = "optuna.trial_number"
 
 
 def log_model(client: MlflowClient, trained: TrainedModel, run_id: str) -> str:
-    """Log weights as an MLflow 3 LoggedModel linked to the trial's run.
-
-    Args:
-        client: Client of the tracking store.
-        trained: The weights and params.
-        run_id: The trial's run; it gets the tag ``agehpo.model_id``.
-
-    Returns:
-        The model id.
-    """
+    """Log weights as an MLflow 3 LoggedModel linked to (and tagged on) ``run_id``; its id."""
     logged = client.create_logged_model(
         client.get_run(run_id).info.experiment_id,
         name=MODEL_ARTIFACT_NAME,
@@ -94,24 +85,20 @@ def register_champion(
 ) -> ModelVersion:
     """Register the study's best model under ``name`` with alias ``champion``; idempotent.
 
-    A version is reused only when it carries this study's ``optuna.study_uid`` and its best
-    trial's number (or, registered before uids, when it came from ``run_id``); versions of
-    other studies, even of the same name, are never touched.
+    Only a version with this study's uid and best trial number (or a pre-uid one of ``run_id``)
+    is reused; ValueError when ``run_id`` is not the run of the study's best trial.
 
     Args:
         client: Client of the tracking store.
         name: Registered model name.
         study: The study (its best trial is the champion).
         model_id: The best trial's logged model.
-        run_id: The best trial's run; it must carry the study's uid and trial number.
+        run_id: The best trial's run.
         test: Held-out test metrics, set as version tags.
         study_uid: The study's uid; read from (or stored in) the study when None.
 
     Returns:
         The model version the alias points at.
-
-    Raises:
-        ValueError: When ``run_id`` is not the run of the study's best trial.
     """
     identity = {STUDY_UID: study_uid or ensure_study_uid(study)}
     identity[TRIAL_NUMBER] = str(study.best_trial.number)
@@ -150,8 +137,7 @@ def set_version_tags(client: MlflowClient, version: ModelVersion, tags: dict[str
 def _own_version(
     client: MlflowClient, name: str, identity: dict[str, str], run_id: str
 ) -> ModelVersion | None:
-    """This study's version of this trial, else one of this run registered before study
-    uids, if any (oldest first)."""
+    """This study's version of this trial, else a pre-uid one of this run (oldest first)."""
     versions = sorted(
         client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)
     )

@@ -24,13 +24,7 @@ STUDY_UID_ATTR = "optuna_mlflow.study_uid"  # the study's user attr optuna_mlflo
 
 
 def log_report_card(client: MlflowClient, run_id: str, card: ReportCard) -> None:
-    """Log the card's metrics (one batch) and its files under ``evaluation/``.
-
-    Args:
-        client: Client of the tracking store.
-        run_id: The study's parent run, still RUNNING.
-        card: The champion's report card.
-    """
+    """Log the card's metrics (one batch) and its files under ``evaluation/`` of ``run_id``."""
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in card.metrics().items()])
     with tempfile.TemporaryDirectory(prefix="agehpo-evaluation-") as tmp:
@@ -39,12 +33,9 @@ def log_report_card(client: MlflowClient, run_id: str, card: ReportCard) -> None
 
 
 def version_tags(card: ReportCard, run_id: str) -> dict[str, str]:
-    """The version's tags: ``test_{head}_{summary}`` numbers but the accuracies (registry tags
-    those), ``test_{head}_per_class`` JSON and the run that holds the files."""
-    tags = {RUN_TAG: run_id}
+    """The summary numbers, ``test_{head}_per_class`` JSON and the run that holds the files."""
+    tags = {RUN_TAG: run_id} | {k: f"{v:.4f}" for k, v in card.summary_metrics().items()}
     for head, report in card.heads.items():
-        summary = report.summary().items()
-        tags |= {f"test_{head}_{k}": f"{v:.4f}" for k, v in summary if k != "accuracy"}
         per_class = {
             name: {k: round(v, 4) for k, v in values.items()}
             for name, values in report.per_class().items()
@@ -61,8 +52,7 @@ def tag_champion(
     card: ReportCard,
     run_id: str,
 ) -> ModelVersion | None:
-    """Tag the ``champion`` version with the card when it is this study's best trial (another
-    study of the same model name may own the alias, or registration may have been skipped).
+    """Tag the ``champion`` version with the card when it is this study's best trial.
 
     Args:
         client: Client of the tracking store.

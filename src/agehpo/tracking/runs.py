@@ -19,15 +19,7 @@ from agehpo.urls import redact
 
 
 def config_params(config: StudyConfig, **extra: str) -> dict[str, str]:
-    """The study's parameters as MLflow params: dicts as JSON, the storage without password.
-
-    Args:
-        config: The parameters.
-        **extra: More params (compare's ``samplers`` and ``repeats``).
-
-    Returns:
-        Name to text.
-    """
+    """The study's parameters (and ``extra``) as MLflow params: dicts as JSON, no password."""
     params = dict(extra)
     for name, value in dataclasses.asdict(config).items():
         text = json.dumps(value) if isinstance(value, dict) else str(value)
@@ -36,11 +28,7 @@ def config_params(config: StudyConfig, **extra: str) -> dict[str, str]:
 
 
 def log_missing_params(client: mlflow.MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
-    """Log the params the run does not hold yet.
-
-    Under ``mlflow run`` MLflow has logged the ``-P`` values already, and params are
-    write-once: logging one again with another text fails.
-    """
+    """Log the params the run does not hold yet (``mlflow run`` logged its ``-P`` values)."""
     logged = client.get_run(run_id).data.params
     missing = [Param(key, value) for key, value in params.items() if key not in logged]
     if missing:
@@ -65,16 +53,7 @@ def end_status(error: BaseException | None) -> str:
 
 
 def ui_hint(tracking_uri: str, experiment: str, what: str = "the trials") -> list[str]:
-    """How to see an experiment's runs: the ``mlflow ui`` command for a local store, and a link.
-
-    Args:
-        tracking_uri: The store.
-        experiment: The experiment id.
-        what: What the link shows.
-
-    Returns:
-        Lines to print.
-    """
+    """Lines that show how to see experiment ``experiment``'s runs: ``mlflow ui`` and a link."""
     if urlsplit(tracking_uri).scheme in ("http", "https"):
         base, command = tracking_uri.rstrip("/"), None
     else:

@@ -1,8 +1,4 @@
-"""agehpo's use of the optuna_mlflow plugin: the parent run, per-epoch metrics, the summary.
-
-The plugin knows Optuna and MLflow; this module adds what only agehpo knows: which params
-describe a run, how a trained AgeNet becomes an MLflow model, and which model is champion.
-"""
+"""agehpo's use of the optuna_mlflow plugin: the parent run, per-epoch metrics, the champion."""
 
 from __future__ import annotations
 
@@ -37,14 +33,7 @@ class TrackingError(UserError, RuntimeError):
 
 
 def check_tracking_server(tracking_uri: str | None = None, timeout_s: float = 10.0) -> None:
-    """Fail fast, before any training, when an HTTP tracking server does not answer.
-
-    MLflow's client retries a refused connection for minutes; a server that is down for good
-    should stop the study at once with one line instead.
-
-    Raises:
-        TrackingError: When ``GET <uri>/health`` fails.
-    """
+    """Raise TrackingError before any training when an HTTP server's ``/health`` fails."""
     import urllib.error
     import urllib.request
 
@@ -67,11 +56,9 @@ class StudyTracker:
 
     Args:
         config: The run's parameters (logged on the parent run, storage redacted).
-        keeper: Holds this process's best weights; its trial's model is logged when the trial
-            becomes the study's best.
-        tracking_uri: The store; None means MLflow's own default (``MLFLOW_TRACKING_URI``).
-        parent_run_id: Run to nest trial runs under; None: the MLflow Project run, else a
-            new run named after the study.
+        keeper: This process's best weights, logged when their trial becomes the best.
+        tracking_uri: The store; None means MLflow's own default.
+        parent_run_id: Run to nest trial runs under; None: the Project run or a new one.
     """
 
     def __init__(
@@ -88,8 +75,6 @@ class StudyTracker:
             metric_name=OBJECTIVE_METRIC,
             trial_end_hooks=[self._log_model_if_best],
             legacy_tags=False,
-            # agehpo's layout: a parent run (the MLflow Project run under `mlflow run`) with
-            # the trials nested under it as trial-{n}.
             parent_run=True,
             parent_run_id=parent_run_id,
             heartbeat_interval=heartbeat_settings()[0],
@@ -97,16 +82,13 @@ class StudyTracker:
         self.client = self.callback.client
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
 
-    # -- start --------------------------------------------------------------------------
-
     def start(self, study: optuna.Study, data: PreparedData, *, describe: bool = True) -> str:
         """Open the parent run, repair what a killed earlier run left, describe the run.
 
         Args:
             study: The study.
             data: The data the trials train on (logged as the parent's input).
-            describe: Log params, tags and the dataset, and repair stale runs: the first
-                process of a parent does this; the workers it starts do not.
+            describe: Log params, tags, dataset and repair stale runs (not in workers).
 
         Returns:
             The parent run id.
@@ -133,9 +115,7 @@ class StudyTracker:
             self.client.set_tag(parent, key, value)
         log_missing_params(self.client, parent, config_params(self.config))
         name = "synthetic-faces" if data.source.startswith("synthetic") else Path(data.source).name
-        # Workers logging one dataset at once collide on its row; an MLflow server reports
-        # that as a plain BAD_REQUEST, so any MlflowException is retried: the write is
-        # idempotent, and a real error fails every try alike.
+        # Workers logging one dataset collide (a plain BAD_REQUEST); the write is idempotent.
         retry(
             lambda: self.callback.log_dataset(study, name, digest=data.digest, source=data.source),
             attempts=4,
@@ -146,11 +126,8 @@ class StudyTracker:
         """Flush buffers, stop the parent's heartbeat and end every run this process opened.
 
         Args:
-            status: Terminal status of the parent run when this process opened it (and of
-                the given parent with ``end_parent``): FINISHED, FAILED or KILLED.
-            end_parent: Also end, when still RUNNING, the parent run this process did not
-                open (the ``mlflow run`` run), for when the process that opened it died
-                and can no longer end it.
+            status: Terminal status of the runs ended: FINISHED, FAILED or KILLED.
+            end_parent: Also end a RUNNING parent this process did not open.
         """
         self.callback.close(status, end_parent=end_parent)
 
@@ -160,8 +137,6 @@ class StudyTracker:
         """Per-epoch metrics of a running study trial, buffered into its run."""
         if isinstance(trial, optuna.Trial):
             self.callback.log_step(trial, epoch, metrics)
-
-    # -- the best model -------------------------------------------------------------------
 
     def _log_model_if_best(self, study: optuna.Study, trial: FrozenTrial, run_id: str) -> None:
         if trial.state != TrialState.COMPLETE or self.keeper.best is None:
@@ -180,14 +155,11 @@ class StudyTracker:
             run_id = run.info.run_id if run is not None else None
         return run_id
 
-    # -- end ----------------------------------------------------------------------------
-
     def fetch_logged(self, study: optuna.Study) -> Callable[[int], TrainedModel | None]:
         """A lookup of the model logged for a trial of ``study``, by any worker."""
 
         def fetch(number: int) -> TrainedModel | None:
-            # The session's writer matches on the study uid, so another study's model of
-            # the same trial number is never loaded.
+            # The writer matches on the study uid: never another study's model.
             run = self.callback.session(study).writer.find_run(number)
             model_id = run.data.tags.get(MODEL_TAG) if run is not None else None
             return load_logged(model_id, self.tracking_uri) if model_id else None
@@ -197,16 +169,9 @@ class StudyTracker:
     def finish(
         self, study: optuna.Study, best: TrainedModel | None, test: EpochMetrics | None
     ) -> list[str]:
-        """Register the champion, log plots and summary metrics, end the runs.
+        """Register the champion (``best``, tested ``test``), log plots and metrics, end runs.
 
-        Args:
-            study: The study.
-            best: The best trial's weights, logged now if no worker logged them yet.
-            test: Their held-out test metrics.
-
-        Returns:
-            Lines that tell the user how to look at the results.
-        """
+        Returns lines that tell the user how to look at the results."""
         parent = self._parent(study)
         lines: list[str] = []
         run_id = self.best_run_id(study) if best is not None else None
@@ -223,7 +188,6 @@ class StudyTracker:
                 f"(version {version.version}, trial {study.best_trial.number})"
             )
         with warnings.catch_warnings():
-            # Importance estimates on a few trials warn per parameter; the plot is still right.
             warnings.simplefilter("ignore", UserWarning)
             self.callback.log_study_artifacts(study)
         if test is not None:
