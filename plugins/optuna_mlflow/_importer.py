@@ -224,14 +224,6 @@ def _create_parent(
     writer: TrialRunWriter, study: optuna.Study, source: str, trials: list[FrozenTrial]
 ) -> Run:
     tags = {k.safe_key(key): k.truncate(v, 5000) for key, v in study.user_attrs.items()}
-    tags.update(
-        {
-            k.STUDY_NAME: study.study_name,
-            k.STUDY_UID: str(writer.study_uid),
-            k.DIRECTION: ",".join(d.name for d in study.directions),
-            k.ROLE: "parent",
-            k.IMPORT_SOURCE: source,
-        }
-    )
+    tags.update({**writer.study_tags("parent"), k.IMPORT_SOURCE: source})
     start = min((ms for t in trials if (ms := to_ms(t.datetime_start))), default=None)
     return writer.client.create_run(writer.experiment_id, start, tags, study.study_name)

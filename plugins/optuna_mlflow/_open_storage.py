@@ -79,7 +79,9 @@ def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[Open
         with _sqlite_copy(path) as (copy, old):
             yield OpenedStorage(copy, redact_url(text), old, False, file_identity(text))
     elif scheme in _RDB_SCHEMES:
-        yield OpenedStorage(_open_server(text), redact_url(text), identity=redact_url(text))
+        _check_schema(text)
+        storage = RDBStorage(text, skip_table_creation=True)
+        yield OpenedStorage(storage, redact_url(text), identity=redact_url(text))
     elif scheme:
         raise NotAnOptunaStorageError(
             f"{redact_url(text)}: unsupported storage URL scheme {scheme!r} "
@@ -137,7 +139,7 @@ def _sqlite_copy(path: Path) -> Iterator[tuple[BaseStorage, str | None]]:
             source.close()
             target.close()
         url = f"sqlite:///{copy}"
-        upgraded_from = _upgrade(url, path)
+        upgraded_from = _check_schema(url, path)
         storage = RDBStorage(url, skip_table_creation=True)
         try:
             yield storage, upgraded_from
@@ -145,22 +147,38 @@ def _sqlite_copy(path: Path) -> Iterator[tuple[BaseStorage, str | None]]:
             storage.engine.dispose()
 
 
-def _upgrade(url: str, path: Path) -> str | None:
-    """Upgrade the copy at ``url`` of ``path`` to this Optuna's schema; return the old one."""
-    rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
-    current, head = rdb.get_current_version(), rdb.get_head_version()
+def _check_schema(url: str, copy_of: Path | None = None) -> str | None:
+    """Compare the schema at ``url`` with this Optuna's; return the old one, if any.
+
+    A temporary copy (``copy_of``: its original) is upgraded; a server database is an error.
+    """
+    shown = redact_url(url) if copy_of is None else str(copy_of)
+    try:
+        rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
+        current, head = rdb.get_current_version(), rdb.get_head_version()
+    except Exception as exc:
+        if copy_of is not None:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudyImportError(f"cannot read Optuna storage {shown}: {first}") from exc
     try:
         if current == head:
             return None
+        if copy_of is None:
+            hint = " (with the real password)" if "***" in shown else ""
+            raise OldSchemaError(
+                f"{shown} has Optuna schema {current}, this Optuna needs {head}; upgrade it "
+                f"first: optuna storage upgrade --storage {shown}{hint}"
+            )
         if current not in rdb.get_all_versions():
             raise StudyImportError(
-                f"{path} was written by a newer Optuna (schema {current}); "
+                f"{shown} was written by a newer Optuna (schema {current}); "
                 "upgrade Optuna: pip install -U optuna"
             )
         _logger.info(
             "%s has Optuna schema %s; upgraded a temporary copy to %s and read that "
             "(the file itself is untouched).",
-            path,
+            shown,
             current,
             head,
         )
@@ -168,21 +186,3 @@ def _upgrade(url: str, path: Path) -> str | None:
         return current
     finally:
         rdb.engine.dispose()
-
-
-def _open_server(url: str) -> BaseStorage:
-    shown = redact_url(url)
-    try:
-        rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
-        current, head = rdb.get_current_version(), rdb.get_head_version()
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StudyImportError(f"cannot read Optuna storage {shown}: {first}") from exc
-    if current != head:
-        rdb.engine.dispose()
-        hint = " (with the real password)" if "***" in shown else ""
-        raise OldSchemaError(
-            f"{shown} has Optuna schema {current}, this Optuna needs {head}; upgrade it "
-            f"first: optuna storage upgrade --storage {shown}{hint}"
-        )
-    return RDBStorage(url, skip_table_creation=True)

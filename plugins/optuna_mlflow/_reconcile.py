@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
@@ -77,94 +76,90 @@ def reconcile_study(
         What was changed.
     """
     clock = time.time() if now is None else now
-
-    def stale(run: Run) -> bool:
-        idle = clock - _last_seen(run)
-        return all_other_parents_stale or (stale_after is not None and idle > stale_after)
-
-    report = ReconcileReport()
+    fix = _Repair(writer, clock, stale_after, all_other_parents_stale)
     runs = writer.search_study_runs()
     parents = [r for r in runs if k.TRIAL_NUMBER not in r.data.tags]
-    live_parents = _end_stale_parents(writer, parents, stale, clock, report)
+    fix.end_stale_parents(parents)
     if writer.parent_run_id is not None:
-        live_parents.add(writer.parent_run_id)
-    study_parents = {p.info.run_id for p in parents} | live_parents
+        fix.live_parents.add(writer.parent_run_id)
+    fix.study_parents = {p.info.run_id for p in parents} | fix.live_parents
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    trial_runs = [r for r in runs if k.TRIAL_NUMBER in r.data.tags]
-    with_runs = _repair(writer, trial_runs, trials, (live_parents, study_parents), stale, report)
+    with_runs = fix.repair([r for r in runs if k.TRIAL_NUMBER in r.data.tags], trials)
     if fill_missing:
         for number, trial in sorted(trials.items()):
             if number not in with_runs and trial.state.is_finished():
-                report.runs_created.append(writer.write(trial, search=False))
-    return report
+                fix.report.runs_created.append(writer.write(trial, search=False))
+    return fix.report
 
 
-def _end_stale_parents(
-    writer: TrialRunWriter,
-    parents: list[Run],
-    stale: Callable[[Run], bool],
-    now: float,
-    report: ReconcileReport,
-) -> set[str]:
-    """End the stale parents KILLED; return the live ones (the current one aside)."""
-    live: set[str] = set()
-    for parent in parents:
-        run_id = parent.info.run_id
-        if run_id == writer.parent_run_id or parent.info.status != "RUNNING":
-            continue
-        owner = parent.data.tags.get(k.OWNER)
-        gone = owner_is_gone(owner)
-        if not gone and not stale(parent):
-            live.add(run_id)
-            continue
-        idle = now - _last_seen(parent)
-        reason = (
-            f"its process {owner} is gone"
-            if gone
-            else f"no heartbeat for {idle:.0f} s; its process is gone"
-        )
-        tags = [RunTag(key, v) for key, v in _ended_tags(reason).items()]
-        writer.client.log_batch(run_id, tags=tags, synchronous=True)
-        writer.client.set_terminated(run_id, status="KILLED")
-        report.parents_killed.append(run_id)
-    return live
+@dataclass
+class _Repair:
+    """One reconcile pass: its clock and rules, the parents found live, what it changed."""
 
+    writer: TrialRunWriter
+    now: float
+    stale_after: float | None
+    all_stale: bool
+    report: ReconcileReport = field(default_factory=ReconcileReport)
+    live_parents: set[str] = field(default_factory=set)  # the current one aside
+    study_parents: set[str] = field(default_factory=set)
 
-def _repair(
-    writer: TrialRunWriter,
-    trial_runs: list[Run],
-    trials: dict[int, FrozenTrial],
-    parents: tuple[set[str], set[str]],
-    stale: Callable[[Run], bool],
-    report: ReconcileReport,
-) -> set[int]:
-    """Rewrite or end the trial runs no live process writes; return the numbers with runs."""
-    live_parents, study_parents = parents
-    numbers: set[int] = set()
-    for run in trial_runs:
-        try:
-            number = int(run.data.tags[k.TRIAL_NUMBER])
-        except ValueError:
-            continue
-        numbers.add(number)
-        running = run.info.status == "RUNNING"
-        gone = running and owner_is_gone(run.data.tags.get(k.OWNER))
-        parent_id = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID)
-        if parent_id in live_parents and not gone:
-            continue
-        if parent_id not in study_parents and running and not gone and not stale(run):
-            continue  # optuna_integration's layout: judged like a parent, by its start time
-        trial = trials.get(number)
-        if trial is not None and trial.state.is_finished():
-            if running or not writer.is_up_to_date(run, trial):
-                reason = "rewritten from Optuna's storage after its process stopped"
-                writer.write(trial, existing=run, extra_tags=_ended_tags(reason))
-                report.runs_rewritten.append(run.info.run_id)
-        elif running:
-            if trial is not None:
-                reason = "the process running this trial stopped"
-                writer.write(trial, existing=run, status="KILLED", extra_tags=_ended_tags(reason))
-            else:
-                writer.client.set_terminated(run.info.run_id, status="KILLED")
-            report.runs_killed.append(run.info.run_id)
-    return numbers
+    def stale(self, run: Run) -> bool:
+        idle = self.now - _last_seen(run)
+        return self.all_stale or (self.stale_after is not None and idle > self.stale_after)
+
+    def end_stale_parents(self, parents: list[Run]) -> None:
+        """End the stale parents KILLED; note the live ones."""
+        for parent in parents:
+            run_id = parent.info.run_id
+            if run_id == self.writer.parent_run_id or parent.info.status != "RUNNING":
+                continue
+            owner = parent.data.tags.get(k.OWNER)
+            gone = owner_is_gone(owner)
+            if not gone and not self.stale(parent):
+                self.live_parents.add(run_id)
+                continue
+            idle = self.now - _last_seen(parent)
+            reason = (
+                f"its process {owner} is gone"
+                if gone
+                else f"no heartbeat for {idle:.0f} s; its process is gone"
+            )
+            tags = [RunTag(key, v) for key, v in _ended_tags(reason).items()]
+            self.writer.client.log_batch(run_id, tags=tags, synchronous=True)
+            self.writer.client.set_terminated(run_id, status="KILLED")
+            self.report.parents_killed.append(run_id)
+
+    def repair(self, trial_runs: list[Run], trials: dict[int, FrozenTrial]) -> set[int]:
+        """Rewrite or end the trial runs no live process writes; return the numbers with runs."""
+        writer, report = self.writer, self.report
+        numbers: set[int] = set()
+        for run in trial_runs:
+            try:
+                number = int(run.data.tags[k.TRIAL_NUMBER])
+            except ValueError:
+                continue
+            numbers.add(number)
+            running = run.info.status == "RUNNING"
+            gone = running and owner_is_gone(run.data.tags.get(k.OWNER))
+            parent_id = run.data.tags.get(k.MLFLOW_PARENT_RUN_ID)
+            if parent_id in self.live_parents and not gone:
+                continue
+            # optuna_integration's layout: judged like a parent, by its start time.
+            if parent_id not in self.study_parents and running and not gone and not self.stale(run):
+                continue
+            trial = trials.get(number)
+            if trial is not None and trial.state.is_finished():
+                if running or not writer.is_up_to_date(run, trial):
+                    reason = "rewritten from Optuna's storage after its process stopped"
+                    writer.write(trial, existing=run, extra_tags=_ended_tags(reason))
+                    report.runs_rewritten.append(run.info.run_id)
+            elif running:
+                if trial is not None:
+                    reason = "the process running this trial stopped"
+                    tags = _ended_tags(reason)
+                    writer.write(trial, existing=run, status="KILLED", extra_tags=tags)
+                else:
+                    writer.client.set_terminated(run.info.run_id, status="KILLED")
+                report.runs_killed.append(run.info.run_id)
+        return numbers

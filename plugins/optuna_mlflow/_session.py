@@ -80,8 +80,6 @@ class StudySession:
         parent, mlflow_kwargs = options["parent"], options["mlflow_kwargs"]
         run_name = mlflow_kwargs.get("run_name")
         owns_parent = parent and parent_run_id is None
-        if parent:
-            parent_run_id = _open_parent(client, study, experiment_id, parent_run_id, run_name)
         writer = TrialRunWriter(
             client,
             experiment_id,
@@ -97,6 +95,8 @@ class StudySession:
             name_prefix="trial-" if parent else "",
             run_name=None if parent or run_name is None else str(run_name),
         )
+        if parent:
+            writer.parent_run_id = _open_parent(writer, study, parent_run_id, run_name)
         identity = storage_identity(study_storage(study))
         adopt_legacy_runs(writer, study, legacy_rule(study, identity))
         return cls(study=study, writer=writer, owns_parent=owns_parent)
@@ -113,24 +113,18 @@ def _run_tags(
     return tags
 
 
-def _open_parent(
-    client: MlflowClient, study: optuna.Study, experiment_id: str, given: str | None, name: Any
-) -> str:
+def _open_parent(writer: TrialRunWriter, study: optuna.Study, given: str | None, name: Any) -> str:
     """Tag the given parent run as the study's, or start one owned by this process."""
-    tags = {
-        k.STUDY_NAME: study.study_name,
-        k.STUDY_UID: ensure_study_uid(study),
-        k.ROLE: "parent",
-        k.DIRECTION: ",".join(d.name for d in study.directions),
-        k.HEARTBEAT: str(int(time.time())),
-    }
-    url = storage_url(study_storage(study))
-    if url:
+    tags = {**writer.study_tags("parent"), k.HEARTBEAT: str(int(time.time()))}
+    if url := storage_url(study_storage(study)):
         tags[k.STORAGE] = url
+    client = writer.client
     if given is None:
-        tags = {**context_tags(), **tags, k.OWNER: process_owner()}
-        run_name = str(name or study.study_name)
-        return str(client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id)
+        tags = {**context_tags(), **tags, k.OWNER: str(writer.owner)}
+        run = client.create_run(
+            writer.experiment_id, tags=tags, run_name=str(name or study.study_name)
+        )
+        return str(run.info.run_id)
     client.log_batch(given, tags=[RunTag(key, v) for key, v in tags.items()], synchronous=True)
     return given
 

@@ -124,16 +124,19 @@ class TrialRunWriter:
         """Run name of trial ``number``."""
         return self.fixed_run_name or f"{self.name_prefix}{number}"
 
-    def base_tags(self, number: int, state: str = "RUNNING") -> dict[str, str]:
-        """Tags every run of trial ``number`` carries from its creation on."""
-        tags = dict(self.run_tags)
+    def study_tags(self, role: str) -> dict[str, str]:
+        """The study's tags on each of its runs; ``role`` is "parent" or "trial"."""
+        tags = {k.STUDY_NAME: self.study_name, k.ROLE: role}
         if self.directions:
             tags[k.DIRECTION] = ",".join(d.name for d in self.directions)
-        tags[k.STUDY_NAME] = self.study_name
         if self.study_uid is not None:
             tags[k.STUDY_UID] = self.study_uid
-        tags.update({k.TRIAL_NUMBER: str(number), k.TRIAL_STATE: state, k.ROLE: "trial"})
         return tags
+
+    def base_tags(self, number: int, state: str = "RUNNING") -> dict[str, str]:
+        """Tags every run of trial ``number`` carries from its creation on."""
+        trial = {k.TRIAL_NUMBER: str(number), k.TRIAL_STATE: state}
+        return {**self.run_tags, **self.study_tags("trial"), **trial}
 
     def study_filter(self) -> str:
         """MLflow search filter of this study's runs: by uid when known, else by name."""

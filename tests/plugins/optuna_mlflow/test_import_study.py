@@ -235,13 +235,13 @@ def test_old_schema_on_a_server_gets_the_upgrade_command(tmp_path: Path) -> None
     import shutil
 
     from optuna_mlflow import OldSchemaError
-    from optuna_mlflow._open_storage import _open_server
+    from optuna_mlflow._open_storage import _check_schema
 
     copy = tmp_path / "server-standin.db"
     shutil.copy(FIXTURE, copy)
     with pytest.raises(OldSchemaError, match="optuna storage upgrade --storage sqlite:///"):
-        _open_server(f"sqlite:///{copy}")
+        _check_schema(f"sqlite:///{copy}")
     with pytest.raises(
         StudyImportError, match="cannot read Optuna storage postgresql://u:\\*\\*\\*@"
     ):
-        _open_server("postgresql://u:pw@127.0.0.1:1/none?connect_timeout=1")
+        _check_schema("postgresql://u:pw@127.0.0.1:1/none?connect_timeout=1")
