@@ -1,8 +1,6 @@
 """The errors a user can cause, and how their values are shown in one-line messages.
 
-Every error that is the user's input, not a bug, derives from :class:`UserError`: the CLI
-prints its one line and exits 2 without a traceback, and it can catch them all by importing
-this module alone, which imports nothing heavy.
+The CLI catches :class:`UserError` (one line, exit 2) by importing only this light module.
 """
 
 from __future__ import annotations
@@ -42,8 +40,7 @@ def quote(value: object, limit: int = MAX_SHOWN) -> str:
         text = bytes(value[: limit * 4]).decode("utf-8", "replace")
         cut = len(value) > limit * 4
     else:
-        text = str(value)
-        cut = False
+        text, cut = str(value), False
     shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
     if cut or len(shown) > limit:
         shown = shown[: limit - 3] + "..."
@@ -51,12 +48,5 @@ def quote(value: object, limit: int = MAX_SHOWN) -> str:
 
 
 def quote_path(value: object) -> str:
-    """Quote a file path, URL or model URI for an error message (see :func:`quote`).
-
-    Args:
-        value: The path.
-
-    Returns:
-        The text in single quotes, cut only past :data:`MAX_PATH_SHOWN` characters.
-    """
+    """Quote a path, URL or model URI like :func:`quote`, cut only past MAX_PATH_SHOWN."""
     return quote(value, MAX_PATH_SHOWN)
