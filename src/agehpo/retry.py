@@ -1,5 +1,4 @@
-"""One retry policy for writes that lose a race with another worker (the same schema,
-experiment or model created at once): :func:`is_race` tells such errors by code, not text."""
+"""One retry policy for writes that lose a race with another worker (told by code, not text)."""
 
 from __future__ import annotations
 
@@ -19,12 +18,8 @@ _MLFLOW_RACE = {"RESOURCE_ALREADY_EXISTS"}
 
 
 def is_race(error: BaseException, *, creating_schema: bool = False) -> bool:
-    """Whether ``error`` or one it was raised from is a lost race (duplicate, busy, deadlock).
-
-    Args:
-        error: What the write raised.
-        creating_schema: Also SQLite's generic code 1, all it says for "table exists".
-    """
+    """Whether ``error`` or one it was raised from is a lost race (duplicate, busy, deadlock);
+    ``creating_schema``: also SQLite's generic code 1, all it says for "table exists"."""
     sqlite_codes = _SQLITE_RACE | {sqlite3.SQLITE_ERROR} if creating_schema else _SQLITE_RACE
     seen: set[int] = set()
     cause: BaseException | None = error
@@ -52,15 +47,8 @@ def retry(
     retryable: Callable[[BaseException], bool] = is_race,
     sleep: Callable[[float], None] = time.sleep,
 ) -> _T:
-    """Call ``call``, again after a jittered, doubling pause while it raises a retryable error.
-
-    Args:
-        call: The write.
-        attempts: Tries in all; the last one's error is raised.
-        delay_s: The first pause.
-        retryable: Which errors to retry; others are raised at once.
-        sleep: The pause.
-    """
+    """Call ``call``, again after a jittered pause doubling from ``delay_s`` while it raises a
+    ``retryable`` error; the last of ``attempts`` raises its error."""
     for attempt in range(attempts - 1):
         try:
             return call()

@@ -39,11 +39,8 @@ def best_model(
     keeper: BestModelKeeper,
     fetch_logged: Callable[[int], TrainedModel | None] | None = None,
 ) -> tuple[TrainedModel, str] | None:
-    """The best trial's weights: kept by ``keeper``, logged by another worker, or retrained.
-
-    Returns:
-        The model and ``"kept"``, ``"logged"`` or ``"retrained"``; None without a COMPLETE.
-    """
+    """The best trial's weights: kept by ``keeper``, logged by another worker, or retrained;
+    with ``"kept"``, ``"logged"`` or ``"retrained"``. None without a COMPLETE trial."""
     try:
         best = study.best_trial
     except ValueError:

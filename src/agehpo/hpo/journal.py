@@ -14,14 +14,10 @@ MAX_ENTRY_BYTES = 16 << 20  # Optuna's entries are a few hundred bytes; longer i
 
 
 def check_journal(path: str | Path, *, param: str = "storage") -> int:
-    """Check that every complete line of a journal file is an Optuna journal entry.
+    """Check that every complete line of a journal file is an Optuna journal entry; a missing
+    or empty file passes (Optuna creates it). ``param`` named the file, for the message.
 
-    Args:
-        path: The journal file; a missing or empty file passes (Optuna creates it).
-        param: The parameter that named the file, for the message.
-
-    Returns:
-        The number of complete entries; raises ConfigError naming the first damaged line.
+    Returns the number of complete entries; raises ConfigError naming the first damaged line.
     """
     path = Path(path)
     try:

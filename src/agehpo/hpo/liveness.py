@@ -1,5 +1,4 @@
-"""Who runs a trial, whether that worker is alive (owner record locally, heartbeat elsewhere),
-and which trials use up the budget: a dead or stopped trial's retry takes its place."""
+"""Who runs a trial, whether its worker is alive, and which trials use up the budget."""
 
 from __future__ import annotations
 
@@ -113,13 +112,8 @@ def last_sign_of_life(trial: FrozenTrial, now: float) -> float:
 
 
 def dead_reason(trial: FrozenTrial, *, grace_s: float, now: float) -> str | None:
-    """Why a RUNNING trial's worker is known to be dead, or None while it may be alive.
-
-    Args:
-        trial: A RUNNING trial.
-        grace_s: Seconds a trial without an owner record may show no sign of life.
-        now: The current time (``time.time()``).
-    """
+    """Why a RUNNING trial's worker is known dead, or None while it may be alive; ``grace_s``:
+    how long a trial without an owner record may show no sign of life."""
     if (owner := Owner.of(trial)) is not None:  # remote ones: by heartbeat (fail_stale_trials)
         return f"its worker {owner.worker} is gone" if owner.is_gone() else None
     silent = now - last_sign_of_life(trial, now)
@@ -137,16 +131,8 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 def fail_dead_trials(
     study: optuna.Study, *, grace_s: float, clock: Callable[[], float] = time.time
 ) -> list[int]:
-    """Fail and retry the RUNNING trials whose worker is dead, by Optuna's stale check too.
-
-    Args:
-        study: The study.
-        grace_s: Seconds a trial without an owner record may stay silent.
-        clock: Wall-clock time.
-
-    Returns:
-        The numbers of the trials failed (Optuna's stale ones not listed).
-    """
+    """Fail and retry the RUNNING trials whose worker is dead, by Optuna's stale check too;
+    returns the numbers of the trials failed (Optuna's stale ones not listed)."""
     quietly(optuna.storages.fail_stale_trials, study)
     failed: list[int] = []
     now = clock()

@@ -29,15 +29,9 @@ class TrialRunner:
     Unlike ``Study.optimize``: claims under a lock all workers see (exact budget); a signal
     ends running trials FAIL at their next epoch; dead or stopped trials retry off-budget.
 
-    Args:
-        study: The study.
-        objective: Called with each trial; returns the value to maximize.
-        n_trials: The study's total budget (see :func:`~agehpo.hpo.liveness.budget_used`).
-        budget_lock: The lock all workers of this storage share.
-        callbacks: Called after each trial with the study and the finished trial.
-        timeout: Stop claiming new trials after this many seconds (0: no limit).
-        stop: The process's orderly stop; None: an own one.
-        clock: Wall-clock time, for the timeout and the liveness checks.
+    ``objective`` returns the value to maximize; ``n_trials`` is the study's total budget (see
+    :func:`~agehpo.hpo.liveness.budget_used`); ``timeout``: stop claiming new trials after this
+    many seconds (0: no limit); ``stop``: the process's orderly stop (None: an own one).
     """
 
     def __init__(
@@ -143,10 +137,7 @@ class TrialRunner:
 
     def run(self, n_jobs: int = 1, progress: tqdm | None = None) -> list[int]:
         """Claim and run trials with ``n_jobs`` threads; a bug raises once the others finished.
-
-        Returns:
-            The numbers of the trials this runner ran.
-        """
+        Returns the numbers of the trials this runner ran."""
         errors: list[BaseException] = []
         if n_jobs <= 1:
             self._loop(progress, errors)

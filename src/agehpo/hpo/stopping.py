@@ -20,15 +20,8 @@ class Terminated(KeyboardInterrupt):
 
 
 class OrderlyStop:
-    """The process's stop request, its exit code and its deadline.
-
-    Args:
-        deadline_s: Seconds the stop may take before the process exits regardless.
-        hurry_s: Seconds left after a second signal.
-        clock: Monotonic time.
-        hard_exit: Called with the exit code when the deadline passes.
-        err: Where the deadline's message goes (stderr).
-    """
+    """The process's stop request, its exit code and its deadline: ``deadline_s`` the stop may
+    take before ``hard_exit`` ends the process, ``hurry_s`` left after a second signal."""
 
     def __init__(
         self,
@@ -97,10 +90,7 @@ class OrderlyStop:
 
     def install(self, *, watch_parent: bool = False) -> dict[int, Any]:
         """Route SIGINT and SIGTERM here (main thread); ``watch_parent``: stop when it dies.
-
-        Returns:
-            The handlers replaced, by signal number.
-        """
+        Returns the handlers replaced, by signal number."""
         previous: dict[int, Any] = {
             sig: signal.signal(sig, lambda signum, _frame: self.request(signum))
             for sig in (signal.SIGINT, signal.SIGTERM)
@@ -113,11 +103,8 @@ class OrderlyStop:
 def watch_supervisor(
     stop: OrderlyStop, *, poll_s: float = 0.5, getppid: Callable[[], int] = os.getppid
 ) -> threading.Thread:
-    """Request ``stop`` as SIGTERM once the parent is gone, polling ``getppid`` (any POSIX).
-
-    Returns:
-        The daemon thread that watches.
-    """
+    """Request ``stop`` as SIGTERM once the parent is gone, polling ``getppid`` (any POSIX),
+    in the daemon thread returned."""
     parent = getppid()
 
     def watch() -> None:

@@ -1,5 +1,4 @@
-"""Optuna storages by URL, and the lock every worker of a storage (threads, processes,
-machines) claims trials under, so the shared budget of ``n_trials`` stays exact."""
+"""Optuna storages by URL, and the lock all their workers claim trials under (exact budget)."""
 
 from __future__ import annotations
 
@@ -74,11 +73,8 @@ class HeartbeatJournalStorage(JournalStorage, _compat.Heartbeat):
 
 
 def repair_journal(path: Path) -> Path | None:
-    """Cut a torn last line off a journal file (under its lock, it is torn for good).
-
-    Returns:
-        The backup's path when the file was repaired, else None.
-    """
+    """Cut a torn last line off a journal file (under its lock, it is torn for good);
+    returns the backup's path when the file was repaired, else None."""
     if not path.exists() or path.stat().st_size == 0:
         return None
     lock = JournalFileSymlinkLock(str(path))
@@ -100,15 +96,8 @@ def repair_journal(path: Path) -> Path | None:
 
 
 def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
-    """Open an Optuna storage: heartbeats retry dead workers' trials, SQLite waits for locks.
-
-    Args:
-        url: An SQLAlchemy URL (sqlite, postgresql, mysql) or a journal file.
-        heartbeat: Whether trials record heartbeats.
-
-    Returns:
-        The storage; raises StorageError when it is malformed or cannot be reached.
-    """
+    """Open an SQLAlchemy URL or a journal file: heartbeats retry dead workers' trials, SQLite
+    waits for locks; raises StorageError when it is malformed or cannot be reached."""
     interval, grace = heartbeat_settings()
     path = journal_path(url)
     if path is not None:
@@ -139,13 +128,8 @@ def open_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
 
 
 class BudgetLock:
-    """A lock all workers of one storage share: a file beside SQLite and journal stores, a
-    database advisory lock (across machines) on PostgreSQL and MySQL.
-
-    Args:
-        url: The storage URL.
-        study_name: The study whose budget the lock guards.
-    """
+    """The lock guarding a study's budget, shared by all workers of one storage: a file beside
+    SQLite and journal stores, a database advisory lock on PostgreSQL and MySQL."""
 
     def __init__(self, url: str, study_name: str) -> None:
         self._thread_lock = threading.Lock()

@@ -94,18 +94,10 @@ def run_workers(
     progress: tqdm | None = None,
     poll_s: float = 1.0,
 ) -> list[int]:
-    """Start ``config.n_workers`` workers, replacing dead ones while trials are due.
+    """Start ``config.n_workers`` workers (each with ``config``, their trial runs nested under
+    ``parent_run_id``), replacing dead ones while trials are due; ``stop`` is passed on.
 
-    Args:
-        config: The run's parameters; each worker gets the same.
-        runner: The study's runner: its study, budget lock and dead-trial check.
-        parent_run_id: MLflow run the workers nest their trial runs under.
-        stop: The launcher's orderly stop; it is passed on to the workers.
-        progress: Advanced as trials finish.
-        poll_s: Seconds between progress checks.
-
-    Returns:
-        The trials finished meanwhile; raises WorkersFailedError, or the stop's exception.
+    Returns the trials finished meanwhile; raises WorkersFailedError, or the stop's exception.
     """
     study = runner.study
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
