@@ -20,14 +20,8 @@ from agehpo.pyfunc import LOADER_MODULE, AgePredictor, _load_pyfunc
 
 
 def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """The faces of a CSV to predict on, and its ages when it has an ``age`` column.
-
-    Args:
-        path: A CSV with a ``pixels`` column or 2304 numeric columns, and optional labels.
-
-    Returns:
-        uint8 pixels (rows, 2304), and the ages (int64) or None.
-    """
+    """uint8 faces (rows, 2304) of a CSV with a ``pixels`` column or 2304 numeric columns, and
+    its int64 ages when it has an ``age`` column (else None)."""
     shown = f"data={quote_path(path)}"
     if not Path(path).is_file():
         raise DataError(f"{shown} is not a file; expected the path of a CSV of faces")
@@ -84,14 +78,9 @@ def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
 
 
 def load_checked(model_uri: str) -> AgePredictor:
-    """Load an agehpo model without running any code or pickle that came with it.
-
-    Args:
-        model_uri: ``models:/name@alias``, ``runs:/...``, ``models:/<model id>`` or a folder.
-
-    Returns:
-        The predictor; a one-line ConfigError says why a model was refused or did not load.
-    """
+    """Load an agehpo model (``models:/name@alias``, ``runs:/...``, ``models:/<model id>`` or a
+    folder) without running any code or pickle that came with it; a one-line ConfigError says
+    why a model was refused or did not load."""
     shown = f"model={quote_path(model_uri)}"
     # MLflow then refuses to unpickle, and draws no progress bars (an error stays one line)
     off = dict.fromkeys(

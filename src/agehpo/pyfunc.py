@@ -35,34 +35,20 @@ class PredictionInputError(UserError, ValueError):
 def save_weights(
     directory: Path, params: dict[str, Any], state_dict: dict[str, torch.Tensor], img_size: int
 ) -> None:
-    """Write the weights and the params that ``_load_pyfunc`` rebuilds the network from.
-
-    Args:
-        directory: The model's data folder (created if missing).
-        params: The trial's hyperparameters.
-        state_dict: The trained weights.
-        img_size: The side length the network was trained on.
-    """
+    """Write the weights and the params (with ``img_size``) ``_load_pyfunc`` rebuilds from."""
     directory.mkdir(parents=True, exist_ok=True)
     save_file({name: t.contiguous() for name, t in state_dict.items()}, directory / WEIGHTS_FILE)
     (directory / PARAMS_FILE).write_text(json.dumps({**params, "img_size": img_size}, indent=2))
 
 
 def serving_requirements() -> list[str]:
-    """The pip requirements of a logged model (agehpo itself travels as ``code_paths``).
-
-    Returns:
-        ``name==version`` lines, pinned to the installed versions less local labels (``+cpu``).
-    """
+    """A logged model's pip requirements, pinned to the installed versions less local labels
+    (``+cpu``); agehpo itself travels as ``code_paths``."""
     return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_DISTRIBUTIONS]
 
 
 def signature() -> ModelSignature:
-    """The output columns; the input has no schema, as the model takes two layouts.
-
-    Returns:
-        Labels and age-bin probabilities, with ``inputs=None``.
-    """
+    """Labels and age-bin probabilities; no input schema, as the model takes two layouts."""
     kinds = {"age_bin": "long", "age_range": "string", "ethnicity": "long", "gender": "long"}
     kinds.update(dict.fromkeys(PROBABILITY_COLUMNS, "double"))
     return ModelSignature(outputs=Schema([ColSpec(kind, name) for name, kind in kinds.items()]))
@@ -78,15 +64,8 @@ class AgePredictor:
     def predict(
         self, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """Predict age range, ethnicity and gender.
-
-        Args:
-            model_input: A ``pixels`` column or 2304 numeric columns.
-            params: Unused; part of MLflow's pyfunc interface.
-
-        Returns:
-            Columns age_bin, age_range, ethnicity, gender and one probability per age bin.
-        """
+        """Columns age_bin, age_range, ethnicity, gender and one probability per age bin, from
+        a ``pixels`` column or 2304 numeric columns (``params`` is MLflow's, unused)."""
         try:
             pixels = pixels_from_frame(pd.DataFrame(model_input))
         except DataError as error:
@@ -94,14 +73,7 @@ class AgePredictor:
         return self.predict_pixels(pixels)
 
     def predict_pixels(self, pixels: np.ndarray) -> pd.DataFrame:
-        """:meth:`predict` for decoded faces.
-
-        Args:
-            pixels: uint8 array of shape (rows, 2304).
-
-        Returns:
-            The predictions, as :meth:`predict` returns them.
-        """
+        """:meth:`predict` for decoded uint8 faces (rows, 2304)."""
         p = predict_probabilities(self.model, preprocess(pixels, self.img_size))
         age_bin = p.age.argmax(1).numpy()
         frame = pd.DataFrame({"age_bin": age_bin, "age_range": np.asarray(AGE_RANGES)[age_bin]})

@@ -29,13 +29,7 @@ def default_cache_dir() -> Path:
 
 
 def write_atomic(folder: Path, prefix: str, write: Callable[[BinaryIO], str]) -> None:
-    """Run ``write`` on a temporary file of ``folder``, then rename it to the name it returns.
-
-    Args:
-        folder: Where the file goes.
-        prefix: The temporary file's name prefix.
-        write: Writes the content and returns the file's name.
-    """
+    """Run ``write`` on a temporary file of ``folder``, then rename it to the name it returns."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -48,16 +42,7 @@ def write_atomic(folder: Path, prefix: str, write: Callable[[BinaryIO], str]) ->
 
 
 def load_cached(cache: Path, key: str, source: str) -> FaceTable | None:
-    """The table of a sound cache entry whose name starts with ``key``.
-
-    Args:
-        cache: The cache folder.
-        key: ``<stem>-<key>``.
-        source: The table's source.
-
-    Returns:
-        The cached table, or None on a miss or a damaged entry.
-    """
+    """The table of a sound entry named ``<key>-*`` in ``cache``; None on a miss or damage."""
     for hit in sorted(cache.glob(key + "-*.npy")):
         try:
             flat = _read_entry(hit)
@@ -100,15 +85,8 @@ def _read_entry(path: Path) -> np.ndarray:
 
 
 def content_key(stamp: str, *paths: Path) -> str:
-    """Hash of the cache format, ``stamp`` and the files' content (sampled blocks past 4 MiB).
-
-    Args:
-        stamp: What else decides the content (a CSV's size and mtime, numpy's version).
-        *paths: The files (a CSV, or the source files that generate a table).
-
-    Returns:
-        16 hex digits.
-    """
+    """16 hex digits hashing the cache format, ``stamp`` (a CSV's size and mtime, numpy's
+    version) and the files' content (sampled blocks past 4 MiB)."""
     h = hashlib.blake2b(f"{_CACHE_VERSION}|{stamp}".encode(), digest_size=8)
     for path in paths:
         with path.open("rb") as f:
@@ -124,17 +102,8 @@ def content_key(stamp: str, *paths: Path) -> str:
 
 
 def store_cached(cache: Path, stem: str, key: str, arrays: Sequence[np.ndarray]) -> str:
-    """Write a cache entry and drop the stem's older ones.
-
-    Args:
-        cache: The cache folder (created if missing).
-        stem: ``csv-<path hash>`` or ``synthetic-<seed>-<n>``.
-        key: ``<stem>-<key>``.
-        arrays: Pixels, then age, ethnicity and gender.
-
-    Returns:
-        The table's content digest (even when the cache cannot be written).
-    """
+    """Write the entry ``<key>-<digest>`` of pixels, age, ethnicity and gender, drop the
+    stem's older ones, and return the digest (even when the cache cannot be written)."""
     with ThreadPoolExecutor(1) as pool:  # hashing and writing both release the GIL
         digest = pool.submit(table_digest, *arrays)
 

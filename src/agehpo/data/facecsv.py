@@ -9,13 +9,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from agehpo.data.facecache import (
-    content_key,
-    default_cache_dir,
-    load_cached,
-    store_cached,
-    write_atomic,
-)
+from agehpo.data import facecache
 from agehpo.data.faces import CSV_COLUMNS, LABEL_RANGES, PIXELS_PER_IMAGE, DataError, FaceTable
 from agehpo.data.pixels import decode_fields
 from agehpo.errors import quote, quote_path
@@ -26,15 +20,8 @@ MAX_LINE_BYTES = 3 * 3 + (4 * PIXELS_PER_IMAGE - 1) + 4 + 2 * 5 + 1 + 4096
 
 
 def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
-    """Read and validate an age_gender.csv file through the cache; DataError names a bad line.
-
-    Args:
-        path: The CSV file (header ``age,ethnicity,gender,img_name,pixels``).
-        cache_dir: The cache folder; ``default_cache_dir()`` when None.
-
-    Returns:
-        The table; ``source`` is the resolved path.
-    """
+    """Read and validate an age_gender.csv file through the cache (``default_cache_dir()``
+    when None); a DataError names a bad line. The table's ``source`` is the resolved path."""
     path = Path(path)
     where = f"data={quote_path(str(path))}"
     try:
@@ -47,11 +34,11 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
     if not stat.S_ISREG(st.st_mode):
         raise DataError(f"{where} is not a file; expected the path of an age_gender.csv file")
     source = str(path.resolve())
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else facecache.default_cache_dir()
     stem = "csv-" + hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
     try:  # (read, not mapped: a mapped file truncated by another process would SIGBUS)
-        key = f"{stem}-{content_key(f'{st.st_size}|{st.st_mtime_ns}', path)}"
-        if (cached := load_cached(cache, key, source)) is not None:
+        key = f"{stem}-{facecache.content_key(f'{st.st_size}|{st.st_mtime_ns}', path)}"
+        if (cached := facecache.load_cached(cache, key, source)) is not None:
             return cached
         raw, newlines, commas = _read_bounded(path, st.st_size, where)
     except OSError as exc:
@@ -60,7 +47,8 @@ def read_csv(path: str | Path, *, cache_dir: Path | None = None) -> FaceTable:
             "file"
         ) from None
     arrays = _parse_csv(raw, newlines, commas, where)
-    return FaceTable(*arrays, source=source, digest=store_cached(cache, stem, key, arrays))
+    digest = facecache.store_cached(cache, stem, key, arrays)
+    return FaceTable(*arrays, source=source, digest=digest)
 
 
 def _read_bounded(path: Path, size: int, where: str) -> tuple[bytearray, np.ndarray, np.ndarray]:
@@ -143,12 +131,7 @@ def _parse_csv(
 
 
 def write_csv(table: FaceTable, path: str | Path) -> None:
-    """Write ``table`` in the Kaggle age_gender.csv format (temporary file, then rename).
-
-    Args:
-        table: The faces to write.
-        path: Destination file; its folder must exist.
-    """
+    """Write ``table`` in the age_gender.csv format to ``path`` (its folder must exist)."""
     path = Path(path)
     text = np.array([list(f"{v} ".encode().ljust(4, b"\0")) for v in range(256)], np.uint8)
     last = text.copy()  # a row's final value ends the line instead
@@ -172,4 +155,4 @@ def write_csv(table: FaceTable, path: str | Path) -> None:
             f.write(b"".join(parts))
         return path.name
 
-    write_atomic(path.parent, f".{path.name}.", write)
+    facecache.write_atomic(path.parent, f".{path.name}.", write)

@@ -46,15 +46,7 @@ class FaceTable:
 
 
 def table_digest(pixels: np.ndarray, *labels: np.ndarray) -> str:
-    """Content hash of pixels and labels (the same for a table and its CSV copy).
-
-    Args:
-        pixels: (N, 2304) values 0..255.
-        *labels: Age, ethnicity and gender.
-
-    Returns:
-        16 hex digits.
-    """
+    """16 hex digits hashing pixels and labels (the same for a table and its CSV copy)."""
     h = hashlib.blake2b(digest_size=8)
     for arr in (pixels, *labels):
         h.update(np.ascontiguousarray(arr, dtype=np.uint8).data)
@@ -62,12 +54,5 @@ def table_digest(pixels: np.ndarray, *labels: np.ndarray) -> str:
 
 
 def age_to_bin(age: np.ndarray) -> np.ndarray:
-    """Map ages in years to bins 0:<10, 1:10-19, 2:20-39, 3:40-59, 4:60+.
-
-    Args:
-        age: Ages in years.
-
-    Returns:
-        int64 indices into ``AGE_RANGES``.
-    """
+    """Ages in years to int64 indices into ``AGE_RANGES``: 0:<10, 1:10-19, ..., 4:60+."""
     return np.digitize(np.asarray(age), AGE_BIN_EDGES).astype(np.int64)

@@ -31,21 +31,9 @@ def decode_fields(
     hi: int = 255,
     per_row: int = PIXELS_PER_IMAGE,
 ) -> np.ndarray:
-    """Decode the fields ``data[starts[i]:ends[i]]`` of space-separated integers.
-
-    Args:
-        data: The bytes holding the fields.
-        starts: Where each row's field starts (int64).
-        ends: Where each row's field ends (int64).
-        where: Names row ``i`` in the DataError for the first bad row (or raises its own).
-        column: The field's name in messages.
-        lo: Smallest value accepted.
-        hi: Largest value accepted (at most 255).
-        per_row: Values per field: 2304 pixels, or 1 for a label.
-
-    Returns:
-        uint8 array of shape (rows, per_row).
-    """
+    """The fields ``data[starts[i]:ends[i]]`` of ``per_row`` space-separated integers
+    ``lo..hi`` (``hi`` <= 255) as uint8 (rows, per_row); ``where(i)`` names row ``i`` in the
+    DataError for the first bad row (or raises its own), ``column`` names the field."""
     size, step = len(starts), max(1, _CHUNK_BYTES // (4 * per_row))
     out = np.empty((size, per_row), np.uint8)
     if not size:
@@ -135,14 +123,8 @@ class _Scratch:
 
 
 def pixels_from_frame(frame: pd.DataFrame) -> np.ndarray:
-    """Faces from a ``pixels`` column of strings or from 2304 numeric columns.
-
-    Args:
-        frame: One face a row.
-
-    Returns:
-        uint8 array of shape (rows, 2304); a DataError names the first bad row.
-    """
+    """uint8 faces (rows, 2304) from a ``pixels`` column of strings or 2304 numeric columns;
+    a DataError names the first bad row."""
     if "pixels" in frame.columns:
         fields = [str(s).encode() for s in frame["pixels"].fillna("")]
         ends = np.cumsum([len(f) + 1 for f in fields], dtype=np.int64) - 1

@@ -23,17 +23,8 @@ def load_table(
     seed: int = 13,
     cache_dir: Path | None = None,
 ) -> FaceTable:
-    """Load the synthetic faces or an age_gender.csv file.
-
-    Args:
-        data: ``"synthetic"``, or the path of a CSV file.
-        n_samples: Rows to generate (synthetic only).
-        seed: Generator seed (synthetic only).
-        cache_dir: The face cache's folder; ``default_cache_dir()`` when None.
-
-    Returns:
-        The table.
-    """
+    """The synthetic faces (``n_samples`` rows of ``seed``) or the age_gender.csv file ``data``,
+    through the face cache in ``cache_dir`` (``default_cache_dir()`` when None)."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if data != "synthetic":
         return read_csv(data, cache_dir=cache)
@@ -51,17 +42,8 @@ def load_table(
 def stratified_split(
     age_bin: np.ndarray, *, seed: int = 13, test_fraction: float = 0.2, val_fraction: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split rows per age bin: test ``test_fraction``, val ``val_fraction`` of the rest.
-
-    Args:
-        age_bin: Bin of every row.
-        seed: Seed of the per-bin permutations.
-        test_fraction: Share of every bin held out for testing.
-        val_fraction: Share of every bin's non-test rows used for validation.
-
-    Returns:
-        Sorted, disjoint train, validation and test index arrays covering all rows.
-    """
+    """Sorted, disjoint train, validation and test row indices covering all rows: per age bin
+    (permuted by ``seed``), test ``test_fraction`` of it and val ``val_fraction`` of the rest."""
     age_bin = np.asarray(age_bin)
     if not (0.0 < test_fraction < 1.0 and 0.0 <= val_fraction < 1.0) or age_bin.size == 0:
         raise DataError(
@@ -122,15 +104,8 @@ class PreparedData:
 
 
 def preprocess(pixels: np.ndarray, img_size: int = 24) -> torch.Tensor:
-    """Scale to [0, 1], antialiased resize 48 -> ``img_size``, normalize to [-1, 1].
-
-    Args:
-        pixels: (N, 2304) values 0..255, row-major 48x48.
-        img_size: Output side length, 1..48.
-
-    Returns:
-        float32 tensor of shape (N, img_size**2).
-    """
+    """(N, 2304) pixels 0..255 scaled to [0, 1], resized (antialiased) to ``img_size`` 1..48
+    and normalized to [-1, 1], as a float32 tensor (N, img_size**2)."""
     pixels = np.asarray(pixels)
     if pixels.ndim != 2 or pixels.shape[1] != PIXELS_PER_IMAGE:
         raise DataError(
@@ -152,16 +127,7 @@ def preprocess(pixels: np.ndarray, img_size: int = 24) -> torch.Tensor:
 
 
 def prepare(table: FaceTable, *, img_size: int = 24, split_seed: int = 13) -> PreparedData:
-    """Preprocess every image once, then cut the stratified train/validation/test splits.
-
-    Args:
-        table: The faces.
-        img_size: Side length the images are resized to.
-        split_seed: Seed of ``stratified_split``.
-
-    Returns:
-        The three splits as tensors, with the table's source and digest.
-    """
+    """Preprocess every image once, then cut the stratified train/validation/test splits."""
     if len(table) == 0:
         raise DataError(f"data: '{table.source}' has no rows (accepted: at least one face)")
     bins, x = age_to_bin(table.age), preprocess(table.pixels, img_size)

@@ -38,16 +38,8 @@ class FaceStyle:
 def make_synthetic(
     n_samples: int = 23705, seed: int = 13, style: FaceStyle | None = None
 ) -> FaceTable:
-    """Generate ``n_samples`` labelled faces, deterministic for ``seed``.
-
-    Args:
-        n_samples: Number of rows (the real set has 23,705).
-        seed: Seed of every random draw (labels, face parameters, noise).
-        style: Difficulty knobs; the tuned defaults when None.
-
-    Returns:
-        A FaceTable whose source is ``"synthetic:seed=<seed>,n=<n_samples>"``.
-    """
+    """``n_samples`` labelled faces (the real set has 23,705), deterministic for ``seed``; the
+    source is ``"synthetic:seed=<seed>,n=<n_samples>"``, ``style`` the tuned one when None."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
         raise DataError(f"n_samples: {n_samples!r} is not accepted (accepted: integers >= 1)")
     style, rng = style or FaceStyle(), np.random.default_rng(seed)
