@@ -13,6 +13,7 @@ logged inside ``track_in_mlflow``. The only differences are additions, asserted 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -64,15 +65,12 @@ def _by_number(runs: list[Run], tag: str) -> dict[int, Run]:
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_same_study_lands_the_same(tmp_path: Path, _migrated_store: Path) -> None:
-    import shutil
-
+def test_same_study_lands_the_same(tmp_path: Path, mlflow_db: Callable[[Path], str]) -> None:
     oi = pytest.importorskip("optuna_integration")
     uris = {}
     for name in ("theirs", "ours"):
         (tmp_path / name).mkdir()
-        shutil.copy(_migrated_store, tmp_path / name / "mlflow.db")
-        uris[name] = f"sqlite:///{tmp_path}/{name}/mlflow.db"
+        uris[name] = mlflow_db(tmp_path / name)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
