@@ -110,16 +110,8 @@ def predictions_frame(
     predicted: Mapping[str, np.ndarray],
     age_probabilities: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per face: ``row``, then ``{head}_true`` and ``{head}_pred`` class indices.
-
-    Args:
-        true: Head name -> true class indices, for every head in :data:`HEADS`.
-        predicted: Head name -> predicted class indices, same lengths.
-        age_probabilities: (rows, 5) age-range probabilities, as ``prob_age_{range}`` columns.
-
-    Returns:
-        The frame :func:`evaluate` reads.
-    """
+    """The frame :func:`evaluate` reads, a row per face: ``row``, ``{head}_true`` and
+    ``{head}_pred`` class indices, then ``prob_age_{range}`` from ``age_probabilities``."""
     frame = pd.DataFrame({"row": np.arange(len(true["age"]))})
     for head in HEADS:
         frame[f"{head}_true"] = np.asarray(true[head], dtype=np.int64)

@@ -38,17 +38,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Objective:
-    """Train the trial's network for ``n_epochs`` and return its validation age accuracy.
-
-    Args:
-        data: Preprocessed splits, already on ``device``.
-        n_epochs: Epochs per trial unless pruned earlier.
-        batch_size: Training batch size.
-        device: Where the model trains.
-        seed: Base seed; trial ``k`` trains with ``seed + k`` (reproducible on CPU).
-        epoch_hooks: Receivers of the per-epoch metrics.
-        cuda_graphs: Capture train steps as CUDA graphs (CUDA only; MADGRAD trains eagerly).
-    """
+    """Train the trial's network for ``n_epochs`` (unless pruned); its validation age accuracy.
+    Trial ``k`` trains with ``seed + k``; ``cuda_graphs`` captures train steps (CUDA only,
+    MADGRAD trains eagerly)."""
 
     def __init__(
         self,

@@ -70,15 +70,8 @@ def pruner_names() -> list[str]:
 
 
 def find(kind: str, name: str) -> EntryPoint:
-    """Find a sampler or pruner by name without importing it (so without Optuna).
-
-    Args:
-        kind: ``"sampler"`` or ``"pruner"``.
-        name: The name asked for.
-
-    Returns:
-        Its entry point; PluginError for a name neither built in nor installed.
-    """
+    """The entry point of ``kind`` (sampler or pruner) ``name``, not imported (so no Optuna);
+    PluginError for a name neither built in nor installed."""
     registered = _registered(kind)
     if name not in registered:
         hint = (
@@ -167,27 +160,12 @@ def _create(kind: str, name: str, kwargs: Mapping[str, Any] | None, seed: int | 
 def create_sampler(
     name: str, kwargs: Mapping[str, Any] | None = None, *, seed: int | None = None
 ) -> optuna.samplers.BaseSampler:
-    """Build a sampler by name.
-
-    Args:
-        name: A name from :func:`sampler_names`.
-        kwargs: Constructor overrides; keys a library wrapper (skopt) does not take go to it.
-        seed: Passed as ``seed`` when the sampler takes one and ``kwargs`` sets none.
-
-    Returns:
-        The sampler; PluginError for an unknown name or a key it does not accept.
-    """
+    """Build a sampler by name; ``kwargs`` keys a wrapper (skopt) does not take go to its
+    library; ``seed`` is passed when the sampler takes one and ``kwargs`` sets none.
+    PluginError for an unknown name or a key it does not accept."""
     return _create("sampler", name, kwargs, seed)
 
 
 def create_pruner(name: str, kwargs: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
-    """Build a pruner by name.
-
-    Args:
-        name: A name from :func:`pruner_names`.
-        kwargs: Constructor overrides.
-
-    Returns:
-        The pruner; PluginError for an unknown name or a key it does not accept.
-    """
+    """Build a pruner by name; PluginError for an unknown name or a key it does not accept."""
     return _create("pruner", name, kwargs, None)

@@ -11,14 +11,7 @@ from agehpo.names import OPTIMIZERS
 
 def suggest(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
     """Sample one configuration in the seed's order, names and ranges (conditional: layer
-    ``i``'s size and dropout exist only when ``num_fc_layers > i``).
-
-    Args:
-        trial: The trial to sample from.
-
-    Returns:
-        The params dict that :func:`agehpo.nn.model.build_model` and the optimizer factory read.
-    """
+    ``i``'s size and dropout exist only when ``num_fc_layers > i``)."""
     num_fc_layers = trial.suggest_int("num_fc_layers", 4, 8)
     params: dict[str, Any] = {"num_fc_layers": num_fc_layers}
     for i in range(num_fc_layers):

@@ -1,8 +1,6 @@
-"""The CUDA fast path: the train step captured once as a CUDA graph, then replayed (~7x).
-
-Static shapes: each epoch drops its last partial batch. Captures are serialised by a lock
-(concurrent ones break the dropout RNG bookkeeping); replays overlap on their own streams.
-"""
+"""The train step captured once as a CUDA graph, then replayed (~7x). Static shapes: each
+epoch drops its last partial batch. Captures are serialised by a lock (concurrent ones break
+the dropout RNG bookkeeping); replays overlap on their own streams."""
 
 from __future__ import annotations
 
@@ -21,15 +19,8 @@ CAPTURABLE_OPTIMIZERS = tuple(name for name in OPTIMIZERS if name != "MADGRAD")
 
 
 class GraphTrainStep:
-    """One trial's train step as a replayable CUDA graph.
-
-    Args:
-        model: The network, on a CUDA device.
-        optimizer: Its optimizer, created with ``capturable=True`` where torch has the flag.
-        split: Training tensors on the same device.
-        batch_size: Rows per step; fixed, because a graph replays fixed shapes.
-        capture_lock: Shared by all trials of the process; held while capturing.
-    """
+    """One trial's train step as a replayable CUDA graph; the optimizer is ``capturable=True``
+    where torch has the flag, ``capture_lock`` is shared by all trials of the process."""
 
     def __init__(
         self,

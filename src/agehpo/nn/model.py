@@ -31,14 +31,7 @@ class UniformDropout(nn.Dropout):
 
 
 class AgeNet(nn.Module):
-    """Flatten, Linear-ReLU-Dropout per hidden layer, Linear(last_fc), three linear heads.
-
-    Args:
-        in_features: Number of input pixels (img_size ** 2).
-        hidden_sizes: Output size of each hidden layer.
-        dropouts: Dropout probability after each hidden layer.
-        last_fc: Width of the shared representation the heads read.
-    """
+    """Flatten, Linear-ReLU-Dropout per hidden layer, Linear(last_fc), three linear heads."""
 
     def __init__(
         self, in_features: int, hidden_sizes: list[int], dropouts: list[float], last_fc: int
@@ -64,15 +57,7 @@ class AgeNet(nn.Module):
 
 
 def build_model(params: Mapping[str, Any], in_features: int) -> AgeNet:
-    """Build the untrained AgeNet a trial's params describe (KeyError for a missing layer key).
-
-    Args:
-        params: The search-space dict; keys other than the layers' are ignored.
-        in_features: Number of input pixels.
-
-    Returns:
-        An untrained AgeNet.
-    """
+    """The untrained AgeNet a trial's params describe (KeyError for a missing layer key)."""
     layers = range(int(params["num_fc_layers"]))
     return AgeNet(
         in_features,

@@ -41,9 +41,8 @@ class EpochMetrics:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda-graph`` -> a device.
-
-    Raises DeviceError for an unknown name, or a CUDA name on a machine without CUDA."""
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda-graph`` -> a device; DeviceError
+    for an unknown name, or a CUDA name on a machine without CUDA."""
     if name not in ("auto", "cpu", "cuda", "cuda-graph"):
         raise DeviceError(f"device={name!r} is not one of: auto, cpu, cuda, cuda-graph")
     cuda = name != "cpu" and torch.cuda.is_available()
@@ -65,17 +64,8 @@ def configure_cpu_threads(device: torch.device) -> int:
 def make_optimizer(
     name: str, parameters: Iterable[nn.Parameter], lr: float, *, capturable: bool = False
 ) -> torch.optim.Optimizer:
-    """Create one of the seed's optimizers.
-
-    Args:
-        name: One of :data:`agehpo.names.OPTIMIZERS`.
-        parameters: The model parameters to optimize.
-        lr: Learning rate.
-        capturable: Build it so its step can be captured in a CUDA graph (not MADGRAD).
-
-    Returns:
-        The optimizer; ValueError for an unknown name, ImportError without madgrad.
-    """
+    """One of :data:`agehpo.names.OPTIMIZERS`, ``capturable`` in a CUDA graph (not MADGRAD);
+    ValueError for an unknown name, ImportError without madgrad."""
     if name == "MADGRAD":
         try:
             from madgrad import MADGRAD
@@ -110,18 +100,8 @@ def train_epoch(
     batch_size: int = 128,
     generator: torch.Generator | None = None,
 ) -> float:
-    """Run one shuffled pass over ``split``, updating ``model`` in place.
-
-    Args:
-        model: The network.
-        optimizer: The optimizer over ``model``'s parameters.
-        split: Preloaded training tensors on the model's device.
-        batch_size: Rows per step; the last batch may be smaller.
-        generator: Random generator on the split's device, for a reproducible order.
-
-    Returns:
-        The mean training loss over the epoch's samples (nan or inf if it diverged).
-    """
+    """One shuffled pass over ``split`` (on the model's device; the last batch may be smaller),
+    updating ``model`` in place; the mean training loss (nan or inf if it diverged)."""
     model.train()
     device = split.x.device
     order = torch.randperm(len(split), generator=generator, device=device)

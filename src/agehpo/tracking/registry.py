@@ -1,5 +1,4 @@
-"""The best model in MLflow: log it as an MLflow 3 LoggedModel (safetensors weights, params
-JSON, agehpo's code), read it back, register the study's best with the alias ``champion``."""
+"""The best model as an MLflow 3 LoggedModel, read back, registered with alias ``champion``."""
 
 from __future__ import annotations
 
@@ -86,20 +85,8 @@ def register_champion(
     """Register the study's best model under ``name`` with alias ``champion``; idempotent.
 
     Only a version with this study's uid and best trial number (or a pre-uid one of ``run_id``)
-    is reused; ValueError when ``run_id`` is not the run of the study's best trial.
-
-    Args:
-        client: Client of the tracking store.
-        name: Registered model name.
-        study: The study (its best trial is the champion).
-        model_id: The best trial's logged model.
-        run_id: The best trial's run.
-        test: Held-out test metrics, set as version tags.
-        study_uid: The study's uid; read from (or stored in) the study when None.
-
-    Returns:
-        The model version the alias points at.
-    """
+    is reused; ValueError when ``run_id`` is not the run of the study's best trial. ``test``
+    metrics become version tags; ``study_uid`` None: read from (or stored in) the study."""
     identity = {STUDY_UID: study_uid or ensure_study_uid(study)}
     identity[TRIAL_NUMBER] = str(study.best_trial.number)
     run_tags = client.get_run(run_id).data.tags

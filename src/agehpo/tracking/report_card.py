@@ -1,5 +1,4 @@
-"""The champion's report card in MLflow: metrics and ``evaluation/`` files on the parent run;
-on the model version (tags only), a tag per summary number and one JSON tag of per-class scores."""
+"""The champion's report card in MLflow: metrics and files on the parent run, version tags."""
 
 from __future__ import annotations
 
@@ -52,19 +51,8 @@ def tag_champion(
     card: ReportCard,
     run_id: str,
 ) -> ModelVersion | None:
-    """Tag the ``champion`` version with the card when it is this study's best trial.
-
-    Args:
-        client: Client of the tracking store.
-        model_name: The registered model.
-        study_uid: The study's ``optuna_mlflow.study_uid`` (None: no version is tagged).
-        trial_number: The best trial, whose weights the card scored.
-        card: The report card.
-        run_id: The parent run holding the ``evaluation/`` files.
-
-    Returns:
-        The version tagged, or None.
-    """
+    """Tag the ``champion`` version with the card (files on ``run_id``) when it is trial
+    ``trial_number`` of study ``study_uid``; the version tagged, or None."""
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:

@@ -1,7 +1,4 @@
-"""MLflow glue shared by the study tracker and compare: params, experiments, run status, links.
-
-Only :class:`~mlflow.MlflowClient` calls with explicit ids, never MLflow's active run.
-"""
+"""MLflow glue shared by the tracker and compare; explicit run ids, never the active run."""
 
 from __future__ import annotations
 

@@ -52,14 +52,8 @@ def check_tracking_server(tracking_uri: str | None = None, timeout_s: float = 10
 
 
 class StudyTracker:
-    """Tracks one study invocation in MLflow.
-
-    Args:
-        config: The run's parameters (logged on the parent run, storage redacted).
-        keeper: This process's best weights, logged when their trial becomes the best.
-        tracking_uri: The store; None means MLflow's own default.
-        parent_run_id: Run to nest trial runs under; None: the Project run or a new one.
-    """
+    """Tracks one study invocation in MLflow; ``keeper``'s weights are logged when their trial
+    becomes the best; ``parent_run_id`` None: the Project run or a new one."""
 
     def __init__(
         self,
@@ -83,16 +77,8 @@ class StudyTracker:
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
 
     def start(self, study: optuna.Study, data: PreparedData, *, describe: bool = True) -> str:
-        """Open the parent run, repair what a killed earlier run left, describe the run.
-
-        Args:
-            study: The study.
-            data: The data the trials train on (logged as the parent's input).
-            describe: Log params, tags, dataset and repair stale runs (not in workers).
-
-        Returns:
-            The parent run id.
-        """
+        """Open the parent run (its id); with ``describe`` (not in workers) repair stale runs
+        and log params, tags and ``data`` as the parent's input."""
         parent = self._parent(study)
         if describe:
             interval, grace = heartbeat_settings()
@@ -123,12 +109,8 @@ class StudyTracker:
         )
 
     def close(self, status: str = "FINISHED", end_parent: bool = False) -> None:
-        """Flush buffers, stop the parent's heartbeat and end every run this process opened.
-
-        Args:
-            status: Terminal status of the runs ended: FINISHED, FAILED or KILLED.
-            end_parent: Also end a RUNNING parent this process did not open.
-        """
+        """Flush, stop the heartbeat and end (``status``) every run this process opened; with
+        ``end_parent`` also a RUNNING parent it did not open."""
         self.callback.close(status, end_parent=end_parent)
 
     def epoch_hook(
