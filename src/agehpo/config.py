@@ -1,9 +1,5 @@
-"""The parameters of a study run: one frozen record, read by every layer below the CLI.
-
-Each field carries its help text; the CLI's flags are made from these fields, and a test
-checks that MLproject's entry points and the README's parameter table list the same names
-and defaults.
-"""
+"""The parameters of a study run, each with its help text: the CLI's flags are made from them,
+and a test checks MLproject and the README's parameter table against them."""
 
 from __future__ import annotations
 
