@@ -51,15 +51,6 @@ def _why_not(name: str, study: optuna.Study) -> str | None:
     return None
 
 
-def _plot_kwargs(name: str, study: optuna.Study, names: Sequence[str]) -> dict[str, Any]:
-    if name == "intermediate_values":
-        return {}
-    if len(study.directions) == 1:
-        return {"target_name": names[0]}
-    # Multi-objective studies need a target: the first objective, named like its metric.
-    return {"target": lambda trial: trial.values[0], "target_name": names[0]}
-
-
 def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) -> None:
     import matplotlib
 
@@ -69,9 +60,13 @@ def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) ->
     import optuna.visualization as vis
     import optuna.visualization.matplotlib as vis_mpl
 
-    kwargs = _plot_kwargs(name, study, names)
+    kwargs: dict[str, Any] = {}
+    if name != "intermediate_values":
+        kwargs["target_name"] = names[0]
+    if name != "intermediate_values" and len(study.directions) > 1:
+        kwargs["target"] = lambda trial: trial.values[0]  # the first objective's
     with warnings.catch_warnings():
-        # Experimental-API, importance and layout notices are no news to a plot's reader.
+        # Experimental-API, importance and layout notices: no news to a plot's reader.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
         plotly_fn: Callable[..., Any] = getattr(vis, f"plot_{name}")
@@ -224,8 +219,7 @@ def log_dataset(
         from mlflow.data.pandas_dataset import from_pandas
 
         with warnings.catch_warnings():
-            # Two equal source types for a local path, and integer columns that cannot hold
-            # NaN: MLflow's notes, no news for a dataset that is no model schema.
+            # MLflow's notes on ambiguous source types and integer columns: no news here.
             warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
             # from_pandas resolves a missing source itself (to the calling code).

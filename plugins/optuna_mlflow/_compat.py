@@ -23,10 +23,9 @@ def study_id(study: optuna.Study) -> int:
 
 def storage_location(storage: BaseStorage) -> tuple[str | None, str | None]:
     """The RDB URL and the journal file path of a storage; None for what it is not."""
-    # _CachedStorage and JournalStorage keep the storage they wrap private.
+    # _CachedStorage, JournalStorage and JournalFileBackend keep storage and path private.
     backend = getattr(storage, "_backend", storage)
     url = getattr(backend, "url", None)  # public on RDBStorage
-    # JournalFileBackend keeps its path private.
     path = getattr(backend, "_file_path", None)
     return (url if isinstance(url, str) and url else None), (str(path) if path else None)
 

@@ -51,13 +51,8 @@ def trial_params(trial: FrozenTrial, have: Mapping[str, str]) -> list[Param]:
             params.append(Param(key, text))
         elif have[key] != text:
             # MLflow params are immutable; the storage stays the source of truth.
-            _logger.warning(
-                "Trial %d keeps param %s=%s in MLflow; Optuna says %s.",
-                trial.number,
-                key,
-                have[key],
-                text,
-            )
+            msg = "Trial %d keeps param %s=%s in MLflow; Optuna says %s."
+            _logger.warning(msg, trial.number, key, have[key], text)
     return params
 
 
@@ -69,10 +64,8 @@ def trial_metrics(
     skip_steps: Iterable[int] = (),
     have: Mapping[str, float] | None = None,
 ) -> list[Metric]:
-    """Intermediate values (``curve_key``'s history), value(s) and ``pruned_at_epoch``.
-
-    Left out: the curve's ``skip_steps``, and values the run ``have``s already.
-    """
+    """Intermediate values (``curve_key``), value(s), ``pruned_at_epoch``; without the curve's
+    ``skip_steps`` and the values the run ``have``s already."""
     have = have or {}
     skip = set(skip_steps)
     start = to_ms(trial.datetime_start) or now_ms()
@@ -81,8 +74,7 @@ def trial_metrics(
     metrics: list[Metric] = []
     last_ts = start
     for i, step in enumerate(steps):
-        # Optuna keeps no report times; spreading the points over the trial's lifetime
-        # keeps them deterministic, so a rewrite hits MLflow's duplicate check.
+        # No report times in Optuna: deterministic spread, so rewrites hit MLflow's dedup.
         last_ts = start + (end - start) * (i + 1) // (len(steps) + 1)
         if step not in skip:
             metrics.append(Metric(curve_key, float(trial.intermediate_values[step]), last_ts, step))
@@ -108,8 +100,16 @@ def trial_tags(
 ) -> dict[str, str]:
     """The run's tags: legacy (``legacy_directions``), user attrs, ``base`` (wins), fail reason."""
     tags: dict[str, str] = {}
-    if legacy_directions is not None:
-        tags.update(_legacy_tags(trial, legacy_directions))
+    if legacy_directions is not None:  # optuna_integration's tags
+        tags["number"] = str(trial.number)
+        tags["datetime_start"] = str(trial.datetime_start)
+        tags["datetime_complete"] = str(trial.datetime_complete)
+        if trial.state.is_finished():
+            tags["state"] = trial.state.name
+        if names := [d.name for d in legacy_directions]:
+            tags["direction"] = str(names) if len(names) != 1 else names[0]
+        for name, dist in trial.distributions.items():
+            tags[k.safe_key(f"{name}_distribution")] = tag_text(dist)
     if user_attrs:
         tags.update({k.safe_key(n): tag_text(v) for n, v in trial.user_attrs.items()})
     tags.update(base)
@@ -128,22 +128,6 @@ def trial_tags(
 def tag_text(value: object) -> str:
     """A tag value cut to MLflow's limit."""
     return k.truncate(value, MAX_TAG_VAL_LENGTH)
-
-
-def _legacy_tags(trial: FrozenTrial, directions: Sequence[StudyDirection]) -> dict[str, str]:
-    tags = {
-        "number": str(trial.number),
-        "datetime_start": str(trial.datetime_start),
-        "datetime_complete": str(trial.datetime_complete),
-    }
-    if trial.state.is_finished():
-        tags["state"] = trial.state.name
-    if directions:
-        names = [d.name for d in directions]
-        tags["direction"] = str(names) if len(names) != 1 else names[0]
-    for name, dist in trial.distributions.items():
-        tags[k.safe_key(f"{name}_distribution")] = tag_text(dist)
-    return tags
 
 
 Batch = tuple[list[Metric], list[Param], list[RunTag]]

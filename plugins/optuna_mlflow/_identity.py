@@ -1,7 +1,5 @@
-"""Study identity: a uid per Optuna study, so two studies of one name never share runs.
-
-Runs written before uids existed are adopted once; see the README.
-"""
+"""A uid per Optuna study, so two studies of one name never share runs; older runs are
+adopted once (see the README)."""
 
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ from optuna_mlflow._keys import redact_url
 from optuna_mlflow._writer import TrialRunWriter, quote, search_runs
 
 _logger = logging.getLogger(__name__)
-# Fixed namespace of derived uids (uuid5), so the same study always derives the same uid.
+# Fixed uuid5 namespace: the same study always derives the same uid.
 _NAMESPACE = uuid.UUID("5f0c7f4e-3a55-4c55-9c5e-7d1b0b6a2f11")
 
 
@@ -95,11 +93,8 @@ def file_identity(url: str) -> str | None:
 
 
 def derived_study_uid(identity: str, study: optuna.Study) -> str:
-    """The same uid on every import of a study whose storage is not written (a copy).
-
-    ``identity`` is the original storage's; the first trial start tells apart a study deleted
-    and created again at the same path.
-    """
+    """The same uid on every import of a study whose storage is not written (a copy); the
+    first trial start tells apart a study recreated at the same path (``identity``)."""
     starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
     first = min(starts).isoformat() if starts else ""
     key = "\n".join([identity, study.study_name, str(study_id(study)), first])
@@ -123,12 +118,8 @@ def legacy_rule(study: optuna.Study, identity: str | None) -> LegacyRule:
 
 
 def adopt_legacy_runs(writer: TrialRunWriter, study: optuna.Study, rule: LegacyRule) -> list[str]:
-    """Tag the study's runs from before its uid with ``writer.study_uid``; return their ids.
-
-    A trial run is adopted when it has the study's name (and no uid, or ``rule.also_uid``),
-    the number of a trial below ``rule.trials``, a start within that trial's lifetime and no
-    param that differs from the trial's; a parent run with its adopted trial runs.
-    """
+    """Tag the runs from before the study's uid with it (same name, number below ``rule.trials``,
+    started within the trial's lifetime, no differing param; parents follow); return ids."""
     if rule.trials <= 0 or writer.study_uid is None:
         return []
     trials = {t.number: t for t in study.get_trials(deepcopy=False) if t.number < rule.trials}
@@ -146,14 +137,8 @@ def adopt_legacy_runs(writer: TrialRunWriter, study: optuna.Study, rule: LegacyR
     for run in adopted:
         writer.client.set_tag(run.info.run_id, k.STUDY_UID, writer.study_uid)
     if adopted:
-        _logger.warning(
-            "Study %r: adopted %d MLflow runs written before study uids existed (matched by "
-            "study name and trial number); they now carry %s=%s.",
-            study.study_name,
-            len(adopted),
-            k.STUDY_UID,
-            writer.study_uid,
-        )
+        msg = "Study %r: adopted %d MLflow runs from before study uids; they now carry %s=%s."
+        _logger.warning(msg, study.study_name, len(adopted), k.STUDY_UID, writer.study_uid)
     return [r.info.run_id for r in adopted]
 
 
@@ -175,8 +160,7 @@ def _same_trial(run: Run, trial: FrozenTrial) -> bool:
     start, end = to_ms(trial.datetime_start), to_ms(trial.datetime_complete)
     if start is None:
         return False  # a trial that never started has no run
-    # Every writer starts a trial's run while the trial runs, on that host's clock: another
-    # study's trial of the same number ran at another time.
+    # A trial's run starts while the trial runs: another study's trial ran at another time.
     began = run.info.start_time or 0
     if began < start - 1 or (end is not None and began > end + 1000):
         return False

@@ -109,13 +109,8 @@ def import_study(
                 )
                 report = _import_one(writer, study, opened, log_artifacts, max_workers)
                 report.upgraded_from = opened.upgraded_from
-                _logger.info(
-                    "Imported study %s: %d runs created, %d updated, %d unchanged.",
-                    name,
-                    report.created,
-                    report.updated,
-                    report.unchanged,
-                )
+                msg = "Imported study %s: %d runs created, %d updated, %d unchanged."
+                _logger.info(msg, name, report.created, report.updated, report.unchanged)
                 reports.append(report)
     return reports
 
@@ -168,7 +163,10 @@ def _import_one(
     adopt_legacy_runs(writer, study, rule)
     runs = writer.search_study_runs()
     trials = study.get_trials(deepcopy=False)
-    parent = _find_parent(runs)
+    parents = [
+        r for r in runs if k.TRIAL_NUMBER not in r.data.tags and k.IMPORT_SOURCE in r.data.tags
+    ]
+    parent = min(parents, key=lambda r: r.info.start_time or 0, default=None)
     new_parent = parent is None
     if parent is None:
         parent = _create_parent(writer, study, opened.source, trials)
@@ -208,16 +206,9 @@ def _study_uid(study: optuna.Study, opened: OpenedStorage) -> tuple[str, LegacyR
         uid = ensure_study_uid(study)
     if uid is not None:
         return uid, legacy_rule(study, opened.identity)
-    # Never stored, so every run of this study written so far has no uid (or this one).
+    # Never stored: every run of this study so far has no uid, or this derived one.
     derived = derived_study_uid(opened.identity or opened.source, study)
     return derived, LegacyRule(next_trial_number(study))
-
-
-def _find_parent(runs: list[Run]) -> Run | None:
-    parents = [
-        r for r in runs if k.TRIAL_NUMBER not in r.data.tags and k.IMPORT_SOURCE in r.data.tags
-    ]
-    return min(parents, key=lambda r: r.info.start_time or 0, default=None)
 
 
 def _create_parent(

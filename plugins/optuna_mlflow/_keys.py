@@ -26,8 +26,7 @@ STUDY_UID = "optuna.study_uid"
 # "host:pid:start-ticks" of the creating process: a dead owner on this host is seen at once.
 OWNER = "optuna_mlflow.owner"
 
-# Study user attrs (in Optuna's storage): the uid, and how many trials the study held when it
-# got it (only their runs may lack the uid).
+# Study user attrs: the uid, and the trial count when it was set (only those runs may lack it).
 STUDY_UID_ATTR = "optuna_mlflow.study_uid"
 LEGACY_TRIALS_ATTR = "optuna_mlflow.legacy_trials"
 
@@ -67,8 +66,7 @@ def resolve_metric_names(metric_name: str | Sequence[str], n_values: int) -> lis
     return names
 
 
-# sqlalchemy's make_url(...).render_as_string(hide_password=True) leaves query secrets
-# shown and rejects plain paths and bad ports, so two patterns do it instead.
+# sqlalchemy's hide_password leaves query secrets and rejects plain paths: two patterns instead.
 _USERINFO = re.compile(r"([A-Za-z][\w+.\-]*://[^:/?#@]*):[^/?#]*@")
 _QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|secret|token|access_token)=)[^&#]*", re.I)
 

@@ -1,8 +1,5 @@
-"""What one callback holds open (sessions, trial runs, the parent heartbeat) and how it ends.
-
-:class:`LiveTrialRuns` never refers to the callback, so the callback's ``weakref.finalize``
-can end everything when the callback is collected or, at the latest, at interpreter exit.
-"""
+"""What one callback holds open and how it ends; never refers to the callback, so the
+callback's ``weakref.finalize`` can end everything when it is collected or at exit."""
 
 from __future__ import annotations
 
@@ -48,11 +45,8 @@ class LiveRun:
 
 @dataclass(eq=False)
 class LiveTrialRuns:
-    """The study sessions (by uid), trial runs and parent heartbeat of one callback.
-
-    Every method takes ``lock`` around its MLflow calls, which also keeps threads from writing
-    one SQLite store at once; only the heartbeat's tag write goes without it.
-    """
+    """Sessions (by uid), trial runs and parent heartbeat of one callback; every MLflow call
+    but the heartbeat's tag write holds ``lock`` (one SQLite store, one writer at once)."""
 
     client: MlflowClient
     options: dict[str, Any]  # MLflowCallback's arguments, for StudySession.open
@@ -65,7 +59,6 @@ class LiveTrialRuns:
     runs: dict[tuple[str, int], LiveRun] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # beat() reads the sessions under the lock.
         self.heartbeat = ParentHeartbeat(
             lambda: self.beat(self.sessions.values()), self.heartbeat_interval
         )
@@ -184,7 +177,7 @@ class LiveTrialRuns:
             if session.parent_run_id is None:
                 continue
             self.client.set_tag(session.parent_run_id, k.HEARTBEAT, str(int(now)), synchronous=True)
-            # Only a written beat counts: after a failed write the next wake-up tries again.
+            # Only a written beat counts: a failed write is retried at the next wake-up.
             with self.lock:
                 session.last_heartbeat = max(session.last_heartbeat, now)
 
@@ -209,8 +202,7 @@ class LiveTrialRuns:
             except Exception as exc:  # keep ending the others
                 errors.append(exc)
         with self.lock:
-            # Closed sessions still answer parent_run_id/experiment_id; a later use of the
-            # callback starts a new parent run.
+            # Closed sessions still answer parent_run_id; a later use starts a new parent.
             self.closed.extend(sessions)
             self.sessions.clear()
         if errors:

@@ -1,8 +1,5 @@
-"""Open an existing Optuna storage for reading, without ever changing it.
-
-A SQLite file is read through a temporary copy (current Optuna may create tables or stamp
-versions; an old schema is upgraded on the copy only). Journal files are only read.
-"""
+"""Open an Optuna storage for reading, never changing it: a SQLite file through a temporary
+copy (an old schema is upgraded on the copy only), a journal file only read."""
 
 from __future__ import annotations
 
@@ -60,10 +57,8 @@ class OpenedStorage:
 
 @contextlib.contextmanager
 def open_storage(storage: str | os.PathLike[str] | BaseStorage) -> Iterator[OpenedStorage]:
-    """An RDB URL, a SQLite or journal file (``file://`` too) or a storage opened for reading.
-
-    Temporary copies are removed on exit; an old server database raises ``OldSchemaError``.
-    """
+    """An RDB URL, a SQLite or journal file (``file://`` too) or a storage, opened for reading;
+    temporary copies are removed on exit."""
     if isinstance(storage, BaseStorage):
         source = storage_url(storage) or type(storage).__name__
         yield OpenedStorage(storage, source, identity=storage_identity(storage))
@@ -148,10 +143,8 @@ def _sqlite_copy(path: Path) -> Iterator[tuple[BaseStorage, str | None]]:
 
 
 def _check_schema(url: str, copy_of: Path | None = None) -> str | None:
-    """Compare the schema at ``url`` with this Optuna's; return the old one, if any.
-
-    A temporary copy (``copy_of``: its original) is upgraded; a server database is an error.
-    """
+    """The old schema at ``url``, if any: a temporary copy (of ``copy_of``) is upgraded, a
+    server database is an error."""
     shown = redact_url(url) if copy_of is None else str(copy_of)
     try:
         rdb = RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True)
@@ -175,13 +168,8 @@ def _check_schema(url: str, copy_of: Path | None = None) -> str | None:
                 f"{shown} was written by a newer Optuna (schema {current}); "
                 "upgrade Optuna: pip install -U optuna"
             )
-        _logger.info(
-            "%s has Optuna schema %s; upgraded a temporary copy to %s and read that "
-            "(the file itself is untouched).",
-            shown,
-            current,
-            head,
-        )
+        msg = "%s has Optuna schema %s; read a temporary copy upgraded to %s (file untouched)."
+        _logger.info(msg, shown, current, head)
         rdb.upgrade()
         return current
     finally:

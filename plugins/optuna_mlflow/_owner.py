@@ -1,8 +1,5 @@
-"""Signs of a writer's life: which process wrote a run, whether it is gone, its heartbeat.
-
-The owner tag is ``host:pid:start:pidns`` (start time in clock ticks, so a reused pid is told
-apart; pid namespace inode, for containers sharing a host name), else ``host:pid``.
-"""
+"""Which process wrote a run, whether it is gone, its heartbeat. Owner tag: ``host:pid:start:pidns``
+(start in clock ticks against pid reuse; pid namespace for containers), else ``host:pid``."""
 
 from __future__ import annotations
 
@@ -15,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _logger = logging.getLogger(__name__)
-# Waking at half the interval bounds the gap between beats by 1.5 intervals; the floor keeps
-# a zero interval (a beat on every flush, as tests use) from a busy loop of writes.
+# Waking at half the interval bounds gaps by 1.5 intervals; the floor avoids a busy loop.
 MIN_PERIOD_S = 0.5
 
 
@@ -76,10 +72,8 @@ def parse_owner(tag: str) -> Owner | None:
 
 
 def owner_is_gone(tag: str | None) -> bool:
-    """Whether the tag's process, of this host and pid namespace, is gone (or a zombie).
-
-    A pid now held by another process counts as gone; elsewhere False (the heartbeat decides).
-    """
+    """Whether the tag's process on this host and pid namespace is gone, a zombie or its pid
+    reused; False elsewhere (the heartbeat decides)."""
     owner = parse_owner(tag) if tag else None
     if owner is None or owner.host != socket.gethostname():
         return False
@@ -101,15 +95,12 @@ def owner_is_gone(tag: str | None) -> bool:
 
 
 class ParentHeartbeat:
-    """Calls ``beat`` from a daemon thread about every ``interval / 2`` seconds.
-
-    A trial may write nothing to MLflow for longer than another process's reconcile waits
-    (one long epoch); beating from a thread keeps its live parent run from being ended.
-    """
+    """Calls ``beat`` from a daemon thread every ``interval / 2`` s, so a long silent epoch
+    does not get a live parent run ended by another process's reconcile."""
 
     def __init__(self, beat: Callable[[], None], interval: float) -> None:
         self._beat, self._period = beat, max(interval / 2, MIN_PERIOD_S)
-        # Guards _thread and _stop: a start() racing a stop() never leaves a stray thread.
+        # Guards _thread and _stop: a start() racing a stop() leaves no stray thread.
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

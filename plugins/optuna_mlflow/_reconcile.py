@@ -120,11 +120,9 @@ class _Repair:
                 self.live_parents.add(run_id)
                 continue
             idle = self.now - _last_seen(parent)
-            reason = (
-                f"its process {owner} is gone"
-                if gone
-                else f"no heartbeat for {idle:.0f} s; its process is gone"
-            )
+            reason = f"no heartbeat for {idle:.0f} s; its process is gone"
+            if gone:
+                reason = f"its process {owner} is gone"
             tags = [RunTag(key, v) for key, v in _ended_tags(reason).items()]
             self.writer.client.log_batch(run_id, tags=tags, synchronous=True)
             self.writer.client.set_terminated(run_id, status="KILLED")
@@ -156,8 +154,7 @@ class _Repair:
                     report.runs_rewritten.append(run.info.run_id)
             elif running:
                 if trial is not None:
-                    reason = "the process running this trial stopped"
-                    tags = _ended_tags(reason)
+                    tags = _ended_tags("the process running this trial stopped")
                     writer.write(trial, existing=run, status="KILLED", extra_tags=tags)
                 else:
                     writer.client.set_terminated(run.info.run_id, status="KILLED")

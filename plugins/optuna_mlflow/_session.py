@@ -67,11 +67,8 @@ class StudySession:
         parent_run_id: str | None,
         options: Mapping[str, Any],
     ) -> StudySession:
-        """Resolve (creating if needed) the experiment and parent run of ``study``.
-
-        The study gets its uid if it has none, and its runs from before uids are adopted;
-        ``options`` are ``MLflowCallback``'s arguments, ``parent_run_id`` an existing parent.
-        """
+        """Resolve (creating if needed) the study's uid, experiment and parent run; adopt its
+        older runs. ``options``: ``MLflowCallback``'s arguments."""
         study_uid = ensure_study_uid(study)
         if parent_run_id is not None:
             experiment_id = client.get_run(parent_run_id).info.experiment_id
@@ -80,6 +77,11 @@ class StudySession:
         parent, mlflow_kwargs = options["parent"], options["mlflow_kwargs"]
         run_name = mlflow_kwargs.get("run_name")
         owns_parent = parent and parent_run_id is None
+        run_tags = dict(context_tags())
+        run_tags.update({str(key): str(v) for key, v in (mlflow_kwargs.get("tags") or {}).items()})
+        if options["tag_study_user_attrs"]:  # as in optuna_integration: they supersede the trial's
+            attrs = {key: v for key, v in study.user_attrs.items() if key not in _OWN_ATTRS}
+            run_tags.update({k.safe_key(key): tag_text(v) for key, v in attrs.items()})
         writer = TrialRunWriter(
             client,
             experiment_id,
@@ -89,7 +91,7 @@ class StudySession:
             directions=study.directions,
             tag_user_attrs=options["tag_trial_user_attrs"],
             legacy_tags=options["legacy_tags"],
-            run_tags=_run_tags(study, mlflow_kwargs, options["tag_study_user_attrs"]),
+            run_tags=run_tags,
             study_uid=study_uid,
             owner=process_owner(),
             name_prefix="trial-" if parent else "",
@@ -100,17 +102,6 @@ class StudySession:
         identity = storage_identity(study_storage(study))
         adopt_legacy_runs(writer, study, legacy_rule(study, identity))
         return cls(study=study, writer=writer, owns_parent=owns_parent)
-
-
-def _run_tags(
-    study: optuna.Study, mlflow_kwargs: Mapping[str, Any], study_user_attrs: bool
-) -> dict[str, str]:
-    tags = dict(context_tags())
-    tags.update({str(key): str(v) for key, v in (mlflow_kwargs.get("tags") or {}).items()})
-    if study_user_attrs:  # as in optuna_integration: they supersede the trial's
-        attrs = {key: v for key, v in study.user_attrs.items() if key not in _OWN_ATTRS}
-        tags.update({k.safe_key(key): tag_text(v) for key, v in attrs.items()})
-    return tags
 
 
 def _open_parent(writer: TrialRunWriter, study: optuna.Study, given: str | None, name: Any) -> str:

@@ -1,7 +1,4 @@
-"""A gradient-boosted quantile surrogate that current scikit-learn accepts as a regressor.
-
-Imported only when a GBRT surrogate is requested: importing it imports skopt.
-"""
+"""A GBRT quantile surrogate current scikit-learn accepts; importing it imports skopt."""
 
 from __future__ import annotations
 
@@ -15,11 +12,8 @@ _STD_QUANTILES = (0.16, 0.5, 0.84)
 
 
 class QuantileGBRT(GradientBoostingQuantileRegressor):
-    """skopt's ``"GBRT"`` surrogate, repaired for scikit-learn 1.6+ and numpy 2.4.
-
-    skopt 0.10.2's class is no regressor to scikit-learn (``BaseEstimator`` comes first) and
-    calls the removed ``np.in1d``. A subclass, so skopt still optimizes it by sampling.
-    """
+    """skopt 0.10.2's ``"GBRT"`` (no regressor to scikit-learn 1.6+, calls the removed
+    ``np.in1d``) repaired; a subclass, so skopt still optimizes it by sampling."""
 
     @classmethod
     def default(cls, random_state: int, n_jobs: int = 1) -> QuantileGBRT:

@@ -53,16 +53,10 @@ def build_optimizer(
     return skopt.Optimizer(dimensions, **kwargs)
 
 
-def _n_steps(distribution: IntDistribution | FloatDistribution) -> int:
-    assert distribution.step is not None
-    return round((distribution.high - distribution.low) / distribution.step)
-
-
 def to_dimension(distribution: BaseDistribution, space: ModuleType) -> Any:
     """The skopt dimension (of the ``skopt.space`` module) of a not single-valued distribution."""
     if isinstance(distribution, CategoricalDistribution):
-        # Indices, not the choices: skopt's encoders conflate 1, 1.0 and True and turn
-        # mixed types such as None and floats into strings.
+        # Indices: skopt's encoders conflate 1, 1.0 and True, and stringify mixed types.
         return space.Categorical(list(range(len(distribution.choices))))
     if not isinstance(distribution, (IntDistribution, FloatDistribution)):
         raise ValueError(f"SkoptSampler cannot handle {type(distribution).__name__}.")
@@ -71,7 +65,8 @@ def to_dimension(distribution: BaseDistribution, space: ModuleType) -> Any:
         return cls(distribution.low, distribution.high, prior="log-uniform")
     if isinstance(distribution, IntDistribution) or distribution.step is not None:
         # Optimizing over the grid index keeps every proposal on the grid.
-        return space.Integer(0, _n_steps(distribution))
+        assert distribution.step is not None
+        return space.Integer(0, round((distribution.high - distribution.low) / distribution.step))
     return space.Real(distribution.low, distribution.high)
 
 
@@ -107,10 +102,8 @@ def decode(distribution: BaseDistribution, value: Any) -> Any:
 
 
 class _Optimizer:
-    """One ``skopt.Optimizer`` over a fixed search space, fed observations incrementally.
-
-    Single-valued distributions stay out of skopt (it needs two distinct bounds).
-    """
+    """One ``skopt.Optimizer`` over a fixed search space, fed observations incrementally;
+    single-valued distributions stay out of skopt (it needs two distinct bounds)."""
 
     def __init__(
         self,
@@ -120,8 +113,11 @@ class _Optimizer:
     ) -> None:
         skopt = import_skopt()
         self.search_space = dict(search_space)
+        # A single-valued distribution's value: its only choice, or its low bound.
         self._fixed = {
-            name: _single_value(dist) for name, dist in search_space.items() if dist.single()
+            name: dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+            for name, dist in search_space.items()
+            if dist.single()
         }
         self._distributions = {n: d for n, d in search_space.items() if not d.single()}
         self._told: dict[int, Observation] = {}
@@ -148,10 +144,8 @@ class _Optimizer:
         return x, value
 
     def sync(self, observations: Mapping[int, Observation]) -> bool:
-        """Tell skopt the observations (by trial number) it has not seen yet, in one batch.
-
-        False, telling nothing, when one told earlier is missing or changed (rebuild).
-        """
+        """Tell skopt the new observations (by trial number) in one batch; False, telling
+        nothing, when one told earlier is missing or changed (rebuild)."""
         if any(observations.get(number) != obs for number, obs in self._told.items()):
             return False
         new = {n: obs for n, obs in observations.items() if n not in self._told}
@@ -182,20 +176,11 @@ class _Optimizer:
             x = opt.space.rvs(random_state=opt.rng)[0]
         else:
             with warnings.catch_warnings():
-                # skopt replaces a repeated point with a random one, warning on most asks
-                # in small spaces.
+                # skopt warns whenever it replaces a repeated point with a random one.
                 warnings.filterwarnings("ignore", "The objective has been evaluated", UserWarning)
                 x = opt.ask()
             if x in self._pending:
-                # skopt computes its proposal during tell: asking again before a new result
-                # (parallel workers, a failed trial) repeats a point; explore instead.
+                # skopt proposes during tell: asking again before a new result repeats a point.
                 x = opt.space.rvs(random_state=opt.rng)[0]
         self._pending.append(x)
         return list(x)
-
-
-def _single_value(distribution: BaseDistribution) -> Any:
-    if isinstance(distribution, CategoricalDistribution):
-        return distribution.choices[0]
-    assert isinstance(distribution, (IntDistribution, FloatDistribution))
-    return distribution.low

@@ -149,11 +149,10 @@ class SkoptSampler(BaseSampler):
             n_finished = len(self._finished_values(study, cached_trials(study)))
             if n_finished >= max(self._n_startup_trials, 1):
                 _logger.warning(
-                    f"Parameter '{param_name}' of trial {trial.number} is outside the relative "
-                    f"search space of SkoptSampler (e.g. it is conditional), so it is sampled "
-                    f"by {type(self._independent_sampler).__name__} instead; optimization may "
-                    "be less effective. Pass warn_independent_sampling=False to SkoptSampler "
-                    "if this is intended."
+                    f"Parameter '{param_name}' of trial {trial.number} is outside SkoptSampler's "
+                    f"relative search space (e.g. conditional): sampled by "
+                    f"{type(self._independent_sampler).__name__} instead. Pass "
+                    "warn_independent_sampling=False to SkoptSampler if this is intended."
                 )
         return self._independent_sampler.sample_independent(
             study, trial, param_name, param_distribution
