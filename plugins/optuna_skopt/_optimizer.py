@@ -113,12 +113,8 @@ class _Optimizer:
     ) -> None:
         skopt = import_skopt()
         self.search_space = dict(search_space)
-        # A single-valued distribution's value: its only choice, or its low bound.
-        self._fixed = {
-            name: dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
-            for name, dist in search_space.items()
-            if dist.single()
-        }
+        # decode() clips into the bounds: a single-valued distribution decodes 0 to its value.
+        self._fixed = {name: decode(d, 0) for name, d in search_space.items() if d.single()}
         self._distributions = {n: d for n, d in search_space.items() if not d.single()}
         self._told: dict[int, Observation] = {}
         self._pending: list[list[Any]] = []  # proposed since the last tell
