@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 _T = TypeVar("_T")
-# SQLITE_BUSY, _LOCKED, _BUSY_SNAPSHOT, _CONSTRAINT_PRIMARYKEY, _CONSTRAINT_UNIQUE
-_SQLITE_RACE = {5, 6, 517, 1555, 2067}
+# SQLITE_BUSY, _LOCKED, _SCHEMA (another connection changed the schema mid-statement),
+# _BUSY_SNAPSHOT, _CONSTRAINT_PRIMARYKEY, _CONSTRAINT_UNIQUE
+_SQLITE_RACE = {5, 6, 17, 517, 1555, 2067}
 # unique violation, duplicate table, duplicate object, serialization failure, deadlock
 _POSTGRES_RACE = {"23505", "42P07", "42710", "40001", "40P01"}
 _MYSQL_RACE = {1050, 1062, 1213, 1205}  # table exists, duplicate entry, deadlock, lock wait

@@ -52,6 +52,14 @@ def test_an_existing_sqlite_table_is_a_race_only_while_creating_the_schema(
     assert is_race(exists, creating_schema=True)
 
 
+def test_a_schema_changed_under_the_statement_is_a_race() -> None:
+    # SQLITE_SCHEMA comes only from a schema created by another connection mid-statement
+    # (test_storage's six workers opening one new database hit it); here, its code alone.
+    changed = sqlite3.OperationalError("database schema has changed")
+    changed.sqlite_errorcode = sqlite3.SQLITE_SCHEMA
+    assert is_race(changed)
+
+
 def test_other_errors_are_no_races(table: sqlite3.Connection) -> None:
     syntax = _raised(lambda: table.execute("SELEC 1"))
     assert not is_race(syntax)  # SQLITE_ERROR too: a race only while creating the schema
