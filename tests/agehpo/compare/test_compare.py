@@ -205,7 +205,7 @@ def test_mlflow_holds_one_parent_with_a_run_per_study_and_trials_beneath(
         "plots",
     }
     plots = {f.path for f in client.list_artifacts(result.parent_run_id, "plots")}
-    assert plots == {"plots/convergence.html", "plots/pruning.html"}
+    assert plots == {f"plots/{n}.{e}" for n in ("convergence", "pruning") for e in ("html", "png")}
     # The main job's champion is untouched: each study registers its own model name.
     registered = {m.name for m in client.search_registered_models()}
     assert "cmp-model" not in registered
@@ -224,6 +224,7 @@ def test_verdict_names_the_sampler_with_the_higher_median(compared: tuple) -> No
     assert (folder / "verdict.txt").read_text().strip() == result.verdict
     assert (folder / "plots" / "convergence.html").stat().st_size > 1000
     assert (folder / "plots" / "pruning.html").stat().st_size > 1000
+    assert (folder / "plots" / "convergence.png").stat().st_size > 10_000
     table = pd.read_csv(folder / "compare_table.csv")
     assert set(table.sampler) == set(SAMPLERS)
     assert "Verdict: " + result.verdict in lines
