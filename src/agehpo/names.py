@@ -9,5 +9,3 @@ ACCURACIES = ("age_accuracy", "ethnicity_accuracy", "gender_accuracy", "all_accu
 OBJECTIVE_METRIC = "val_age_accuracy"
 # Every epoch of a trial run logs these, at step = epoch.
 EPOCH_METRICS = ("train_loss", "val_loss", *(f"val_{name}" for name in ACCURACIES))
-# The best model's scores on the held-out test split: parent run metrics, version tags.
-TEST_METRICS = tuple(f"test_{name}" for name in ACCURACIES)

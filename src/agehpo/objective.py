@@ -15,7 +15,6 @@ import torch
 
 from agehpo.config import StudyConfig
 from agehpo.data import PreparedData, load_table, prepare
-from agehpo.names import EPOCH_METRICS
 from agehpo.nn.cuda_graph import CAPTURABLE_OPTIMIZERS, GraphTrainStep
 from agehpo.nn.model import TrainedModel, build_model
 from agehpo.nn.train import (
@@ -28,8 +27,7 @@ from agehpo.nn.train import (
 from agehpo.search_space import suggest
 
 _logger = logging.getLogger(__name__)
-EPOCH_METRIC_NAMES = EPOCH_METRICS
-# Called after each epoch with the trial, the 1-based epoch and the EPOCH_METRIC_NAMES metrics.
+# Called after each epoch with the trial, the 1-based epoch and the names.EPOCH_METRICS metrics.
 EpochHook = Callable[[optuna.trial.BaseTrial, int, Mapping[str, float]], None]
 
 

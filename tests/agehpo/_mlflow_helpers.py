@@ -23,7 +23,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 
-from agehpo.objective import EPOCH_METRIC_NAMES as EPOCH_METRICS
+from agehpo.names import EPOCH_METRICS
 
 PARENT_RUN_ID = "mlflow.parentRunId"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")

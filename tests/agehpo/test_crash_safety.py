@@ -45,7 +45,7 @@ from _procs import (
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from agehpo.objective import EPOCH_METRIC_NAMES as EPOCH_METRICS
+from agehpo.names import EPOCH_METRICS
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,10 @@ import torch
 from agehpo.data import PreparedData
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.storage import BudgetLock
+from agehpo.names import EPOCH_METRICS
 from agehpo.nn.model import build_model
 from agehpo.nn.train import evaluate
-from agehpo.objective import EPOCH_METRIC_NAMES, NonFiniteLossError, Objective
+from agehpo.objective import NonFiniteLossError, Objective
 
 SEED_BEST = {
     "num_fc_layers": 5,
@@ -35,7 +36,7 @@ def _objective(data: PreparedData, n_epochs: int = 3, hooks: list | None = None)
 
 
 def test_epoch_metric_names_are_the_design_contract() -> None:
-    assert EPOCH_METRIC_NAMES == (
+    assert EPOCH_METRICS == (
         "train_loss",
         "val_loss",
         "val_age_accuracy",
@@ -57,7 +58,7 @@ def test_reports_every_epoch_and_hands_metrics_to_the_hooks(tiny_data: PreparedD
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert sorted(trial.intermediate_values) == [1, 2, 3]
     assert [epoch for _, epoch, _ in seen] == [1, 2, 3]
-    assert set(seen[0][2]) == set(EPOCH_METRIC_NAMES)
+    assert set(seen[0][2]) == set(EPOCH_METRICS)
     assert trial.value == seen[-1][2]["val_age_accuracy"] == trial.intermediate_values[3]
     kept = objective.pop_model(0)
     assert kept is not None and kept.params == SEED_BEST
