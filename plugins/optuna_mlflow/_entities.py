@@ -169,9 +169,11 @@ def log_batch_chunked(
     run_id: str,
     metrics: Sequence[Metric] = (),
     params: Sequence[Param] = (),
-    tags: Sequence[RunTag] = (),
-    final_tags: Sequence[RunTag] = (),
+    tags: Mapping[str, str] | None = None,
+    final_tags: Mapping[str, str] | None = None,
 ) -> None:
     """Log everything with as few ``log_batch`` requests as MLflow's limits allow."""
-    for bm, bp, bt in split_batches(metrics, params, tags, final_tags):
+    as_tags = [RunTag(key, value) for key, value in (tags or {}).items()]
+    final = [RunTag(key, value) for key, value in (final_tags or {}).items()]
+    for bm, bp, bt in split_batches(metrics, params, as_tags, final):
         client.log_batch(run_id, metrics=bm, params=bp, tags=bt, synchronous=True)

@@ -18,7 +18,7 @@ from optuna_mlflow import _keys as k
 from optuna_mlflow._compat import storage_location, study_id
 from optuna_mlflow._entities import param_text, to_ms
 from optuna_mlflow._keys import redact_url
-from optuna_mlflow._writer import TrialRunWriter, quote, search_runs
+from optuna_mlflow._writer import TrialRunWriter, search_runs, tag_filter
 
 _logger = logging.getLogger(__name__)
 # Fixed uuid5 namespace: the same study always derives the same uid.
@@ -144,14 +144,14 @@ def adopt_legacy_runs(writer: TrialRunWriter, study: optuna.Study, rule: LegacyR
 
 def _candidates(writer: TrialRunWriter, also_uid: str | None) -> list[Run]:
     client, experiment_id = writer.client, writer.experiment_id
-    by_name = f"tags.`{k.STUDY_NAME}` = {quote(writer.study_name)}"
+    by_name = tag_filter(k.STUDY_NAME, writer.study_name)
     try:
         runs = search_runs(client, experiment_id, f"{by_name} and tags.`{k.STUDY_UID}` IS NULL")
     except MlflowException:  # a tracking server older than IS NULL: filtered here instead
         runs = search_runs(client, experiment_id, by_name)
     found = {r.info.run_id: r for r in runs if k.STUDY_UID not in r.data.tags}
     if also_uid is not None and also_uid != writer.study_uid:
-        for run in search_runs(client, experiment_id, f"tags.`{k.STUDY_UID}` = {quote(also_uid)}"):
+        for run in search_runs(client, experiment_id, tag_filter(k.STUDY_UID, also_uid)):
             found[run.info.run_id] = run
     return list(found.values())
 

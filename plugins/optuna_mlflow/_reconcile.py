@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass, field
 
 import optuna
-from mlflow.entities import Run, RunTag
+from mlflow.entities import Run
 from optuna.trial import FrozenTrial
 
 from optuna_mlflow import _keys as k
+from optuna_mlflow._entities import log_batch_chunked
 from optuna_mlflow._owner import owner_is_gone
 from optuna_mlflow._writer import TrialRunWriter
 
@@ -123,8 +124,7 @@ class _Repair:
             reason = f"no heartbeat for {idle:.0f} s; its process is gone"
             if gone:
                 reason = f"its process {owner} is gone"
-            tags = [RunTag(key, v) for key, v in _ended_tags(reason).items()]
-            self.writer.client.log_batch(run_id, tags=tags, synchronous=True)
+            log_batch_chunked(self.writer.client, run_id, tags=_ended_tags(reason))
             self.writer.client.set_terminated(run_id, status="KILLED")
             self.report.parents_killed.append(run_id)
 

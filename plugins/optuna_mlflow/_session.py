@@ -11,12 +11,11 @@ from typing import Any
 
 import optuna
 from mlflow import MlflowClient
-from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
 from optuna_mlflow import _keys as k
 from optuna_mlflow._compat import active_experiment_id, study_storage
-from optuna_mlflow._entities import tag_text
+from optuna_mlflow._entities import log_batch_chunked, tag_text
 from optuna_mlflow._identity import (
     adopt_legacy_runs,
     ensure_study_uid,
@@ -109,14 +108,13 @@ def _open_parent(writer: TrialRunWriter, study: optuna.Study, given: str | None,
     tags = {**writer.study_tags("parent"), k.HEARTBEAT: str(int(time.time()))}
     if url := storage_url(study_storage(study)):
         tags[k.STORAGE] = url
-    client = writer.client
     if given is None:
         tags = {**context_tags(), **tags, k.OWNER: str(writer.owner)}
-        run = client.create_run(
+        run = writer.client.create_run(
             writer.experiment_id, tags=tags, run_name=str(name or study.study_name)
         )
         return str(run.info.run_id)
-    client.log_batch(given, tags=[RunTag(key, v) for key, v in tags.items()], synchronous=True)
+    log_batch_chunked(writer.client, given, tags=tags)
     return given
 
 

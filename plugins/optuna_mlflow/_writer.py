@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -28,9 +28,9 @@ _STATUS = {
 }
 
 
-def quote(value: str) -> str:
-    """A string literal for MLflow's search filter syntax."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def tag_filter(key: str, value: str) -> str:
+    """MLflow's search filter matching runs whose tag ``key`` is ``value``."""
+    return f"tags.`{key}` = '" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def search_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
@@ -141,8 +141,8 @@ class TrialRunWriter:
     def study_filter(self) -> str:
         """MLflow search filter of this study's runs: by uid when known, else by name."""
         if self.study_uid is not None:
-            return f"tags.`{k.STUDY_UID}` = {quote(self.study_uid)}"
-        return f"tags.`{k.STUDY_NAME}` = {quote(self.study_name)}"
+            return tag_filter(k.STUDY_UID, self.study_uid)
+        return tag_filter(k.STUDY_NAME, self.study_name)
 
     def search_study_runs(self) -> list[Run]:
         """Every active run of the study in the experiment (parents included)."""
@@ -172,7 +172,7 @@ class TrialRunWriter:
 
     def find_run(self, number: int) -> Run | None:
         """The run of trial ``number`` of this study, if any."""
-        by_number = f"{self.study_filter()} and tags.`{k.TRIAL_NUMBER}` = '{number}'"
+        by_number = f"{self.study_filter()} and {tag_filter(k.TRIAL_NUMBER, str(number))}"
         runs = search_runs(self.client, self.experiment_id, by_number)
         return self.index_trial_runs(runs).get(number)
 
@@ -186,8 +186,7 @@ class TrialRunWriter:
         if self.owner is not None:
             all_tags.setdefault(k.OWNER, self.owner)
         name = self.run_name(number)
-        run = self.client.create_run(self.experiment_id, start_time, all_tags, name)
-        return run.info.run_id
+        return self.client.create_run(self.experiment_id, start_time, all_tags, name).info.run_id
 
     def is_up_to_date(self, run: Run, trial: FrozenTrial) -> bool:
         """Whether ``run`` holds the finished ``trial`` in full (state tag, status come last)."""
@@ -242,14 +241,7 @@ class TrialRunWriter:
             tags, state = {}, {}
         elif run_id is None:
             run_id = self.create_run(trial.number, start_time=start)
-        log_batch_chunked(
-            self.client,
-            run_id,
-            [*metrics, *extra_metrics],
-            params,
-            [RunTag(key, value) for key, value in tags.items()],
-            [RunTag(key, value) for key, value in state.items()],
-        )
+        log_batch_chunked(self.client, run_id, [*metrics, *extra_metrics], params, tags, state)
         if terminate:
             self.terminate(run_id, trial, status)
         return run_id
@@ -266,19 +258,16 @@ class TrialRunWriter:
         skip_steps: Mapping[str, Iterable[int]] | None,
         fail_reason: str | None,
     ) -> tuple[list[Metric], list[Param], dict[str, str]]:
-        skip: set[int] = set((skip_steps or {}).get(self.intermediate_key, ()))
+        curve = self.intermediate_key
+        skip: set[int] = set((skip_steps or {}).get(curve, ()))
         have_metrics: Mapping[str, float] = {}
         if existing is not None:
             have_metrics = existing.data.metrics
-            if self.intermediate_key in have_metrics and trial.intermediate_values:
-                history = self.client.get_metric_history(
-                    existing.info.run_id, self.intermediate_key
-                )
+            if curve in have_metrics and trial.intermediate_values:
+                history = self.client.get_metric_history(existing.info.run_id, curve)
                 skip.update(m.step for m in history)
         names = self.metric_names(len(trial.values)) if trial.values is not None else []
-        metrics = trial_metrics(
-            trial, self.intermediate_key, names, skip_steps=skip, have=have_metrics
-        )
+        metrics = trial_metrics(trial, curve, names, skip_steps=skip, have=have_metrics)
         params = trial_params(trial, existing.data.params if existing is not None else {})
         tags = trial_tags(
             trial,
