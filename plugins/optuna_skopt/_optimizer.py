@@ -131,9 +131,7 @@ class _Optimizer:
         """``(x, value)``; None if a parameter of the space is missing or outside it."""
         x = []
         for name, distribution in self._distributions.items():
-            if name not in params:
-                return None
-            encoded = encode(distribution, params[name])
+            encoded = encode(distribution, params[name]) if name in params else None
             if encoded is None:
                 return None
             x.append(encoded)
@@ -154,29 +152,24 @@ class _Optimizer:
 
     def ask(self) -> dict[str, Any]:
         """Propose a value for every parameter of the search space."""
-        proposed: dict[str, Any] = {}
+        proposed = dict(self._fixed)
         if self._skopt is not None:
             x = self._next_point()
             for (name, distribution), value in zip(self._distributions.items(), x, strict=True):
                 proposed[name] = decode(distribution, value)
-        return {
-            name: self._fixed[name] if name in self._fixed else proposed[name]
-            for name in self.search_space
-        }
+        return {name: proposed[name] for name in self.search_space}
 
     def _next_point(self) -> list[Any]:
         opt = self._skopt
         fitted_phase = opt.base_estimator_ is not None and len(opt.yi) >= opt.n_initial_points_
-        if fitted_phase and not opt.models:
-            # Nothing told and no initial points requested: skopt has no model to ask.
-            x = opt.space.rvs(random_state=opt.rng)[0]
-        else:
+        x = None  # nothing told and no initial points requested: skopt has no model to ask
+        if not fitted_phase or opt.models:
             with warnings.catch_warnings():
                 # skopt warns whenever it replaces a repeated point with a random one.
                 warnings.filterwarnings("ignore", "The objective has been evaluated", UserWarning)
                 x = opt.ask()
-            if x in self._pending:
-                # skopt proposes during tell: asking again before a new result repeats a point.
-                x = opt.space.rvs(random_state=opt.rng)[0]
+        if x is None or x in self._pending:
+            # skopt proposes during tell: asking again before a new result repeats a point.
+            x = opt.space.rvs(random_state=opt.rng)[0]
         self._pending.append(x)
         return list(x)

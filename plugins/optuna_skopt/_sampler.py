@@ -71,9 +71,8 @@ class SkoptSampler(BaseSampler):
         consider_pruned_trials: bool = False,
         seed: int | None = None,
     ) -> None:
-        kwargs = validate_skopt_kwargs(skopt_kwargs)
-        random_state = kwargs.pop("random_state", seed)
-        self._skopt_kwargs = kwargs
+        self._skopt_kwargs = validate_skopt_kwargs(skopt_kwargs)
+        random_state = self._skopt_kwargs.pop("random_state", seed)
         # A fresh seed per (re)built optimizer: a rebuild does not replay earlier random points.
         if not isinstance(random_state, np.random.RandomState):
             random_state = np.random.RandomState(random_state)
@@ -214,8 +213,7 @@ def validate_skopt_kwargs(skopt_kwargs: Mapping[str, Any] | None) -> dict[str, A
             "from the study's search space."
         )
     accepted = sorted(set(inspect.signature(skopt.Optimizer).parameters) - {"dimensions"})
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
+    if unknown := sorted(set(kwargs) - set(accepted)):
         raise ValueError(
             f"Unknown skopt_kwargs key(s) {unknown}; skopt.Optimizer accepts {accepted}."
         )
