@@ -33,11 +33,10 @@ PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "in
 
 def _why_not(name: str, study: optuna.Study) -> str | None:
     """Why Optuna cannot draw plot ``name`` for this study, or None if it can."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if name == "intermediate_values":
-        if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-            return "no trial reported intermediate values"
-        return None
+        reported = any(t.intermediate_values for t in study.get_trials(deepcopy=False))
+        return None if reported else "no trial reported intermediate values"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return "no COMPLETE trial"
     if name == "param_importances":

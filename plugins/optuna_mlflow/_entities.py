@@ -148,20 +148,16 @@ def split_batches(
         room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(bp) - len(bt))
         bm, m = m[:room], m[room:]
         batches.append((bm, bp, bt))
-    final = list(final_tags)
-    while final:
-        if batches:
-            bm, bp, bt = batches[-1]
-            room = min(
-                MAX_PARAMS_TAGS_PER_BATCH - len(bt),
-                MAX_ENTITIES_PER_BATCH - len(bm) - len(bp) - len(bt),
-            )
-            if room > 0:
-                bt.extend(final[:room])
-                final = final[room:]
-                continue
-        batches.append(([], [], []))
+    for tag in final_tags:
+        if not batches or _is_full(*batches[-1]):
+            batches.append(([], [], []))
+        batches[-1][2].append(tag)
     return batches
+
+
+def _is_full(metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> bool:
+    size = len(metrics) + len(params) + len(tags)
+    return len(tags) >= MAX_PARAMS_TAGS_PER_BATCH or size >= MAX_ENTITIES_PER_BATCH
 
 
 def log_batch_chunked(

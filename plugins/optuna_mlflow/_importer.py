@@ -141,10 +141,9 @@ def _writer(
         names = list(study.metric_names)
     else:
         names = ["value"] if n == 1 else [f"values_{i}" for i in range(n)]
-    experiment_id = get_or_create_experiment(client, experiment_name)
     return TrialRunWriter(
         client,
-        experiment_id,
+        get_or_create_experiment(client, experiment_name),
         study.study_name,
         metric_name=names,
         directions=study.directions,

@@ -100,12 +100,10 @@ def _file_kind(path: Path) -> str:
             return "sqlite"
         f.seek(0)
         first = f.readline(1 << 20)
-    try:
+    with contextlib.suppress(ValueError):  # not JSON: not a journal
         record = json.loads(first)
-    except ValueError:
-        record = None
-    if isinstance(record, dict) and "op_code" in record:
-        return "journal"
+        if isinstance(record, dict) and "op_code" in record:
+            return "journal"
     what = "an empty file" if not first else "neither a SQLite database nor an Optuna journal"
     raise NotAnOptunaStorageError(f"{path} is not an Optuna storage ({what})")
 

@@ -76,8 +76,7 @@ def reconcile_study(
     Returns:
         What was changed.
     """
-    clock = time.time() if now is None else now
-    fix = _Repair(writer, clock, stale_after, all_other_parents_stale)
+    fix = _Repair(writer, time.time() if now is None else now, stale_after, all_other_parents_stale)
     runs = writer.search_study_runs()
     parents = [r for r in runs if k.TRIAL_NUMBER not in r.data.tags]
     fix.end_stale_parents(parents)

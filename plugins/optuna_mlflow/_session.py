@@ -75,7 +75,6 @@ class StudySession:
             experiment_id = _experiment_id(client, study.study_name, options)
         parent, mlflow_kwargs = options["parent"], options["mlflow_kwargs"]
         run_name = mlflow_kwargs.get("run_name")
-        owns_parent = parent and parent_run_id is None
         run_tags = dict(context_tags())
         run_tags.update({str(key): str(v) for key, v in (mlflow_kwargs.get("tags") or {}).items()})
         if options["tag_study_user_attrs"]:  # as in optuna_integration: they supersede the trial's
@@ -100,7 +99,7 @@ class StudySession:
             writer.parent_run_id = _open_parent(writer, study, parent_run_id, run_name)
         identity = storage_identity(study_storage(study))
         adopt_legacy_runs(writer, study, legacy_rule(study, identity))
-        return cls(study=study, writer=writer, owns_parent=owns_parent)
+        return cls(study=study, writer=writer, owns_parent=parent and parent_run_id is None)
 
 
 def _open_parent(writer: TrialRunWriter, study: optuna.Study, given: str | None, name: Any) -> str:

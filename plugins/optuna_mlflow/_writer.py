@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, ViewType
+from mlflow.utils import get_results_from_paginated_fn
 from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -35,16 +36,12 @@ def tag_filter(key: str, value: str) -> str:
 
 def search_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
     """Every active run of the experiment matching ``filter_string``, all pages."""
-    runs: list[Run] = []
-    token: str | None = None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results=5000, page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return get_results_from_paginated_fn(
+        lambda max_results, token: client.search_runs(
+            [experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results, page_token=token
+        ),
+        max_results_per_page=5000,
+    )
 
 
 def run_status_for(state: TrialState) -> str:
@@ -157,11 +154,10 @@ class TrialRunWriter:
             return parent != self.parent_run_id, run.info.start_time or 0
 
         for run in runs:
-            number = run.data.tags.get(k.TRIAL_NUMBER)
-            if number is None or not number.lstrip("-").isdigit():
-                continue
-            if self.study_uid is not None and run.data.tags.get(k.STUDY_UID) != self.study_uid:
-                continue  # another study of the same name
+            number = run.data.tags.get(k.TRIAL_NUMBER, "")
+            other = self.study_uid is not None and run.data.tags.get(k.STUDY_UID) != self.study_uid
+            if other or not number.lstrip("-").isdigit():
+                continue  # another study of the same name, or not a trial's run
             if int(number) not in found or rank(run) < rank(found[int(number)]):
                 found[int(number)] = run
         return found
