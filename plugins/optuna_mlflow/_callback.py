@@ -249,12 +249,12 @@ class MLflowCallback:
 
     def _summary_run(self, study: optuna.Study) -> str:
         """The run that takes study-level data: the parent run, else the active run."""
-        parent = self.start(study)
-        active = mlflow.active_run()
-        if parent is None and active is None:
+        if (parent := self.start(study)) is not None:
+            return parent
+        if (active := mlflow.active_run()) is None:
             raise ValueError(
                 f"study {study.study_name!r}: expected a parent run to log study-level data "
                 "on, found none (no parent_run, no active MLflow run); build the callback "
                 "with parent_run=True, or call it inside mlflow.start_run()."
             )
-        return parent if parent is not None else active.info.run_id  # type: ignore[union-attr]
+        return active.info.run_id

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.time import get_current_time_millis as now_ms
 from mlflow.utils.validation import (
     MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
@@ -30,11 +30,6 @@ UNKNOWN_FAILURE = "not recorded (the objective raised or returned an invalid val
 def to_ms(moment: datetime | None) -> int | None:
     """Milliseconds since the epoch of a (naive, local) Optuna datetime."""
     return None if moment is None else int(moment.timestamp() * 1000)
-
-
-def now_ms() -> int:
-    """Milliseconds since the epoch, now."""
-    return int(time.time() * 1000)
 
 
 def param_text(value: object) -> str:

@@ -200,9 +200,7 @@ def _import_one(
 
 def _study_uid(study: optuna.Study, opened: OpenedStorage) -> tuple[str, LegacyRule]:
     """The study's uid and which of its runs may predate it."""
-    uid = read_study_uid(study)
-    if uid is None and opened.writable:
-        uid = ensure_study_uid(study)
+    uid = ensure_study_uid(study) if opened.writable else read_study_uid(study)
     if uid is not None:
         return uid, legacy_rule(study, opened.identity)
     # Never stored: every run of this study so far has no uid, or this derived one.

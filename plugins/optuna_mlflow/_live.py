@@ -73,7 +73,6 @@ class LiveTrialRuns:
             uid = ensure_study_uid(study)
             if uid not in self.sessions:
                 session = StudySession.open(self.client, study, self.given_parent, self.options)
-                session.last_heartbeat = time.time()
                 self.sessions[uid] = session
                 if session.parent_run_id is not None:
                     self.heartbeat.start()

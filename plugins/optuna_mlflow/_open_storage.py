@@ -116,21 +116,19 @@ def _sqlite_copy(path: Path) -> Iterator[tuple[BaseStorage, str | None]]:
         copy = Path(tmp) / "storage.db"
         # mode=ro: reading must not even create a journal beside the user's file.
         source = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
-        target = sqlite3.connect(copy)
-        try:
-            tables = {r[0] for r in source.execute("select name from sqlite_master")}
-            if not {"studies", "trials"} <= tables:
+        with contextlib.closing(source), contextlib.closing(sqlite3.connect(copy)) as target:
+            try:
+                tables = {r[0] for r in source.execute("select name from sqlite_master")}
+                if not {"studies", "trials"} <= tables:
+                    raise NotAnOptunaStorageError(
+                        f"{path} is not an Optuna storage "
+                        "(a SQLite database without Optuna's tables)"
+                    )
+                source.backup(target)
+            except sqlite3.DatabaseError as exc:
                 raise NotAnOptunaStorageError(
-                    f"{path} is not an Optuna storage (a SQLite database without Optuna's tables)"
-                )
-            source.backup(target)
-        except sqlite3.DatabaseError as exc:
-            raise NotAnOptunaStorageError(
-                f"{path} is not a readable SQLite database: {exc}"
-            ) from exc
-        finally:
-            source.close()
-            target.close()
+                    f"{path} is not a readable SQLite database: {exc}"
+                ) from exc
         url = f"sqlite:///{copy}"
         upgraded_from = _check_schema(url, path)
         storage = RDBStorage(url, skip_table_creation=True)

@@ -6,7 +6,7 @@ import functools
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -46,7 +46,7 @@ class StudySession:
     study: optuna.Study
     writer: TrialRunWriter
     owns_parent: bool
-    last_heartbeat: float = 0.0
+    last_heartbeat: float = field(default_factory=time.time)  # its parent was just tagged
 
     @property
     def study_uid(self) -> str:
@@ -97,8 +97,7 @@ class StudySession:
         )
         if parent:
             writer.parent_run_id = _open_parent(writer, study, parent_run_id, run_name)
-        identity = storage_identity(study_storage(study))
-        adopt_legacy_runs(writer, study, legacy_rule(study, identity))
+        adopt_legacy_runs(writer, study, legacy_rule(study, storage_identity(study_storage(study))))
         return cls(study=study, writer=writer, owns_parent=parent and parent_run_id is None)
 
 
