@@ -86,9 +86,8 @@ class SkoptSampler(BaseSampler):
         self._state: _StudyState | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = {**self.__dict__, "_state": None}
         del state["_lock"]
-        state["_state"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
