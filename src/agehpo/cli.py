@@ -58,7 +58,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     validate_study_config(config)  # before any store is opened, and before heavy imports
     from agehpo.study import run_study
 
-    role = Role.LAUNCHER if config.n_workers > 1 else Role.SINGLE
+    role = Role.LAUNCHER if config.n_workers > 1 or config.cluster else Role.SINGLE
     result = run_study(config, track=True, role=role, stop=args.stop)
     print(format_summary(result, config))
     return 0

@@ -18,7 +18,7 @@ class Role(enum.Enum):
 
     SINGLE = "single"  # runs trials, then finishes the study (test score, registry, plots)
     WORKER = "worker"  # only runs trials
-    LAUNCHER = "launcher"  # starts n_workers worker processes, then finishes the study
+    LAUNCHER = "launcher"  # runs n_workers tasks on a Dask cluster, then finishes the study
 
 
 def _param(default: Any, help: str, *, minimum: int | None = 1) -> Any:
@@ -46,9 +46,10 @@ class StudyConfig:
     batch_size: int = _param(128, "training batch size")
     seed: int = _param(13, "seeds the data, the sampler and training", minimum=None)
     model_name: str = _param("age-predictor", "registered model name")
-    n_workers: int = _param(1, "worker processes on this machine")
+    n_workers: int = _param(1, "Dask workers (>1: a LocalCluster unless cluster is set)")
     n_jobs: int = _param(1, "concurrent trials as threads in one process")
     device: str = _param("auto", "auto, cpu, cuda, cuda-graph")
+    cluster: str = _param("", "'' (in-process), 'local' or a scheduler, e.g. tcp://host:8786")
 
 
 def parse_samplers(text: str) -> list[str]:

@@ -1,6 +1,7 @@
 """One study run: ``prepare`` opens the study and wires the objective, the runner and the
-observers; ``optimize`` hands the runner to an executor (threads here, or worker processes);
-``finalize`` scores the best model on the test split and lets the tracker register it."""
+observers; ``optimize`` hands the runner to an executor (threads here, or workers on a Dask
+cluster); ``finalize`` scores the best model on the test split and lets the tracker register
+it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
+import mlflow
 import optuna
 from optuna.trial import FrozenTrial
 from tqdm.auto import tqdm
@@ -18,11 +20,11 @@ from agehpo.config import Role, StudyConfig
 from agehpo.data import PreparedData
 from agehpo.evaluation import ReportCard, evaluate
 from agehpo.hpo.best import BestModelKeeper, best_model, test_metrics, test_predictions
+from agehpo.hpo.cluster import run_tasks, watch_stop_event, worker_seed
 from agehpo.hpo.liveness import budget_used
 from agehpo.hpo.runner import TrialRunner
 from agehpo.hpo.stopping import OrderlyStop
 from agehpo.hpo.storage import BudgetLock, open_storage
-from agehpo.hpo.workers import run_workers
 from agehpo.nn.train import EpochMetrics, resolve_device
 from agehpo.objective import EpochHook, Objective, load_data
 from agehpo.plugins import create_pruner, create_sampler
@@ -35,15 +37,8 @@ if TYPE_CHECKING:
 
 
 def open_study(config: StudyConfig, *, sampler_seed: int | None = None) -> optuna.Study:
-    """Create the study, or load it when it exists; safe when workers start at once.
-
-    Args:
-        config: The run's parameters.
-        sampler_seed: Seed for the sampler; defaults to ``config.seed``.
-
-    Returns:
-        The study, maximizing validation age accuracy, with its uid.
-    """
+    """Create the study maximizing validation age accuracy, or load it when it exists (safe
+    when workers start at once), with its uid; ``sampler_seed`` None: ``config.seed``."""
     seed = config.seed if sampler_seed is None else sampler_seed
     study = optuna.create_study(
         study_name=config.study_name,
@@ -175,14 +170,40 @@ def in_process(run: StudyRun, progress: tqdm) -> list[int]:
     return run.runner.run(run.config.n_jobs, progress)
 
 
-def local_processes(run: StudyRun, progress: tqdm) -> list[int]:
-    """The executor of ``n_workers`` local ``agehpo worker`` processes, nested under the
-    parent run; the dead ones' trials are retried and their runs ended."""
+def worker_task(
+    config: StudyConfig, parent: str | None, tracking_uri: str, stop_event: str
+) -> list[int]:
+    """One Dask worker's share of the study, its trial runs nested under run ``parent``; the
+    client's ``stop_event`` ends its running trials FAIL, to be retried. The trials it ran."""
+    mlflow.set_tracking_uri(tracking_uri)
+    stop = OrderlyStop()
+    watch_stop_event(stop_event, stop)
+    try:
+        seed = worker_seed(config.seed)
+        return run_study(
+            config, role=Role.WORKER, track=True, parent_run_id=parent, sampler_seed=seed, stop=stop
+        ).ran
+    except KeyboardInterrupt:  # the stop: the trials it ended are retried by the next run
+        return []
+    finally:
+        stop.done()
+
+
+def cluster_workers(run: StudyRun, progress: tqdm) -> list[int]:
+    """The executor of ``n_workers`` tasks on a Dask cluster (:mod:`agehpo.hpo.cluster`),
+    nested under the parent run; a dead worker's trial is retried and its run ended."""
     tracker = run.tracker
     parent = tracker.callback.parent_run_id if tracker is not None else None
+    uri = tracker.tracking_uri if tracker is not None else mlflow.get_tracking_uri()
     try:
-        return run_workers(
-            run.config, run.runner, parent_run_id=parent, progress=progress, stop=run.stop
+        return run_tasks(
+            run.config,
+            run.runner,
+            worker_task,
+            parent_run_id=parent,
+            tracking_uri=uri,
+            stop=run.stop,
+            progress=progress,
         )
     finally:
         if tracker is not None:
@@ -196,15 +217,13 @@ Executor = Callable[[StudyRun, tqdm], list[int]]
 EXECUTORS: dict[Role, Executor] = {
     Role.SINGLE: in_process,
     Role.WORKER: in_process,
-    Role.LAUNCHER: local_processes,
+    Role.LAUNCHER: cluster_workers,
 }
 
 
 def optimize(run: StudyRun) -> None:
-    """Run trials until the budget is met with the role's executor (:data:`EXECUTORS`).
-
-    On an error or a stop the runs this process opened are ended (KILLED or FAILED).
-    """
+    """Run trials until the budget is met with the role's executor (:data:`EXECUTORS`); on an
+    error or a stop the runs this process opened are ended (KILLED or FAILED)."""
     config, tracker = run.config, run.tracker
     already = budget_used(run.study.get_trials(deepcopy=False))
     try:
@@ -222,11 +241,8 @@ def optimize(run: StudyRun) -> None:
 
 
 def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
-    """Score the best trial's model on the test split, register it, end the runs.
-
-    Returns:
-        The study, the trials this call ran and the test metrics of the best trial.
-    """
+    """Score the best trial's model on the test split, register it, end the runs; returns the
+    study, the trials this call ran and the test metrics of the best trial."""
     config, study, tracker = run.config, run.study, run.tracker
     trials = study.get_trials(deepcopy=False)
     result = StudyResult(study, run.runner.ran, Counter(t.state.name for t in trials))

@@ -8,6 +8,7 @@ plugin errors). Nothing heavy is imported before the cheap checks have passed.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from agehpo import urls
 from agehpo.config import parse_samplers, sampler_kwargs_for
 from agehpo.errors import ConfigError, quote, quote_path
+from agehpo.hpo.cluster import check_cluster, check_scheduler, is_remote
 
 if TYPE_CHECKING:
     from agehpo.config import StudyConfig
@@ -194,8 +196,11 @@ def validate_study_config(
     check_plugin_names(config, samplers)  # before anything heavy is imported
     validate_storage(config.storage)
     check_parallel_storage(config)
+    check_cluster(config, os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     check_sampler_and_pruner(config, samplers)
-    check_data(config.data)  # last: the only check that may take a while (a real CSV)
+    check_data(config.data)  # the only checks that may take a while: a real CSV, a scheduler
+    if is_remote(config.cluster):
+        check_scheduler(config.cluster)
 
 
 def check_parallel_storage(config: StudyConfig) -> None:

@@ -1,6 +1,7 @@
 """Several workers share one study's budget: exactly n_trials trials, one MLflow run each.
 
-Real processes only: ``python -m agehpo study --n-workers N`` on a journal file, and
+Real processes only: ``python -m agehpo study --n-workers N`` (a Dask LocalCluster) on a
+journal file, and
 separate ``agehpo study`` invocations started at once against a fresh PostgreSQL database
 with a real ``mlflow server`` on another fresh PostgreSQL database.
 """
