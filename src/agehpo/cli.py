@@ -58,6 +58,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     validate_study_config(config)  # before any store is opened, and before heavy imports
     from agehpo.study import run_study
 
+    if args.command == "worker":
+        result = run_study(config, track=True, role=Role.WORKER, stop=args.stop)
+        print(f"Worker finished: ran trials {result.ran}")
+        return 0
     role = Role.LAUNCHER if config.n_workers > 1 or config.cluster else Role.SINGLE
     result = run_study(config, track=True, role=role, stop=args.stop)
     print(format_summary(result, config))
@@ -101,16 +105,6 @@ def format_summary(result: StudyResult, config: StudyConfig) -> str:
     if result.card is not None:
         lines += ["  Per age range on the test split:", *format_head(result.card.heads["age"])]
     return "\n".join([*lines, *result.notes])
-
-
-def _cmd_worker(args: argparse.Namespace) -> int:
-    config = study_config(args)
-    validate_study_config(config)
-    from agehpo.study import run_study
-
-    result = run_study(config, track=True, role=Role.WORKER, stop=args.stop)
-    print(f"Worker finished: ran trials {result.ran}")
-    return 0
 
 
 def _cmd_make_data(args: argparse.Namespace) -> int:
@@ -191,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run trials of an existing study until its budget is met (no summary)"
     )
     add_study_arguments(worker)
-    worker.set_defaults(handler=_cmd_worker)
+    worker.set_defaults(handler=_cmd_study)
 
     compare = commands.add_parser(
         "compare", help="compare samplers on the same budget, several seeded repeats each"

@@ -109,6 +109,19 @@ STUDY_CASES: dict[str, tuple[list[str], list[str]]] = {
         ["--storage", "sqlite:///{tmp}/no/such/dir/o.db"],
         ["storage=", "does not exist"],
     ),
+    "cluster that is no address": (["--cluster", "nonsense"], ["cluster='nonsense'"]),
+    "SQLite with a remote cluster": (
+        ["--cluster", "tcp://127.0.0.1:9"],
+        ["storage=", "with cluster='tcp://127.0.0.1:9'", "SQLite", "postgresql://"],
+    ),
+    "relative journal with a remote cluster": (
+        ["--cluster", "tcp://127.0.0.1:9", "--storage", "optuna.journal"],
+        ["storage='optuna.journal'", "relative path", "absolute path"],
+    ),
+    "local tracking store with a remote cluster": (
+        ["--cluster", "tcp://127.0.0.1:9", "--storage", "postgresql://postgres@127.0.0.1/test"],
+        ["MLFLOW_TRACKING_URI=", "with cluster=", "mlflow server"],
+    ),
 }
 
 
@@ -129,6 +142,23 @@ def test_bad_study_input_gives_one_line_and_writes_nothing(
     for fragment in fragments:
         assert fragment in line, f"{fragment!r} not in {line!r}"
     _assert_nothing_written(tmp_path, stores)
+
+
+@pytest.mark.slow  # the scheduler gets its full 10 s to answer
+def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_written(
+    tmp_path: Path,
+    stores: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from _procs import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    cluster = f"tcp://127.0.0.1:{free_port()}"
+    journal = tmp_path / "optuna.journal"
+    line = _run(["study", *TINY, "--cluster", cluster, "--storage", str(journal)], capsys)
+    assert f"cluster='{cluster}' did not answer within 10 s" in line
+    assert not journal.exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def _damaged_journal(path: Path) -> Path:

@@ -192,7 +192,8 @@ def run_tasks(
             )
             for i in range(config.n_workers)
         ]
-        problem = _watch(client, futures, runner, stop, event_name, progress)
+        where = f"the Dask scheduler at {config.cluster}" if remote else "the local Dask cluster"
+        problem = _watch(client, futures, runner, stop, event_name, progress, where)
     with runner.budget_lock.hold():
         runner.fail_dead_trials()  # a worker closed with its cluster: its trial is retried
     stop.check()
@@ -209,6 +210,7 @@ def _watch(
     stop: OrderlyStop,
     event_name: str,
     progress: tqdm | None,
+    where: str,
     poll_s: float = 1.0,
 ) -> str:
     """Follow the tasks to their end, passing a stop on; a line saying what failed, or ''."""
@@ -230,7 +232,6 @@ def _watch(
     failed = [f for f in futures if f.status != "finished"]
     if not failed:
         return ""
-    where = f"the Dask scheduler at {client.scheduler_info().get('address', '?')}"
     if failed[0].status != "error":
         return (
             f"{where} went away mid-study (task {failed[0].status}); the records stay exact: "

@@ -124,7 +124,7 @@ def test_a_failed_task_is_one_line_and_an_idle_one_runs_nothing(
         return
     with pytest.raises(WorkersFailedError) as info:
         run()
-    assert str(info.value).startswith("a worker task failed on the Dask scheduler at tcp://")
+    assert str(info.value).startswith("a worker task failed on the local Dask cluster: ")
     assert str(info.value).endswith("ValueError: boom in s") and "\n" not in str(info.value)
 
 
