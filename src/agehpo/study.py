@@ -177,7 +177,7 @@ def worker_task(
     client's ``stop_event`` ends its running trials FAIL, to be retried. The trials it ran."""
     mlflow.set_tracking_uri(tracking_uri)
     stop = OrderlyStop()
-    watch_stop_event(stop_event, stop)
+    watching = watch_stop_event(stop_event, stop)
     try:
         seed = worker_seed(config.seed)
         return run_study(
@@ -186,6 +186,7 @@ def worker_task(
     except KeyboardInterrupt:  # the stop: the trials it ended are retried by the next run
         return []
     finally:
+        watching.set()
         stop.done()
 
 
@@ -207,8 +208,7 @@ def cluster_workers(run: StudyRun, progress: tqdm) -> list[int]:
         )
     finally:
         if tracker is not None:
-            # A killed worker's trial run is RUNNING under a gone owner: end it now (best
-            # effort on a stop, as the next run's reconcile does it too).
+            # A killed worker's trial run is left RUNNING: end it now (best effort on a stop).
             with contextlib.suppress(Exception):
                 tracker.callback.reconcile(run.study, stale_after=None)
 

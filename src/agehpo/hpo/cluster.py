@@ -97,17 +97,15 @@ def visible_gpus() -> list[str]:
 
 
 def local_worker_specs(n_workers: int, gpus: list[str]) -> dict[str, dict[str, Any]]:
-    """A one-thread Nanny per worker, without progress bars; with GPUs worker ``i`` sees only
-    GPU ``i mod k`` (its ``CUDA_VISIBLE_DEVICES``, as dask-cuda's LocalCUDACluster pins) and
-    offers ``GPU=1``."""
+    """A one-thread Nanny per worker; with GPUs worker ``i`` sees only GPU ``i mod k`` (its
+    ``CUDA_VISIBLE_DEVICES``, as dask-cuda's LocalCUDACluster pins) and offers ``GPU=1``."""
     from distributed import Nanny
 
     specs: dict[str, dict[str, Any]] = {}
     for i in range(n_workers):
-        env = {"TQDM_DISABLE": "1"}  # the client draws the one progress bar
-        options: dict[str, Any] = {"nthreads": 1, "silence_logs": logging.WARNING, "env": env}
+        options: dict[str, Any] = {"nthreads": 1, "silence_logs": logging.WARNING}
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+            options["env"] = {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]}
             options["resources"] = {"GPU": 1}
         specs[f"worker-{i}"] = {"cls": Nanny, "options": options}
     return specs
@@ -117,6 +115,7 @@ def local_worker_specs(n_workers: int, gpus: list[str]) -> dict[str, dict[str, A
 def connect(cluster: str, n_workers: int, gpus: list[str]) -> Iterator[Client]:
     """A client of the scheduler at ``cluster``, or of a cluster of ``n_workers`` started here
     (closed on exit)."""
+    import dask
     from distributed import Client, Scheduler, SpecCluster
 
     if is_remote(cluster):
@@ -125,10 +124,10 @@ def connect(cluster: str, n_workers: int, gpus: list[str]) -> Iterator[Client]:
         return
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
     workers = local_worker_specs(n_workers, gpus)
-    with (
-        SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING) as local,
-        Client(local) as client,
-    ):
+    # Set before a worker process starts (tqdm reads it on import): one progress bar, the client's.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.TQDM_DISABLE": "1"}):
+        local = SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
+    with local, Client(local) as client:
         yield client
 
 
@@ -137,23 +136,23 @@ def worker_seed(seed: int) -> int:
     return seed ^ zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
 
 
-def watch_stop_event(name: str, stop: OrderlyStop, poll_s: float = 0.5) -> threading.Thread:
-    """In a task: request ``stop`` (as SIGTERM) once the client sets the Dask event ``name``."""
+def watch_stop_event(name: str, stop: OrderlyStop, poll_s: float = 0.5) -> threading.Event:
+    """In a task: request ``stop`` (as SIGTERM) once the client sets the Dask event ``name``;
+    the watch ends with the stop, or when the task sets the event returned."""
     import signal
 
     from distributed import Event, get_client
 
-    event = Event(name, client=get_client())  # the task's thread knows its worker's client
+    event, ended = Event(name, client=get_client()), threading.Event()  # the task's client
 
     def watch() -> None:
-        while not stop.requested.is_set():
+        while not stop.requested.is_set() and not ended.is_set():
             with contextlib.suppress(Exception):  # a lost scheduler: the task ends by itself
                 if event.wait(poll_s):
                     stop.request(signal.SIGTERM, "the study's client stopped")
 
-    thread = threading.Thread(target=watch, name="stop-event", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=watch, name="stop-event", daemon=True).start()
+    return ended
 
 
 def run_tasks(
