@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agehpo.cliparse import OneLineParser, int_flag, json_object, timeout_flag
+from agehpo.cliparse import EXIT_USAGE, OneLineParser, int_flag, json_object, timeout_flag
 from agehpo.config import Role, StudyConfig
 from agehpo.errors import ConfigError, UserError, WorkersFailedError, quote
 from agehpo.hpo.stopping import OrderlyStop
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from agehpo.study import StudyResult
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_SIGINT = 130
 
 

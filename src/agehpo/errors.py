@@ -20,7 +20,7 @@ class ConfigError(UserError, ValueError):
 
 
 class WorkersFailedError(RuntimeError):
-    """Worker processes kept dying: not the user's input, so the CLI exits 1, not 2."""
+    """A worker task failed or the cluster went away: not the user's input, so exit 1, not 2."""
 
 
 def quote(value: object, limit: int = MAX_SHOWN) -> str:

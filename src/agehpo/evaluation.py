@@ -185,16 +185,14 @@ def format_head(report: HeadReport) -> list[str]:
 def confusion_figure(report: HeadReport) -> Figure:
     """Counts and row-normalised confusion matrices side by side, class names on the axes."""
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
 
     if "matplotlib.pyplot" not in sys.modules:
         # ConfusionMatrixDisplay imports pyplot: headless, unless the host app chose a backend.
         matplotlib.use("Agg")
-    # Figure + Agg canvas: no pyplot state; fixed margins (a layout engine doubled the time).
+    # A Figure without pyplot state; fixed margins (a layout engine doubled the time).
     fig = Figure(figsize=(10, 4.6), dpi=90)
-    FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.84, wspace=0.25)
     left, right = fig.subplots(1, 2)
     n = int(report.confusion.sum())

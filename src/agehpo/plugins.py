@@ -59,14 +59,9 @@ def _registered(kind: str) -> dict[str, EntryPoint]:
     return {**builtins, **{entry.name: entry for entry in entry_points(group=group)}}
 
 
-def sampler_names() -> list[str]:
-    """All sampler names: built-in ones and those registered under ``agehpo.samplers``."""
-    return sorted(_registered("sampler"))
-
-
-def pruner_names() -> list[str]:
-    """All pruner names: built-in ones and those registered under ``agehpo.pruners``."""
-    return sorted(_registered("pruner"))
+def names(kind: str) -> list[str]:
+    """All ``kind`` (sampler or pruner) names: built-ins and those installed as entry points."""
+    return sorted(_registered(kind))
 
 
 def find(kind: str, name: str) -> EntryPoint:

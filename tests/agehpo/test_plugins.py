@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from agehpo import plugins
-from agehpo.plugins import PluginError, create_pruner, create_sampler, pruner_names, sampler_names
+from agehpo.plugins import PluginError, create_pruner, create_sampler, names
 
 
 @pytest.mark.parametrize(
@@ -41,9 +41,9 @@ def test_builtin_pruners(name: str, cls: type) -> None:
 
 
 def test_names_list_builtins_and_installed_plugins() -> None:
-    assert {"random", "tpe", "gp", "cmaes", "qmc", "skopt"} <= set(sampler_names())
+    assert {"random", "tpe", "gp", "cmaes", "qmc", "skopt"} <= set(names("sampler"))
     assert {"median", "hyperband", "successive_halving", "percentile", "none"} <= set(
-        pruner_names()
+        names("pruner")
     )
 
 
@@ -158,7 +158,7 @@ def test_third_party_plugins_register_through_entry_point_groups(
         ],
     }
     monkeypatch.setattr(plugins, "entry_points", lambda group: registered.get(group, []))
-    assert "brute" in sampler_names()
+    assert "brute" in names("sampler")
     assert isinstance(create_sampler("brute", seed=2), optuna.samplers.BruteForceSampler)
     pruner = create_pruner("threshold", {"lower": 0.2})
     assert isinstance(pruner, optuna.pruners.ThresholdPruner)

@@ -65,10 +65,6 @@ def _panel_title(sampler: str, group: Sequence[StudyStats]) -> str:
     return f"{sampler}: {complete} complete, {pruned} pruned"
 
 
-def _median_label(sampler: str, group: Sequence[StudyStats]) -> str:
-    return f"{sampler} (median of {len(group)})"
-
-
 def convergence(all_stats: Sequence[StudyStats]) -> go.Figure:
     """Best-so-far by trial per sampler: the median line over a min–max band."""
     figure = go.Figure()
@@ -77,7 +73,7 @@ def convergence(all_stats: Sequence[StudyStats]) -> go.Figure:
         figure.add_scatter(x=stats.index, y=stats["max"], line_width=0, showlegend=False, **shared)
         low = {"fill": "tonexty", "line_width": 0, "opacity": 0.2, "name": f"{sampler} min–max"}
         figure.add_scatter(x=stats.index, y=stats["min"], line_color=colour, **low, **shared)
-        median = {"line_color": colour, "name": _median_label(sampler, group)}
+        median = {"line_color": colour, "name": f"{sampler} (median of {len(group)})"}
         figure.add_scatter(x=stats.index, y=stats["median"], **median, **shared)
     return figure.update_layout(title=CONVERGENCE, xaxis_title="trial", yaxis_title=ACCURACY)
 
@@ -110,7 +106,7 @@ def _convergence_png(all_stats: Sequence[StudyStats], path: Path) -> None:
     ax = figure.add_subplot()
     for colour, sampler, group in _coloured(all_stats):
         stats = band(group)
-        x, label = stats.index, _median_label(sampler, group)
+        x, label = stats.index, f"{sampler} (median of {len(group)})"
         ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.2, step="post")
         ax.step(x, stats["median"], where="post", color=colour, label=label)
     ax.set(xlabel="trial", ylabel=ACCURACY)
