@@ -1,8 +1,6 @@
-"""Every check a command's parameters pass before anything is opened or written.
-
-A bad parameter found after the study, the parent run or the model exists leaves debris, so
-the CLI checks first; each check raises a one-line :class:`ConfigError` (or the data and
-plugin errors). Nothing heavy is imported before the cheap checks have passed.
+"""Every check a command's parameters pass before anything is opened or written: a bad one
+found after the study, the parent run or the model exists leaves debris. Each raises a one-line
+:class:`ConfigError` (or the data and plugin errors); nothing heavy loads before the cheap ones.
 """
 
 from __future__ import annotations
@@ -36,11 +34,8 @@ _DIALECTS = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
 def check_timeout(value: float, *, shown: object = None) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a finite number of seconds >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and value >= 0)
-    ):
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value >= 0):
         raise ConfigError(
             f"timeout={quote(value if shown is None else shown)} is not accepted; expected "
             "a number of seconds >= 0 (0: no limit)"
@@ -109,16 +104,9 @@ def check_device(value: str) -> None:
 
 
 def validate_storage(url: str, *, must_exist: bool = False) -> None:
-    """Check a storage URL's form, and a journal file's lines, without opening it.
-
-    Args:
-        url: An SQLAlchemy URL or a journal file (``agehpo.hpo.storage.journal_path``).
-        must_exist: Refuse a SQLite or journal file that does not exist (importing from
-            one would create an empty store instead).
-
-    Raises:
-        ConfigError: For a URL that is not of a form Optuna opens, or a damaged journal.
-    """
+    """Check a storage URL's form, and a journal file's lines, without opening it; with
+    ``must_exist``, refuse a SQLite or journal file that does not exist (importing from one
+    would create an empty store instead)."""
     from agehpo.hpo.journal import check_journal
 
     if not isinstance(url, str) or not url.strip():
@@ -172,16 +160,9 @@ def _missing_store(url: str) -> ConfigError:
 def validate_study_config(
     config: StudyConfig, *, samplers: Sequence[str] | None = None, name_reserve: int = 0
 ) -> None:
-    """Check every parameter of a study run; called before any store is opened.
-
-    Args:
-        config: The run's parameters.
-        samplers: For compare: the samplers to build instead of ``config.sampler``.
-        name_reserve: Characters derived study and model names add to the given ones.
-
-    Raises:
-        UserError: ConfigError, PluginError or DataError, one line each.
-    """
+    """Check every parameter of a study run before any store is opened; ``samplers``: for
+    compare, the ones built instead of ``config.sampler``; ``name_reserve``: characters derived
+    study and model names add. Raises a one-line ConfigError, PluginError or DataError."""
     for name in ("n_trials", "n_epochs", "n_samples", "batch_size", "n_workers", "n_jobs"):
         check_positive_int(name, getattr(config, name))
     seed = config.seed
@@ -204,11 +185,7 @@ def validate_study_config(
 
 
 def check_parallel_storage(config: StudyConfig) -> None:
-    """Refuse SQLite for several worker processes, with the alternatives.
-
-    Raises:
-        ConfigError: For an ``sqlite:`` storage and ``n_workers > 1``.
-    """
+    """Refuse SQLite for several worker processes (a ConfigError), with the alternatives."""
     if config.n_workers > 1 and config.storage.startswith("sqlite"):
         raise ConfigError(
             f"storage={quote_path(config.storage)} with n_workers={config.n_workers}: SQLite "
@@ -219,11 +196,7 @@ def check_parallel_storage(config: StudyConfig) -> None:
 
 
 def check_plugin_names(config: StudyConfig, samplers: Sequence[str] | None = None) -> None:
-    """Refuse an unknown sampler or pruner name without importing Optuna.
-
-    Raises:
-        PluginError: For a name that is neither built in nor installed.
-    """
+    """Refuse (PluginError) a sampler or pruner neither built in nor installed, without Optuna."""
     from agehpo.plugins import find
 
     for name in samplers if samplers is not None else [config.sampler]:
@@ -232,11 +205,8 @@ def check_plugin_names(config: StudyConfig, samplers: Sequence[str] | None = Non
 
 
 def check_sampler_and_pruner(config: StudyConfig, samplers: Sequence[str] | None = None) -> None:
-    """Build the sampler(s) and the pruner once, exactly as the study will.
-
-    Building is cheap and is the only sure test of ``sampler_kwargs``: the skopt sampler,
-    for one, checks its ``base_estimator`` only when constructed.
-    """
+    """Build the sampler(s) and the pruner once, as the study will: the only sure test of
+    ``sampler_kwargs`` (the skopt sampler checks its ``base_estimator`` only when built)."""
     from agehpo.plugins import create_pruner, create_sampler
 
     if samplers is None:
@@ -251,11 +221,7 @@ def check_sampler_and_pruner(config: StudyConfig, samplers: Sequence[str] | None
 
 def check_data(data: str) -> None:
     """Read a data file whole through the validating CSV reader (a bad last row stops the run
-    too); the table lands in the cache, so the study's own load is a cache hit.
-
-    Raises:
-        DataError: For a missing, unreadable or malformed file.
-    """
+    too; a DataError); the table lands in the cache, so the study's own load is a cache hit."""
     if data == "synthetic":
         return
     from agehpo.data.facecsv import read_csv
@@ -264,11 +230,8 @@ def check_data(data: str) -> None:
 
 
 def validate_compare(config: StudyConfig, samplers_text: str, repeats: int) -> list[str]:
-    """Check compare's parameters: the study ones, the sampler list and the derived names.
-
-    Returns:
-        The sampler names.
-    """
+    """Check compare's parameters (the study ones, the sampler list, the derived names);
+    returns the sampler names."""
     check_positive_int("repeats", repeats)
     samplers = parse_samplers(samplers_text)
     longest = max(len(f"-{name}-r{repeats}") for name in samplers)
