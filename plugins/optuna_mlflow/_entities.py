@@ -110,13 +110,8 @@ def trial_tags(
     tags.update(base)
     if trial.state == TrialState.FAIL:
         # Optuna 5 records no reason itself; objectives conventionally leave one in an attr.
-        reason = (
-            fail_reason
-            or trial.system_attrs.get("fail_reason")
-            or trial.user_attrs.get("fail_reason")
-            or UNKNOWN_FAILURE
-        )
-        tags[k.FAIL_REASON] = tag_text(reason)
+        attr = trial.system_attrs.get("fail_reason") or trial.user_attrs.get("fail_reason")
+        tags[k.FAIL_REASON] = tag_text(fail_reason or attr or UNKNOWN_FAILURE)
     return tags
 
 

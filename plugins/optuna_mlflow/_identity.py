@@ -37,17 +37,9 @@ def next_trial_number(study: optuna.Study) -> int:
 
 
 def ensure_study_uid(study: optuna.Study) -> str:
-    """The study's uid, created and stored in the study on first use; idempotent.
-
-    Optuna has no compare-and-set for user attrs: call it under a lock that every process
-    opening the study shares, right after opening it.
-
-    Args:
-        study: The study; its storage must be writable when it has no uid yet.
-
-    Returns:
-        The uid the storage holds (read back after storing it).
-    """
+    """The study's uid as its storage holds it, created and stored on first use (the storage
+    must then be writable). Optuna has no compare-and-set for user attrs: call it under a lock
+    every process opening the study shares, right after opening it."""
     uid = read_study_uid(study)
     if uid is not None:
         return uid

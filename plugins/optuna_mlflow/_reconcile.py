@@ -19,19 +19,12 @@ RECONCILER = "reconciler"
 
 @dataclass
 class ReconcileReport:
-    """What :func:`reconcile_study` changed (run ids).
+    """What :func:`reconcile_study` changed (run ids)."""
 
-    Attributes:
-        parents_killed: Stale parent runs ended KILLED.
-        runs_rewritten: Trial runs rewritten from finished trials.
-        runs_killed: Trial runs of trials whose process died, ended KILLED.
-        runs_created: Runs written for finished trials that had none.
-    """
-
-    parents_killed: list[str] = field(default_factory=list)
-    runs_rewritten: list[str] = field(default_factory=list)
-    runs_killed: list[str] = field(default_factory=list)
-    runs_created: list[str] = field(default_factory=list)
+    parents_killed: list[str] = field(default_factory=list)  # stale parents, ended KILLED
+    runs_rewritten: list[str] = field(default_factory=list)  # from their finished trials
+    runs_killed: list[str] = field(default_factory=list)  # their trial's process died
+    runs_created: list[str] = field(default_factory=list)  # finished trials that had none
 
     @property
     def changed(self) -> int:
@@ -60,22 +53,12 @@ def reconcile_study(
     fill_missing: bool = False,
     now: float | None = None,
 ) -> ReconcileReport:
-    """Bring the study's runs in ``writer``'s experiment in line with Optuna's storage.
-
-    ``writer.parent_run_id`` is the current parent: never touched, nor its trial runs. Run
-    it before workers start, or a trial finished but not yet written would get two runs.
-
-    Args:
-        study: The study, from its storage (the source of truth).
-        writer: The study's trial writer.
-        stale_after: Seconds without a heartbeat after which another parent is dead, or None.
-        all_other_parents_stale: Treat every other RUNNING parent as dead.
-        fill_missing: Write a run for every finished trial that has none.
-        now: Current time (``time.time()``), for tests.
-
-    Returns:
-        What was changed.
-    """
+    """Bring the study's runs in ``writer``'s experiment in line with Optuna's storage, the
+    source of truth; another parent is dead after ``stale_after`` s without a heartbeat (or
+    always, ``all_other_parents_stale``); ``fill_missing`` writes a run for every finished trial
+    without one. ``writer.parent_run_id``, the current parent, and its trial runs are never
+    touched. Run it before workers start, or a trial finished but not yet written would get
+    two runs."""
     fix = _Repair(writer, time.time() if now is None else now, stale_after, all_other_parents_stale)
     runs = writer.search_study_runs()
     parents = [r for r in runs if k.TRIAL_NUMBER not in r.data.tags]
@@ -119,10 +102,8 @@ class _Repair:
             if not gone and not self.stale(parent):
                 self.live_parents.add(run_id)
                 continue
-            idle = self.now - _last_seen(parent)
-            reason = f"no heartbeat for {idle:.0f} s; its process is gone"
-            if gone:
-                reason = f"its process {owner} is gone"
+            silent = f"no heartbeat for {self.now - _last_seen(parent):.0f} s; its process is gone"
+            reason = f"its process {owner} is gone" if gone else silent
             log_batch_chunked(self.writer.client, run_id, tags=_ended_tags(reason))
             self.writer.client.set_terminated(run_id, status="KILLED")
             self.report.parents_killed.append(run_id)
