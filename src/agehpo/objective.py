@@ -51,11 +51,8 @@ class Objective:
         epoch_hooks: Sequence[EpochHook] = (),
         cuda_graphs: bool = False,
     ) -> None:
-        self.data = data
-        self.n_epochs = n_epochs
-        self.batch_size = batch_size
-        self.device = device
-        self.seed = seed
+        self.data, self.n_epochs, self.batch_size = data, n_epochs, batch_size
+        self.device, self.seed = device, seed
         self.epoch_hooks = list(epoch_hooks)
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self._finished: dict[int, TrainedModel] = {}

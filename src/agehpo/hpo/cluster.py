@@ -165,11 +165,10 @@ def run_tasks(
     stop: OrderlyStop,
     progress: tqdm | None = None,
 ) -> list[int]:
-    """Run ``task`` once per worker on ``config.cluster`` until every task has returned; with
-    a CUDA device each task takes ``GPU=1``. Returns the trials finished meanwhile.
-
-    Raises the stop's exception after a stop (the workers' trials ended FAIL and retried), or
-    WorkersFailedError when the scheduler went away or a task failed."""
+    """Run ``task`` once per worker on ``config.cluster`` (taking ``GPU=1`` with a CUDA device)
+    until every task has returned; the trials finished meanwhile. Raises the stop's exception
+    after a stop (the workers' trials ended FAIL, retried), or WorkersFailedError when the
+    scheduler went away or a task failed."""
     study = runner.study
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     remote = is_remote(config.cluster)
@@ -178,19 +177,9 @@ def run_tasks(
     resources = {"GPU": 1} if gpus or (remote and config.device.startswith("cuda")) else None
     with connect(config.cluster, config.n_workers, gpus) as client:
         event_name = f"agehpo-stop-{uuid.uuid4().hex}"
-        futures = [
-            client.submit(
-                task,
-                config,
-                parent_run_id,
-                tracking_uri,
-                event_name,
-                key=f"agehpo-worker-{i}-{event_name[-12:]}",
-                pure=False,
-                resources=resources,
-            )
-            for i in range(config.n_workers)
-        ]
+        args = (task, config, parent_run_id, tracking_uri, event_name)
+        keys = [f"agehpo-worker-{i}-{event_name[-12:]}" for i in range(config.n_workers)]
+        futures = [client.submit(*args, key=key, pure=False, resources=resources) for key in keys]
         where = f"the Dask scheduler at {config.cluster}" if remote else "the local Dask cluster"
         problem = _watch(client, futures, runner, stop, event_name, progress, where)
     with runner.budget_lock.hold():

@@ -24,15 +24,12 @@ _logger = logging.getLogger(__name__)
 
 
 class TrialRunner:
-    """Runs trials until the study's trials use up ``n_trials``, a budget workers share.
+    """Runs trials maximizing ``objective`` until the study's trials use up ``n_trials``, a
+    budget workers share (see :func:`~agehpo.hpo.liveness.budget_used`); claims none after
+    ``timeout`` s (0: no limit); ``stop``: the process's orderly stop (None: an own one).
 
     Unlike ``Study.optimize``: claims under a lock all workers see (exact budget); a signal
-    ends running trials FAIL at their next epoch; dead or stopped trials retry off-budget.
-
-    ``objective`` returns the value to maximize; ``n_trials`` is the study's total budget (see
-    :func:`~agehpo.hpo.liveness.budget_used`); ``timeout``: stop claiming new trials after this
-    many seconds (0: no limit); ``stop``: the process's orderly stop (None: an own one).
-    """
+    ends running trials FAIL at their next epoch; dead or stopped trials retry off-budget."""
 
     def __init__(
         self,

@@ -79,8 +79,7 @@ def make_optimizer(
     options: dict[str, Any] = {"foreach": True, **({"capturable": True} if capturable else {})}
     if name == "SGD" or (name == "Adam" and not capturable):
         options = {"fused": True}  # one kernel updates all parameters: fewer launches per step
-    optimizer: torch.optim.Optimizer = getattr(torch.optim, name)(parameters, lr=lr, **options)
-    return optimizer
+    return getattr(torch.optim, name)(parameters, lr=lr, **options)
 
 
 def multitask_loss(logits: HeadLogits, batch: TensorSplit) -> torch.Tensor:
