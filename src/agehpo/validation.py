@@ -97,12 +97,6 @@ def check_model_name(value: str, *, reserve: int = 0) -> None:
         )
 
 
-def check_device(value: str) -> None:
-    """Raise :class:`ConfigError` for a device name train.resolve_device does not know."""
-    if value not in DEVICES:
-        raise ConfigError(f"device={quote(value)} is not accepted; expected one of {DEVICES}")
-
-
 def validate_storage(url: str, *, must_exist: bool = False) -> None:
     """Check a storage URL's form, and a journal file's lines, without opening it; with
     ``must_exist``, refuse a SQLite or journal file that does not exist (importing from one
@@ -123,7 +117,7 @@ def validate_storage(url: str, *, must_exist: bool = False) -> None:
             )
         if must_exist and not path.is_file():
             raise _missing_store(url)
-        check_journal(path, param="storage")
+        check_journal(path)
         return
     examples = (
         "expected e.g. sqlite:///optuna.db, postgresql://user@host/db, "
@@ -165,7 +159,7 @@ def validate_study_config(
     study and model names add. Raises a one-line ConfigError, PluginError or DataError."""
     for name in ("n_trials", "n_epochs", "n_samples", "batch_size", "n_workers", "n_jobs"):
         check_positive_int(name, getattr(config, name))
-    seed = config.seed
+    seed, device = config.seed, config.device
     # numpy seeds samplers with 0..2**32-1; trials and compare's repeats add to the seed.
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed={quote(seed)} is not accepted; expected an integer 0..{MAX_SEED}")
@@ -173,7 +167,8 @@ def validate_study_config(
     check_timeout(config.timeout)
     check_study_name(config.study_name, reserve=name_reserve)
     check_model_name(config.model_name, reserve=name_reserve)
-    check_device(config.device)
+    if device not in DEVICES:  # the names train.resolve_device knows
+        raise ConfigError(f"device={quote(device)} is not accepted; expected one of {DEVICES}")
     check_plugin_names(config, samplers)  # before anything heavy is imported
     validate_storage(config.storage)
     check_parallel_storage(config)

@@ -1,7 +1,5 @@
-"""Synthetic 48x48 faces with UTKFace-like labels, the default data set.
-
-``FaceStyle`` sets age signal against nuisance: the seed's best MLP gets ~0.70 age accuracy.
-"""
+"""Synthetic 48x48 faces with UTKFace-like labels, the default data set; ``FaceStyle`` sets
+age signal against nuisance (the seed's best MLP gets ~0.70 age accuracy)."""
 
 from __future__ import annotations
 

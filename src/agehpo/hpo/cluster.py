@@ -1,10 +1,8 @@
-"""A study's workers as tasks on a Dask cluster: a LocalCluster here, or a running scheduler.
-
-Dask places the workers, pins them to GPUs and reruns the task of a worker that dies; the
-Optuna storage stays the source of truth. Each task runs the budget-claiming trial loop until
-the budget is spent, so a rerun task claims only what is left, and a dead worker's trial is
-failed and retried by whoever claims next (see :mod:`agehpo.hpo.liveness`).
-"""
+"""A study's workers as tasks on a Dask cluster (a LocalCluster here, or a running scheduler)
+that places them, pins them to GPUs and reruns a dead worker's task; the Optuna storage stays
+the source of truth. Each task claims trials until the budget is spent, so a rerun one claims
+only what is left, and a dead worker's trial is failed and retried by whoever claims next (see
+:mod:`agehpo.hpo.liveness`)."""
 
 from __future__ import annotations
 

@@ -13,12 +13,10 @@ from agehpo.errors import ConfigError, quote, quote_path
 MAX_ENTRY_BYTES = 16 << 20  # Optuna's entries are a few hundred bytes; longer is not one
 
 
-def check_journal(path: str | Path, *, param: str = "storage") -> int:
+def check_journal(path: str | Path) -> int:
     """Check that every complete line of a journal file is an Optuna journal entry; a missing
-    or empty file passes (Optuna creates it). ``param`` named the file, for the message.
-
-    Returns the number of complete entries; raises ConfigError naming the first damaged line.
-    """
+    or empty file passes (Optuna creates it). Returns the number of complete entries; raises
+    ConfigError naming the first damaged line."""
     path = Path(path)
     try:
         handle = path.open("rb")
@@ -26,7 +24,7 @@ def check_journal(path: str | Path, *, param: str = "storage") -> int:
         return 0
     except OSError as error:
         raise ConfigError(
-            f"{param}={quote_path(str(path))} cannot be read ({error.strerror or error}); "
+            f"storage={quote_path(str(path))} cannot be read ({error.strerror or error}); "
             "expected a readable Optuna journal file"
         ) from None
     lineno = 0
@@ -48,7 +46,7 @@ def check_journal(path: str | Path, *, param: str = "storage") -> int:
                     reason = "JSON but not an Optuna operation (no op_code)"
             shown = quote(line.rstrip(b"\r\n"), 40)
             raise ConfigError(
-                f"{param}={quote_path(str(path))} line {lineno} is damaged ({reason}: {shown}); "
+                f"storage={quote_path(str(path))} line {lineno} is damaged ({reason}: {shown}); "
                 "Optuna cannot read past it. To repair: keep a copy, then keep only the lines "
                 f"before it (head -n {lineno - 1} FILE > FILE.fixed && mv FILE.fixed FILE); "
                 "what was recorded after it is lost"
