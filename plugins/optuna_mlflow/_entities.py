@@ -96,9 +96,8 @@ def trial_tags(
     """The run's tags: legacy (``legacy_directions``), user attrs, ``base`` (wins), fail reason."""
     tags: dict[str, str] = {}
     if legacy_directions is not None:  # optuna_integration's tags
-        tags["number"] = str(trial.number)
-        tags["datetime_start"] = str(trial.datetime_start)
-        tags["datetime_complete"] = str(trial.datetime_complete)
+        for name in ("number", "datetime_start", "datetime_complete"):
+            tags[name] = str(getattr(trial, name))
         if trial.state.is_finished():
             tags["state"] = trial.state.name
         if names := [d.name for d in legacy_directions]:

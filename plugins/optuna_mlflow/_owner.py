@@ -47,13 +47,11 @@ def _pid_namespace() -> str | None:
 
 @functools.cache
 def _owner_of(pid: int) -> str:
-    fields = _stat_fields(pid)
-    # Field 22 is fields[19]: the list starts at field 3.
-    start = fields[19] if fields is not None and len(fields) > 19 else None
-    pidns, host = _pid_namespace(), socket.gethostname()
-    if start is None:
-        return f"{host}:{pid}"
-    return f"{host}:{pid}:{start}:{pidns}" if pidns else f"{host}:{pid}:{start}"
+    # The start time, field 22, is fields[19]: the list starts at field 3.
+    parts = [socket.gethostname(), str(pid), *(_stat_fields(pid) or [])[19:20]]
+    if len(parts) == 3 and (pidns := _pid_namespace()):  # a pid namespace only with a start
+        parts.append(pidns)
+    return ":".join(parts)
 
 
 def process_owner() -> str:
