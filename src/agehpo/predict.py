@@ -17,6 +17,7 @@ from agehpo.data.faces import LABEL_RANGES, DataError
 from agehpo.data.pixels import pixels_from_frame
 from agehpo.errors import ConfigError, quote, quote_path
 from agehpo.pyfunc import LOADER_MODULE, AgePredictor, _load_pyfunc
+from agehpo.urls import redact, sqlite_file
 
 
 def read_faces(path: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -77,6 +78,23 @@ def _checked_data_dir(model_uri: str, model_dir: Path | None = None) -> str:
     return data
 
 
+def _check_tracking_store(model_uri: str) -> None:
+    """A ``models:/`` or ``runs:/`` URI needs the store that logged it; MLflow would create an
+    empty SQLite file in its place (the default ``sqlite:///mlflow.db`` of another folder)."""
+    if not model_uri.startswith(("models:/", "runs:/")):
+        return
+    tracking_uri = mlflow.get_tracking_uri()
+    database = sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():
+        where = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default"
+        raise ConfigError(
+            f"model={quote_path(model_uri)} needs the tracking store that registered it, but "
+            f"{where} tracking URI {quote_path(redact(tracking_uri))} names no existing file; "
+            "set MLFLOW_TRACKING_URI to the store the study printed (e.g. "
+            "sqlite:////abs/path/mlflow.db or http://host:5000), or run where its mlflow.db is"
+        )
+
+
 def load_checked(model_uri: str) -> AgePredictor:
     """Load an agehpo model (``models:/name@alias``, ``runs:/...``, ``models:/<model id>`` or a
     folder) without running any code or pickle that came with it; a one-line ConfigError says
@@ -86,6 +104,7 @@ def load_checked(model_uri: str) -> AgePredictor:
     off = dict.fromkeys(
         ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"), "false"
     )
+    _check_tracking_store(model_uri)
     with mock.patch.dict(os.environ, off), tempfile.TemporaryDirectory(prefix="agehpo-") as tmp:
         _checked_data_dir(model_uri)  # checked before the download, and again after it
         try:

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 from safetensors.torch import load_file, save_file
 
@@ -28,8 +30,14 @@ SERVING_DISTRIBUTIONS = ("torch", "safetensors", "pandas", "numpy")
 LOADER_MODULE = "agehpo.pyfunc"
 
 
-class PredictionInputError(UserError, ValueError):
-    """The input frame is not faces in the pixel format; the message is one line."""
+class PredictionInputError(UserError, MlflowException):
+    """The input frame is not faces in the pixel format; the message is one line.
+
+    An MlflowException with INVALID_PARAMETER_VALUE, so ``mlflow models serve`` answers 400
+    with this line in its ``message`` (any other error becomes a generic one there)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def save_weights(
@@ -48,10 +56,15 @@ def serving_requirements() -> list[str]:
 
 
 def signature() -> ModelSignature:
-    """Labels and age-bin probabilities; no input schema, as the model takes two layouts."""
+    """A ``pixels`` string column in; labels and age-bin probabilities out.
+
+    MLflow enforces an input schema and drops columns it does not name, so through MLflow
+    (``load_model``, ``models serve``) the model takes the ``pixels`` layout; ``agehpo predict``
+    also takes 2304 numeric columns."""
     kinds = {"age_bin": "long", "age_range": "string", "ethnicity": "long", "gender": "long"}
     kinds.update(dict.fromkeys(PROBABILITY_COLUMNS, "double"))
-    return ModelSignature(outputs=Schema([ColSpec(kind, name) for name, kind in kinds.items()]))
+    outputs = Schema([ColSpec(kind, name) for name, kind in kinds.items()])
+    return ModelSignature(inputs=Schema([ColSpec("string", "pixels")]), outputs=outputs)
 
 
 class AgePredictor:

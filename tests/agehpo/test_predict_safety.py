@@ -186,3 +186,24 @@ def test_a_missing_model_gives_one_line(
     assert status == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "model=" in line and "nope" in line and "cannot be read" in line
+
+
+@pytest.mark.parametrize("model_uri", ["models:/age-predictor@champion", "runs:/0123/model"])
+def test_a_registry_uri_without_its_store_gives_one_line_and_creates_no_file(
+    tmp_path: Path, faces_csv: Path, model_uri: str
+) -> None:
+    # A fresh process in a folder without mlflow.db and without MLFLOW_TRACKING_URI: what a
+    # user who left the project folder gets (MLflow alone would create an empty mlflow.db).
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [sys.executable, "-m", "agehpo", "predict", "--model", model_uri, "--data", str(faces_csv)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    line = _one_error_line(done.stderr)
+    assert model_uri in line and "MLFLOW_TRACKING_URI" in line and "mlflow.db" in line
+    assert not (tmp_path / "mlflow.db").exists()
