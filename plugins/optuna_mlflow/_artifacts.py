@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 _MAX_LEGEND = 20
+# Axes of the parallel-coordinate plot: past about six its labels overlap and lines blur.
+_MAX_PARALLEL_AXES = 6
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
 
@@ -68,8 +70,12 @@ def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) ->
         # Experimental-API, importance and layout notices: no news to a plot's reader.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
+        if name == "parallel_coordinate":
+            kwargs["params"] = _most_important(study, kwargs.get("target"))
         plotly_fn: Callable[..., Any] = getattr(vis, f"plot_{name}")
-        plotly_fn(study, **kwargs).write_html(folder / f"{name}.html", include_plotlyjs="cdn")
+        # plotly.js embedded (about 4.7 MB a file): MLflow's UI shows an HTML artifact in a
+        # frame of its own, where a CDN script is blank offline and a relative one 404s.
+        plotly_fn(study, **kwargs).write_html(folder / f"{name}.html", include_plotlyjs=True)
         axes = getattr(vis_mpl, f"plot_{name}")(study, **kwargs)
         figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
         try:
@@ -81,6 +87,16 @@ def _draw(name: str, study: optuna.Study, folder: Path, names: Sequence[str]) ->
             figure.savefig(folder / f"{name}.png", dpi=100)
         finally:
             plt.close(figure)
+
+
+def _most_important(study: optuna.Study, target: Callable[..., float] | None) -> list[str] | None:
+    """The ``_MAX_PARALLEL_AXES`` most important params (Optuna's default evaluator over the
+    COMPLETE trials' shared params), or None (every param) when importance is undefined."""
+    try:
+        ranked = optuna.importance.get_param_importances(study, target=target)
+    except (RuntimeError, ValueError):  # too few COMPLETE trials, or no param varies
+        return None
+    return list(ranked)[:_MAX_PARALLEL_AXES] or None
 
 
 def _log_summary(

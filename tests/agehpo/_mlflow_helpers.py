@@ -196,6 +196,7 @@ def check_tracked_study(
     assert tags["optuna.study_name"] == study.study_name
     if sampler is not None:
         assert tags["optuna.sampler"] == sampler
+        assert parent.info.run_name == f"{study.study_name}-{sampler}"  # not MLflow's random name
     if pruner is not None:
         assert tags["optuna.pruner"] == pruner
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}

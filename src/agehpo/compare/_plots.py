@@ -137,11 +137,11 @@ def _pruning_png(all_stats: Sequence[StudyStats], path: Path) -> None:
 
 
 def write_plots(all_stats: Sequence[StudyStats], folder: Path) -> None:
-    """Write ``convergence`` and ``pruning`` as ``.html`` (plotly.js from its CDN) and ``.png``."""
+    """Write ``convergence`` and ``pruning`` as ``.html`` (plotly.js embedded) and ``.png``."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, draw, draw_png in (
         ("convergence", convergence, _convergence_png),
         ("pruning", pruning, _pruning_png),
     ):
-        draw(all_stats).write_html(folder / f"{name}.html", include_plotlyjs="cdn")
+        draw(all_stats).write_html(folder / f"{name}.html", include_plotlyjs=True)
         draw_png(all_stats, folder / f"{name}.png")

@@ -74,6 +74,7 @@ class StudyTracker:
             heartbeat_interval=heartbeat_settings()[0],
         )
         self.client = self.callback.client
+        self.named_by_caller = parent_run_id is not None
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
 
     def start(self, study: optuna.Study, data: PreparedData, *, describe: bool = True) -> str:
@@ -99,6 +100,8 @@ class StudyTracker:
             "optuna.pruner": self.config.pruner,
         }.items():
             self.client.set_tag(parent, key, value)
+        if not self.named_by_caller:  # `mlflow run` names its run at random
+            self.client.update_run(parent, name=f"{study.study_name}-{self.config.sampler}")
         log_missing_params(self.client, parent, config_params(self.config))
         name = "synthetic-faces" if data.source.startswith("synthetic") else Path(data.source).name
         # Workers logging one dataset collide (a plain BAD_REQUEST); the write is idempotent.

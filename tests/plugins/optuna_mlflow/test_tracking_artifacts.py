@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -100,3 +101,29 @@ def test_log_dataset(client: MlflowClient, with_frame: bool) -> None:
     if not with_frame:
         assert inp.dataset.digest == "abc123"
         assert json.loads(inp.dataset.profile) == {"num_rows": 23705}
+
+
+def test_html_plots_render_offline_and_parallel_coordinate_keeps_few_axes(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+
+    def objective(trial: optuna.Trial) -> float:
+        values = [trial.suggest_float(f"x{i}", 0, 1) for i in range(10)]
+        return 3 * values[0] + values[1] + 0.01 * sum(values[2:])
+
+    study.optimize(objective, n_trials=20)
+    run_id = client.create_run(client.create_experiment("axes")).info.run_id
+    assert set(log_study_artifacts(study, run_id, client=client)) == {"intermediate_values"}
+    local = Path(client.download_artifacts(run_id, "plots", str(tmp_path)))
+    for html in local.glob("*.html"):
+        text = html.read_text()
+        assert "<script src=" not in text, html.name  # nothing fetched from a CDN
+        assert "Plotly.newPlot" in text and len(text) > 1_000_000, html.name  # plotly.js inside
+    figure = optuna.visualization.plot_parallel_coordinate(study)  # all ten: the control
+    assert len(figure.layout.xaxis.ticktext) == 11  # the objective's axis and ten params
+    drawn = (local / "parallel_coordinate.html").read_text()
+    ticks = re.search(r'"ticktext":\[([^\]]*)\]', drawn)
+    assert ticks is not None
+    axes = json.loads(f"[{ticks.group(1)}]")
+    assert len(axes) == 7 and {"x0", "x1"} <= set(axes)  # the objective and the top six
