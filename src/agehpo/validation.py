@@ -58,7 +58,7 @@ def check_img_size(value: object) -> None:
         )
 
 
-def _check_name(param: str, value: str, limit: int, reserve: int, extra: str = "") -> None:
+def _check_name(param: str, value: str, limit: int, reserve: int) -> None:
     """Shared rule of study and model names: non-blank, printable, not too long."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{param}={quote(value)} is empty; expected a name such as 'age-1'")
@@ -71,14 +71,8 @@ def _check_name(param: str, value: str, limit: int, reserve: int, extra: str = "
         room = f" ({reserve} are kept for the suffix compare adds)" if reserve else ""
         raise ConfigError(
             f"{param}={quote(value)} is {len(value)} characters long; expected at most "
-            f"{limit - reserve}{room}{extra}"
+            f"{limit - reserve}{room}"
         )
-
-
-def check_study_name(value: str, *, reserve: int = 0) -> None:
-    """Raise :class:`ConfigError` unless Optuna and MLflow accept the study name; ``reserve``
-    characters are kept for a derived name (compare's ``-{sampler}-r{k}``)."""
-    _check_name("study_name", value, MAX_STUDY_NAME, reserve)
 
 
 def check_model_name(value: str, *, reserve: int = 0) -> None:
@@ -165,7 +159,7 @@ def validate_study_config(
         raise ConfigError(f"seed={quote(seed)} is not accepted; expected an integer 0..{MAX_SEED}")
     check_img_size(config.img_size)
     check_timeout(config.timeout)
-    check_study_name(config.study_name, reserve=name_reserve)
+    _check_name("study_name", config.study_name, MAX_STUDY_NAME, name_reserve)
     check_model_name(config.model_name, reserve=name_reserve)
     if device not in DEVICES:  # the names train.resolve_device knows
         raise ConfigError(f"device={quote(device)} is not accepted; expected one of {DEVICES}")
@@ -225,8 +219,7 @@ def check_data(data: str) -> None:
 
 
 def validate_compare(config: StudyConfig, samplers_text: str, repeats: int) -> list[str]:
-    """Check compare's parameters (the study ones, the sampler list, the derived names);
-    returns the sampler names."""
+    """Check compare's parameters, the sampler list and derived names; the sampler names."""
     check_positive_int("repeats", repeats)
     samplers = parse_samplers(samplers_text)
     longest = max(len(f"-{name}-r{repeats}") for name in samplers)

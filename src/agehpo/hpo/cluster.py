@@ -111,8 +111,7 @@ def local_worker_specs(n_workers: int, gpus: list[str]) -> dict[str, dict[str, A
 
 @contextlib.contextmanager
 def connect(cluster: str, n_workers: int, gpus: list[str]) -> Iterator[Client]:
-    """A client of the scheduler at ``cluster``, or of a cluster of ``n_workers`` started here
-    (closed on exit)."""
+    """A client of the scheduler ``cluster``, or of ``n_workers`` started here (closed on exit)."""
     import dask
     from distributed import Client, Scheduler, SpecCluster
 
