@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -101,6 +101,59 @@ def decode(distribution: BaseDistribution, value: Any) -> Any:
     return float(min(max(float(value), low), high))
 
 
+class _Encoding:
+    """Conversion between a trial's params and one skopt point over a fixed search space: one
+    coordinate per not single-valued distribution. With ``impute``, a parameter the trial
+    lacks is encoded at its distribution's low end (index 0 for choices and grid steps).
+
+    Why the low end and nothing more: in a define-by-run space whether a parameter is active
+    is decided by other parameters, which skopt models too (``num_fc_layers`` decides whether
+    ``fc_output_feat_5`` exists), so the surrogate already has the signal for "inactive". An
+    extra 0/1 activity indicator per condition duplicates it, and skopt's acquisition search,
+    which draws each dimension independently, then mostly scores candidates whose indicator
+    contradicts its parent, where the surrogate never saw data. Measured on two conditional
+    toys shaped like the seed's space (ET, 40 trials, median of 7 seeds, lower is better):
+    low end alone 0.152 and 0.199, low end plus indicators 0.177 and 0.264, intersection
+    0.146 and 0.271, random 0.256 and 0.376. A sentinel outside the range would widen each
+    dimension, and every proposal in the widened part would clip to the same end.
+    """
+
+    def __init__(self, distributions: Mapping[str, BaseDistribution], *, impute: bool) -> None:
+        self.distributions = dict(distributions)
+        self.impute = impute
+
+    def dimensions(self, space: ModuleType) -> list[Any]:
+        """The skopt dimensions (of the ``skopt.space`` module)."""
+        return [to_dimension(d, space) for d in self.distributions.values()]
+
+    def encode(self, params: Mapping[str, Any]) -> list[Any] | None:
+        """The point of ``params``; None if one is outside its distribution, or missing
+        without ``impute``."""
+        x = []
+        for name, distribution in self.distributions.items():
+            if name in params:
+                encoded = encode(distribution, params[name])
+            else:
+                encoded = _inactive(distribution) if self.impute else None
+            if encoded is None:
+                return None
+            x.append(encoded)
+        return x
+
+    def decode(self, x: Sequence[Any]) -> dict[str, Any]:
+        """A value for every parameter (the objective, not skopt, decides which a trial uses)."""
+        pairs = zip(self.distributions.items(), x, strict=True)
+        return {name: decode(distribution, value) for (name, distribution), value in pairs}
+
+
+def _inactive(distribution: BaseDistribution) -> Any:
+    """The encoded low end: index 0 for categorical choices and grid steps, else ``low``."""
+    if isinstance(distribution, CategoricalDistribution):
+        return 0
+    assert isinstance(distribution, (IntDistribution, FloatDistribution))
+    return encode(distribution, distribution.low)
+
+
 class _Optimizer:
     """One ``skopt.Optimizer`` over a fixed search space, fed observations incrementally;
     single-valued distributions stay out of skopt (it needs two distinct bounds)."""
@@ -110,17 +163,20 @@ class _Optimizer:
         search_space: Mapping[str, BaseDistribution],
         skopt_kwargs: dict[str, Any],
         random_state: int,
+        *,
+        impute: bool = False,
     ) -> None:
         skopt = import_skopt()
         self.search_space = dict(search_space)
         # decode() clips into the bounds: a single-valued distribution decodes 0 to its value.
         self._fixed = {name: decode(d, 0) for name, d in search_space.items() if d.single()}
-        self._distributions = {n: d for n, d in search_space.items() if not d.single()}
+        distributions = {n: d for n, d in search_space.items() if not d.single()}
+        self.encoding = _Encoding(distributions, impute=impute)
         self._told: dict[int, Observation] = {}
         self._pending: list[list[Any]] = []  # proposed since the last tell
         self._skopt: Any = None
-        if self._distributions:
-            dimensions = [to_dimension(d, skopt.space) for d in self._distributions.values()]
+        if distributions:
+            dimensions = self.encoding.dimensions(skopt.space)
             self._skopt = build_optimizer(skopt, dimensions, skopt_kwargs, random_state)
 
     @property
@@ -128,14 +184,9 @@ class _Optimizer:
         return len(self._told)
 
     def observe(self, params: Mapping[str, Any], value: float) -> Observation | None:
-        """``(x, value)``; None if a parameter of the space is missing or outside it."""
-        x = []
-        for name, distribution in self._distributions.items():
-            encoded = encode(distribution, params[name]) if name in params else None
-            if encoded is None:
-                return None
-            x.append(encoded)
-        return x, value
+        """``(x, value)``; None if the encoding rejects ``params`` (see ``_Encoding.encode``)."""
+        x = self.encoding.encode(params)
+        return None if x is None else (x, value)
 
     def sync(self, observations: Mapping[int, Observation]) -> bool:
         """Tell skopt the new observations (by trial number) in one batch; False, telling
@@ -154,9 +205,7 @@ class _Optimizer:
         """Propose a value for every parameter of the search space."""
         proposed = dict(self._fixed)
         if self._skopt is not None:
-            x = self._next_point()
-            for (name, distribution), value in zip(self._distributions.items(), x, strict=True):
-                proposed[name] = decode(distribution, value)
+            proposed.update(self.encoding.decode(self._next_point()))
         return {name: proposed[name] for name in self.search_space}
 
     def _next_point(self) -> list[Any]:

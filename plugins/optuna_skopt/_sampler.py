@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import optuna
@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from optuna_skopt._compat import cached_trials, study_key
 from optuna_skopt._optimizer import Observation, _Optimizer, build_optimizer, import_skopt
+from optuna_skopt._space import UnionSpace
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -36,29 +37,40 @@ class _StudyState:
     key: tuple[int, int, str, int | None]
     search_space: IntersectionSearchSpace = field(default_factory=IntersectionSearchSpace)
     optimizer: _Optimizer | None = None
+    # Union mode: parameters left out because their distribution differs between trials.
+    conflicting: frozenset[str] = frozenset()
 
 
 class SkoptSampler(BaseSampler):
     """Sampler using `scikit-optimize <https://scikit-optimize.github.io/>`__ as the backend.
 
-    The completed trials' intersection search space is sampled jointly by a ``skopt.Optimizer``
-    (cached per study, told only new trials, rebuilt when the space or a told trial changes),
-    other parameters (e.g. conditional ones) by ``independent_sampler``.
+    A ``skopt.Optimizer`` (cached per study, told only new trials, rebuilt when the space or a
+    told trial changes) samples the relative search space jointly, ``independent_sampler`` the
+    other parameters. The relative search space is, with ``search_space="intersection"``, the
+    parameters every completed trial has (conditional ones are sampled independently), and with
+    ``"union"`` every parameter some trial skopt learns from has: each such trial is told, a
+    parameter it lacks imputed at its distribution's low end (the parameters that decide
+    whether it is active tell skopt it was not). Values proposed for parameters the objective
+    then does not suggest are dropped, so a trial's params hold only the ones it used.
 
     Example:
-        ``SkoptSampler(skopt_kwargs={"base_estimator": "ET", "n_initial_points": 10})``
+        ``SkoptSampler(skopt_kwargs={"base_estimator": "ET"}, search_space="union")``
 
     Args:
         independent_sampler: For the other parameters; default ``RandomSampler(seed=seed)``.
-        warn_independent_sampling: Warn when a parameter is sampled independently after startup.
+        warn_independent_sampling: Warn, once per study, when a parameter skopt could have
+            modelled is sampled independently after startup.
         skopt_kwargs: ``skopt.Optimizer`` arguments but ``dimensions``; random_state beats seed.
         n_startup_trials: Finished trials before relative sampling starts.
-        consider_pruned_trials: Tell skopt the last intermediate value of pruned trials.
+        search_space: ``"intersection"`` or ``"union"`` (see above).
+        consider_pruned_trials: Tell skopt pruned trials too, scored by their last
+            intermediate value.
         seed: Seed for the independent sampler and for skopt.
 
     Raises:
         ImportError: If scikit-optimize is not installed.
-        ValueError: If ``skopt_kwargs`` has an unknown key, ``dimensions``, or a bad value.
+        ValueError: If ``skopt_kwargs`` has an unknown key, ``dimensions``, or a bad value, or
+            ``search_space`` is neither ``"intersection"`` nor ``"union"``.
     """
 
     def __init__(
@@ -68,9 +80,15 @@ class SkoptSampler(BaseSampler):
         skopt_kwargs: Mapping[str, Any] | None = None,
         n_startup_trials: int = 1,
         *,
+        search_space: Literal["intersection", "union"] = "intersection",
         consider_pruned_trials: bool = False,
         seed: int | None = None,
     ) -> None:
+        if search_space not in ("intersection", "union"):
+            raise ValueError(
+                f"search_space must be 'intersection' or 'union', not {search_space!r}."
+            )
+        self._union = search_space == "union"
         self._skopt_kwargs = validate_skopt_kwargs(skopt_kwargs)
         random_state = self._skopt_kwargs.pop("random_state", seed)
         # A fresh seed per (re)built optimizer: a rebuild does not replay earlier random points.
@@ -84,6 +102,8 @@ class SkoptSampler(BaseSampler):
         # Optuna calls samplers from n_jobs threads; the cached state is not thread-safe.
         self._lock = threading.Lock()
         self._state: _StudyState | None = None
+        # Studies (bracket views aside) already warned about independent sampling.
+        self._warned: set[tuple[int, int, str]] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         state = {**self.__dict__, "_state": None}
@@ -104,8 +124,15 @@ class SkoptSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
         _check_single_objective(study)
-        with self._lock:
-            search_space = self._state_for(study).search_space.calculate(study)
+        if self._union:
+            finished = self._finished_values(study, study.get_trials(deepcopy=False))
+            union = UnionSpace.of([t for t, _ in finished])
+            search_space = union.distributions
+            with self._lock:
+                self._state_for(study).conflicting = union.conflicting
+        else:
+            with self._lock:
+                search_space = self._state_for(study).search_space.calculate(study)
         # Trial answers single-valued distributions itself, so skopt never needs them.
         return {name: dist for name, dist in search_space.items() if not dist.single()}
 
@@ -128,7 +155,10 @@ class SkoptSampler(BaseSampler):
                 or not optimizer.sync(_observations(optimizer, finished))
             ):
                 optimizer = _Optimizer(
-                    search_space, self._skopt_kwargs, int(self._rng.randint(2**31 - 1))
+                    search_space,
+                    self._skopt_kwargs,
+                    int(self._rng.randint(2**31 - 1)),
+                    impute=self._union,
                 )
                 optimizer.sync(_observations(optimizer, finished))
                 state.optimizer = optimizer
@@ -142,16 +172,18 @@ class SkoptSampler(BaseSampler):
         param_distribution: BaseDistribution,
     ) -> Any:
         _check_single_objective(study)
-        if self._warn_independent_sampling:
-            # The per-ask trial cache is enough here: staleness could only shift a warning.
-            n_finished = len(self._finished_values(study, cached_trials(study)))
-            if n_finished >= max(self._n_startup_trials, 1):
-                _logger.warning(
-                    f"Parameter '{param_name}' of trial {trial.number} is outside SkoptSampler's "
-                    f"relative search space (e.g. conditional): sampled by "
-                    f"{type(self._independent_sampler).__name__} instead. Pass "
-                    "warn_independent_sampling=False to SkoptSampler if this is intended."
-                )
+        if self._warn_independent_sampling and self._first_warning(study, param_name):
+            reason, hint = (
+                ("its distribution differs between trials", "")
+                if self._union
+                else ("e.g. conditional", "search_space='union' to model them, or ")
+            )
+            _logger.warning(
+                f"Parameter '{param_name}' of trial {trial.number} is outside SkoptSampler's "
+                f"relative search space ({reason}): it and any others like it are "
+                f"sampled by {type(self._independent_sampler).__name__}. This warning is shown "
+                f"once per study; pass {hint}warn_independent_sampling=False to SkoptSampler."
+            )
         return self._independent_sampler.sample_independent(
             study, trial, param_name, param_distribution
         )
@@ -163,6 +195,25 @@ class SkoptSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
         self._independent_sampler.after_trial(study, trial, state, values)
+
+    def _first_warning(self, study: Study, param_name: str) -> bool:
+        """Whether to warn now that ``param_name`` is sampled independently: once per study,
+        after startup, and in union mode only for a parameter skopt leaves out on purpose (one
+        no told trial has used is merely new)."""
+        key = study_key(study)[:3]  # all of Hyperband's bracket views share one warning
+        if key in self._warned:
+            return False
+        # The per-ask trial cache is enough here: staleness could only shift a warning.
+        n_finished = len(self._finished_values(study, cached_trials(study)))
+        if n_finished < max(self._n_startup_trials, 1):
+            return False
+        with self._lock:
+            if self._union and param_name not in self._state_for(study).conflicting:
+                return False
+            if key in self._warned:  # another thread's trial warned meanwhile
+                return False
+            self._warned.add(key)
+        return True
 
     def _state_for(self, study: Study) -> _StudyState:
         key = study_key(study)

@@ -13,7 +13,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from optuna_skopt._optimizer import _Optimizer, decode, encode, to_dimension
+from optuna_skopt._optimizer import _Encoding, _Optimizer, decode, encode, to_dimension
 
 _FAST_KWARGS: dict[str, Any] = {
     "base_estimator": "ET",
@@ -164,3 +164,22 @@ def test_sync_refuses_when_a_told_observation_changed() -> None:
     assert not optimizer.sync({0: ([0.1], 1.0), 1: ([0.9], 2.0), 2: ([0.3], 3.0)})
     assert not optimizer.sync({0: ([0.1], 1.0)})
     assert optimizer.n_told == 3
+
+
+def test_encoding_imputes_each_kind_at_its_low_end() -> None:
+    encoding = _Encoding(_DISTRIBUTIONS, impute=True)
+    # int -3..7 and the grids are indices, so their low end is 0; log scales keep their values.
+    assert encoding.encode({}) == [0, 1, 0, -1.0, 1e-4, 0, 0]
+    assert encoding.encode({"float": 0.5}) == [0, 1, 0, 0.5, 1e-4, 0, 0]
+    assert encoding.encode({"float": 1.5}) is None  # outside: refused, imputed or not
+    assert _Encoding(_DISTRIBUTIONS, impute=False).encode({"float": 0.5}) is None
+
+
+def test_encoding_decodes_every_parameter_in_its_distribution() -> None:
+    encoding = _Encoding(_DISTRIBUTIONS, impute=True)
+    x = encoding.encode({})
+    assert x is not None
+    decoded = encoding.decode(x)
+    assert list(decoded) == list(_DISTRIBUTIONS)
+    assert all(_contains(_DISTRIBUTIONS[name], value) for name, value in decoded.items())
+    assert decoded["int"] == -3 and decoded["categorical"] is None
