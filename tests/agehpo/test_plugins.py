@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from optuna.trial import create_trial
 
 from agehpo import plugins
 from agehpo.plugins import PluginError, create_pruner, create_sampler, names
@@ -17,6 +18,7 @@ from agehpo.plugins import PluginError, create_pruner, create_sampler, names
     [
         ("random", optuna.samplers.RandomSampler),
         ("tpe", optuna.samplers.TPESampler),
+        ("tpe_multivariate", optuna.samplers.TPESampler),
         ("gp", optuna.samplers.GPSampler),
         ("cmaes", optuna.samplers.CmaEsSampler),
         ("qmc", optuna.samplers.QMCSampler),
@@ -41,7 +43,9 @@ def test_builtin_pruners(name: str, cls: type) -> None:
 
 
 def test_names_list_builtins_and_installed_plugins() -> None:
-    assert {"random", "tpe", "gp", "cmaes", "qmc", "skopt"} <= set(names("sampler"))
+    assert {"random", "tpe", "tpe_multivariate", "gp", "cmaes", "qmc", "skopt"} <= set(
+        names("sampler")
+    )
     assert {"median", "hyperband", "successive_halving", "percentile", "none"} <= set(
         names("pruner")
     )
@@ -102,8 +106,10 @@ def test_keys_a_wrapper_does_not_take_merge_into_its_librarys_defaults(
 ) -> None:
     received: list[dict[str, object]] = []
 
-    def skopt(*, skopt_kwargs: dict | None = None, seed: int | None = None) -> object:
-        received.append({"skopt_kwargs": skopt_kwargs, "seed": seed})
+    def skopt(
+        *, search_space: str = "", skopt_kwargs: dict | None = None, seed: int | None = None
+    ) -> object:
+        received.append({"search_space": search_space, "skopt_kwargs": skopt_kwargs, "seed": seed})
         return optuna.samplers.RandomSampler(seed=seed)
 
     entry_point = SimpleNamespace(name="skopt", value="fake:skopt", load=lambda: skopt)
@@ -119,7 +125,7 @@ def test_keys_a_wrapper_does_not_take_merge_into_its_librarys_defaults(
         "acq_func": "PI",
         "acq_func_kwargs": {"xi": 0.02, "kappa": 2},
     }
-    assert received == [{"skopt_kwargs": expected, "seed": 3}]
+    assert received == [{"search_space": "union", "skopt_kwargs": expected, "seed": 3}]
     assert plugins.SAMPLER_DEFAULTS["skopt"]["skopt_kwargs"]["acq_func"] == "EI"  # not mutated
 
 
@@ -144,6 +150,48 @@ def test_skopt_resolves_through_the_entry_point_group_with_the_seeds_defaults() 
     study = optuna.create_study(sampler=sampler)
     study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=3)
     assert len(study.trials) == 3
+
+
+def _conditional(trial: optuna.Trial) -> float:
+    n = trial.suggest_int("n", 1, 3)
+    return sum(trial.suggest_float(f"x_{i}", -1, 1) ** 2 for i in range(n)) + 0.1 * n
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "modelled"),
+    [({}, {"n", "x_0", "x_1", "x_2"}), ({"search_space": "intersection"}, {"n", "x_0"})],
+    ids=["union-by-default", "intersection-on-request"],
+)
+def test_skopt_models_the_seeds_conditional_space_by_default(
+    kwargs: dict[str, object], modelled: set[str]
+) -> None:
+    sampler = create_sampler("skopt", kwargs, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    x = optuna.distributions.FloatDistribution(-1, 1)
+    for n in (1, 3):
+        distributions = {"n": optuna.distributions.IntDistribution(1, 3)}
+        distributions |= {f"x_{i}": x for i in range(n)}
+        params = {"n": n, **{f"x_{i}": 0.5 for i in range(n)}}
+        study.add_trial(create_trial(params=params, distributions=distributions, value=n))
+    study.optimize(_conditional, n_trials=2)
+    assert set(sampler.infer_relative_search_space(study, study.trials[-1])) == modelled
+
+
+def test_tpe_multivariate_is_tpe_over_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[dict[str, object]] = []
+
+    class Spy(optuna.samplers.TPESampler):
+        def __init__(self, **kwargs: object) -> None:
+            received.append(kwargs)
+            super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(optuna.samplers, "TPESampler", Spy)
+    create_sampler("tpe_multivariate", {"n_startup_trials": 4}, seed=2)
+    create_sampler("tpe", seed=2)
+    assert received == [
+        {"multivariate": True, "group": True, "n_startup_trials": 4, "seed": 2},
+        {"seed": 2},
+    ]
 
 
 def test_third_party_plugins_register_through_entry_point_groups(
