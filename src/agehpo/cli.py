@@ -33,6 +33,17 @@ def _flag_type(config_field: dataclasses.Field[Any]) -> Callable[[str], Any]:
     return str
 
 
+def _yes_no(name: str) -> Callable[[str], bool]:
+    """The argparse type of a true/false flag ``name`` (an MLproject parameter is a string)."""
+
+    def parse(text: str) -> bool:
+        if text.strip().lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"{name}={quote(text)} is not true or false")
+        return text.strip().lower() == "true"
+
+    return parse
+
+
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one --kebab-case flag per StudyConfig field, with its help text and default."""
     defaults = StudyConfig()
@@ -145,7 +156,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     samplers = validate_compare(config, args.samplers, args.repeats)
     from agehpo.compare import run_compare
 
-    run_compare(config, samplers, args.repeats, stop=args.stop)
+    run_compare(
+        config, samplers, args.repeats, stop=args.stop, register_models=args.register_models
+    )
     return 0
 
 
@@ -194,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--repeats", type=int_flag("repeats"), default=3, help="studies per sampler"
+    )
+    compare.add_argument(
+        "--register-models",
+        type=_yes_no("register_models"),
+        default=False,
+        help="true: register each study's best model as {model_name}-{sampler}-r{k}",
     )
     add_study_arguments(compare)
     compare.set_defaults(handler=_cmd_compare)

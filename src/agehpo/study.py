@@ -1,7 +1,6 @@
-"""One study run: ``prepare`` opens the study and wires the objective, the runner and the
-observers; ``optimize`` hands the runner to an executor (threads here, or workers on a Dask
-cluster); ``finalize`` scores the best model on the test split and lets the tracker register
-it."""
+"""One study run: ``prepare`` opens the study and wires the objective, runner and observers;
+``optimize`` hands the runner to an executor (threads here, or workers on a Dask cluster);
+``finalize`` scores the best model on the test split and lets the tracker register it."""
 
 from __future__ import annotations
 
@@ -134,7 +133,7 @@ def prepare(
         stop: The process's orderly stop; None: one that nothing requests.
 
     Returns:
-        The wired run; nothing has trained yet.
+        The wired run: nothing has trained yet.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop = stop or OrderlyStop()
@@ -145,14 +144,9 @@ def prepare(
     data = data if data is not None else load_data(config)
     objective = Objective.for_config(config, data)
     keeper = BestModelKeeper(objective)
-    lock = BudgetLock(config.storage, config.study_name)
+    lock, budget = BudgetLock(config.storage, config.study_name), config.n_trials
     runner = TrialRunner(
-        study,
-        objective,
-        n_trials=config.n_trials,
-        budget_lock=lock,
-        timeout=config.timeout,
-        stop=stop,
+        study, objective, n_trials=budget, budget_lock=lock, timeout=config.timeout, stop=stop
     )
     tracker = StudyTracker(config, keeper, parent_run_id=parent_run_id) if track else None
     observers = [
@@ -213,8 +207,7 @@ def cluster_workers(run: StudyRun, progress: tqdm) -> list[int]:
                 tracker.callback.reconcile(run.study, stale_after=None)
 
 
-Executor = Callable[[StudyRun, tqdm], list[int]]
-EXECUTORS: dict[Role, Executor] = {
+EXECUTORS: dict[Role, Callable[[StudyRun, tqdm], list[int]]] = {
     Role.SINGLE: in_process,
     Role.WORKER: in_process,
     Role.LAUNCHER: cluster_workers,
@@ -240,9 +233,11 @@ def optimize(run: StudyRun) -> None:
         raise
 
 
-def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
-    """Score the best trial's model on the test split, register it, end the runs; returns the
-    study, the trials this call ran and the test metrics of the best trial."""
+def finalize(
+    run: StudyRun, out: Callable[[str], None] = print, *, register: bool = True
+) -> StudyResult:
+    """Score the best model on the test split, register it unless not ``register``, end the
+    runs; returns the study, the trials this call ran and the best trial's test metrics."""
     config, study, tracker = run.config, run.study, run.tracker
     trials = study.get_trials(deepcopy=False)
     result = StudyResult(study, run.runner.ran, Counter(t.state.name for t in trials))
@@ -266,8 +261,9 @@ def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
     parent, card = tracker.callback.parent_run_id, result.card
     if card is not None and parent is not None:
         log_report_card(tracker.client, parent, card)  # now: finish ends the parent run
-    result.notes = tracker.finish(study, found[0] if found else None, result.test)
-    if card is not None and parent is not None:
+    best = found[0] if found else None
+    result.notes = tracker.finish(study, best, result.test, register=register)
+    if register and card is not None and parent is not None:
         # The registration's lock: workers finishing together would race on the same tags,
         # and the alias must not move between the lookup and the tagging.
         with BudgetLock(config.storage, f"{config.model_name}/registry").hold():
@@ -279,22 +275,26 @@ def finalize(run: StudyRun, out: Callable[[str], None] = print) -> StudyResult:
 
 
 def run_study(
-    config: StudyConfig, *, out: Callable[[str], None] = print, **options: Unpack[StudyOptions]
+    config: StudyConfig,
+    *,
+    out: Callable[[str], None] = print,
+    register: bool = True,
+    **options: Unpack[StudyOptions],
 ) -> StudyResult:
     """Run the study until its budget is met, then score the best configuration on test.
 
     Args:
         config: The run's parameters.
         out: Where progress lines go.
+        register: Register the best model as ``config.model_name``'s champion.
         **options: How this process takes part, as :func:`prepare` takes them.
 
     Returns:
         The study, the trials this call ran and the test metrics of the best trial.
 
     Raises:
-        KeyboardInterrupt: When the stop was requested; running trials were failed and
-            their runs ended.
+        KeyboardInterrupt: When the stop was requested; running trials ended FAIL, runs ended.
     """
     run = prepare(config, **options)
     optimize(run)
-    return finalize(run, out)
+    return finalize(run, out, register=register)

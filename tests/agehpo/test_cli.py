@@ -44,9 +44,10 @@ def test_mlproject_main_maps_every_cli_flag_one_to_one() -> None:
         assert flag in main_entry["command"], f"{flag!r} missing from MLproject's main command"
 
 
-def test_mlproject_compare_takes_every_study_parameter_and_its_own_two() -> None:
+def test_mlproject_compare_takes_every_study_parameter_and_its_own_three() -> None:
     main_entry, compare = (_mlproject()["entry_points"][n] for n in ("main", "compare"))
-    assert set(compare["parameters"]) == set(main_entry["parameters"]) | {"samplers", "repeats"}
+    own = {"samplers", "repeats", "register_models"}
+    assert set(compare["parameters"]) == set(main_entry["parameters"]) | own
     for name, spec in main_entry["parameters"].items():
         assert compare["parameters"][name] == spec, name
         assert f"--{name.replace('_', '-')} {{{name}}}" in compare["command"], name
@@ -168,7 +169,9 @@ def test_other_entry_points_match_their_subcommands(entry_point: str, subcommand
     assert set(entry["parameters"]) == set(cli_defaults)
     for name, spec in entry["parameters"].items():
         default = cli_defaults[name]
-        if name != "sampler_kwargs":
+        if isinstance(default, bool):  # an MLproject parameter is a string: "false"
+            assert spec["default"] == str(default).lower(), name
+        elif name != "sampler_kwargs":
             assert str(spec["default"]) == str(default) or float(spec["default"]) == float(default)
         assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
     assert entry["command"].startswith(f"python -m agehpo {subcommand}")

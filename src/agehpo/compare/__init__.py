@@ -2,6 +2,7 @@
 
 Study ``{study_name}-{sampler}-r{k}`` has sampler seed ``seed + k - 1``. In MLflow: a compare
 parent run with the report, a run per study nested under it, and its trial runs under that.
+No study registers a model unless asked: the comparison is about samplers, not a champion.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from agehpo.plugins import create_sampler
 from agehpo.study import run_study
 from agehpo.tracking.runs import ui_hint
 
+# Random start-up trials of these samplers with agehpo's settings (Optuna's n_startup_trials,
+# skopt's n_initial_points): below them a sampler has not modelled anything yet.
+STARTUP_TRIALS = {"tpe": 10, "skopt": 10, "gp": 10}
+
 
 def _run_one(
     config: StudyConfig, sampler: str, k: int, tracker: CompareRun | None, **kwargs: Any
@@ -43,6 +48,18 @@ def _run_one(
     f1 = done.card.heads["age"].macro_f1 if done.card is not None else None
     trials = tuple(done.study.get_trials(deepcopy=False))
     return StudyStats(sampler, k, name, seed, config.n_trials, test, run_id, f1, trials)
+
+
+def _warn_short_budget(n_trials: int, samplers: Sequence[str], out: Callable[[str], None]) -> None:
+    """Say so when ``n_trials`` ends within a sampler's random start-up: nothing to compare."""
+    startup = {s: n for s, n in STARTUP_TRIALS.items() if s in samplers and n_trials <= n}
+    if startup:
+        out(
+            f"Warning: n_trials={n_trials} is within the random start-up trials of "
+            + ", ".join(f"{s} ({n})" for s, n in startup.items())
+            + ": they sample at random all along, so the comparison cannot tell them apart; "
+            f"use n_trials > {max(startup.values())}"
+        )
 
 
 def _publish(result: CompareResult, artifacts_dir: Path | None, tracker: CompareRun | None) -> None:
@@ -70,6 +87,7 @@ def run_compare(
     data: PreparedData | None = None,
     out: Callable[[str], None] = print,
     stop: OrderlyStop | None = None,
+    register_models: bool = False,
 ) -> CompareResult:
     """Run every (sampler, repeat) study to its budget, then report and compare them.
 
@@ -77,11 +95,12 @@ def run_compare(
         config: The parameters; ``sampler_kwargs`` apply to all samplers or per sampler.
         samplers: Sampler names, e.g. ``["skopt", "random", "tpe"]``.
         repeats: Studies per sampler, with sampler seeds ``seed .. seed + repeats - 1``.
-        track: Record in MLflow; study ``k``'s model is ``{model_name}-{sampler}-r{k}``.
+        track: Record in MLflow.
         artifacts_dir: Also keep the report files here.
         data: The data every study shares; loaded from ``config`` when None.
         out: Where progress lines, the table and the verdict go.
         stop: The process's orderly stop, shared by every study.
+        register_models: Register study ``k``'s best model as ``{model_name}-{sampler}-r{k}``.
 
     Returns:
         The stats of every study, the table and the verdict.
@@ -93,7 +112,9 @@ def run_compare(
         create_sampler(
             name, sampler_kwargs_for(name, config.sampler_kwargs, samplers), seed=config.seed
         )
-    run = {"data": data if data is not None else load_data(config), "out": out, "stop": stop}
+    _warn_short_budget(config.n_trials, samplers, out)
+    data = data if data is not None else load_data(config)
+    run = {"data": data, "out": out, "stop": stop, "register": register_models}
     pairs = [(k, s) for k in range(1, repeats + 1) for s in samplers]  # drift hits all alike
     with CompareRun(config, samplers, repeats) if track else nullcontext(None) as tracker:
         stats: list[StudyStats] = []

@@ -152,17 +152,25 @@ class StudyTracker:
         return fetch
 
     def finish(
-        self, study: optuna.Study, best: TrainedModel | None, test: EpochMetrics | None
+        self,
+        study: optuna.Study,
+        best: TrainedModel | None,
+        test: EpochMetrics | None,
+        *,
+        register: bool = True,
     ) -> list[str]:
-        """Register the champion (``best``, tested ``test``), log plots and metrics, end runs.
+        """Log ``best`` (tested ``test``) on its trial's run and, with ``register``, register it
+        as the champion; log plots and metrics, end runs.
 
         Returns lines that tell the user how to look at the results."""
         parent = self._parent(study)
         lines: list[str] = []
         run_id = self.best_run_id(study) if best is not None else None
+        model_id = None
         if best is not None and run_id is not None:
             model_id = self.client.get_run(run_id).data.tags.get(MODEL_TAG)
             model_id = model_id or log_model(self.client, best, run_id)
+        if register and model_id is not None and run_id is not None:
             uid = self.callback.session(study).study_uid
             args = (self.client, self.config.model_name, study, model_id, run_id, test)
             # Workers finishing together must not register the same version twice.

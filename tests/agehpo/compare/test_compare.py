@@ -206,10 +206,39 @@ def test_mlflow_holds_one_parent_with_a_run_per_study_and_trials_beneath(
     }
     plots = {f.path for f in client.list_artifacts(result.parent_run_id, "plots")}
     assert plots == {f"plots/{n}.{e}" for n in ("convergence", "pruning") for e in ("html", "png")}
-    # The main job's champion is untouched: each study registers its own model name.
-    registered = {m.name for m in client.search_registered_models()}
-    assert "cmp-model" not in registered
-    assert "cmp-model-random-r1" in registered
+    # Unless asked, no study registers a model (nor touches the main job's champion).
+    assert client.search_registered_models() == []
+
+
+@pytest.mark.slow
+def test_a_short_budget_warns_that_the_samplers_cannot_differ(compared: tuple) -> None:
+    lines = compared[4]
+    [warning] = [line for line in lines if line.startswith("Warning: n_trials=4")]
+    assert "trials of tpe (10):" in warning and "n_trials > 10" in warning  # random: no start-up
+
+
+@pytest.mark.slow
+def test_asked_to_each_study_registers_its_own_model(
+    tmp_path: Path, tiny_data: PreparedData, _migrated_mlflow_db: Path
+) -> None:
+    shutil.copy(_migrated_mlflow_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = StudyConfig(
+        n_trials=2,
+        n_epochs=1,
+        device="cpu",
+        storage=f"sqlite:///{tmp_path}/optuna.db",
+        study_name="reg",
+        model_name="reg-model",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        run_compare(config, ["random"], 1, data=tiny_data, out=lambda _: None, register_models=True)
+    client = mlflow.MlflowClient(uri)
+    assert {m.name for m in client.search_registered_models()} == {"reg-model-random-r1"}
+    assert client.get_model_version_by_alias("reg-model-random-r1", "champion").version in (1, "1")
 
 
 @pytest.mark.slow
