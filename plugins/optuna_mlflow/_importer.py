@@ -29,7 +29,7 @@ from optuna_mlflow._identity import (
 )
 from optuna_mlflow._open_storage import OpenedStorage, UnknownStudyError, open_storage
 from optuna_mlflow._session import get_or_create_experiment
-from optuna_mlflow._writer import TrialRunWriter
+from optuna_mlflow._writer import TrialRunWriter, tag_filter
 
 _logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class ImportedStudy:
         unchanged: Trial runs already up to date.
         skipped_unfinished: RUNNING/WAITING trials, left for a later import.
         upgraded_from: Old schema version, when a temporary copy was upgraded to read it.
+        tracked_elsewhere: True when the study's runs (its uid) are already in
+            ``experiment_id``, another experiment than the import's: nothing was written.
     """
 
     study_name: str
@@ -59,6 +61,7 @@ class ImportedStudy:
     unchanged: int = 0
     skipped_unfinished: int = 0
     upgraded_from: str | None = None
+    tracked_elsewhere: bool = False
 
 
 def import_study(
@@ -77,7 +80,7 @@ def import_study(
 
     The parent run carries ``optuna_mlflow.import_source`` and the study artifacts. Importing
     again adds only what is new; RUNNING/WAITING trials wait for a later import. A study
-    without a uid gets one (see the README).
+    without a uid gets one (see the README); one with runs in another experiment is skipped.
 
     Args:
         storage: RDB URL, SQLite or journal file path, or storage object (never changed).
@@ -104,10 +107,18 @@ def import_study(
         with open_storage(storage) as opened:
             for name in _study_names(opened, study_name):
                 study = optuna.load_study(study_name=name, storage=opened.storage)
+                uid = _study_uid(study, opened)
+                elsewhere = _tracked_elsewhere(client, uid[0], experiment_name or name)
+                if elsewhere is not None:
+                    _logger.info("Study %s is tracked in experiment %s: skipped.", name, elsewhere)
+                    reports.append(
+                        ImportedStudy(name, elsewhere, "", uid[0], tracked_elsewhere=True)
+                    )
+                    continue
                 writer = _writer(
                     client, study, experiment_name or name, metric_name, tag_user_attrs
                 )
-                report = _import_one(writer, study, opened, log_artifacts, max_workers)
+                report = _import_one(writer, study, uid, opened, log_artifacts, max_workers)
                 report.upgraded_from = opened.upgraded_from
                 msg = "Imported study %s: %d runs created, %d updated, %d unchanged."
                 _logger.info(msg, name, report.created, report.updated, report.unchanged)
@@ -151,14 +162,26 @@ def _writer(
     )
 
 
+def _tracked_elsewhere(client: MlflowClient, uid: str, experiment_name: str) -> str | None:
+    """The experiment holding runs of study ``uid``, when the import's own holds none."""
+    by_uid = tag_filter(k.STUDY_UID, uid)
+    target = client.get_experiment_by_name(experiment_name)
+    if target is not None and client.search_runs([target.experiment_id], by_uid, max_results=1):
+        return None
+    everywhere = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(everywhere, by_uid, max_results=1)
+    return found[0].info.experiment_id if found else None
+
+
 def _import_one(
     writer: TrialRunWriter,
     study: optuna.Study,
+    uid: tuple[str, LegacyRule],
     opened: OpenedStorage,
     log_artifacts: bool,
     max_workers: int,
 ) -> ImportedStudy:
-    writer.study_uid, rule = _study_uid(study, opened)
+    writer.study_uid, rule = uid
     adopt_legacy_runs(writer, study, rule)
     runs = writer.search_study_runs()
     trials = study.get_trials(deepcopy=False)

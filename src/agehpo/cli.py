@@ -173,7 +173,18 @@ def _cmd_import_study(args: argparse.Namespace) -> int:
         )
     except StudyImportError as error:  # the plugin knows nothing of agehpo's UserError
         raise ConfigError(str(error)) from error
+    if run_id := os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run -e import_study`
+        from agehpo.tracking.runs import record_import
+
+        record_import(run_id, args.storage, imported)
     for study in imported:
+        if study.tracked_elsewhere:
+            print(
+                f"Skipped study {study.study_name!r}: its runs are already in experiment "
+                f"{study.experiment_id} (tracked live); import with --experiment-name of that "
+                "experiment to complete them there"
+            )
+            continue
         old = study.upgraded_from
         note = f" (read an upgraded copy of a v{old} schema)" if old else ""
         print(

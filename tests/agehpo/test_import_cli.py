@@ -82,3 +82,37 @@ def test_importing_a_second_same_name_study_writes_all_its_trials(
     assert len(uids) == 2 and len(runs) == 2 * (3 + 1)
     assert main(["import-study", "--storage", b]) == 0
     assert "0 new trial runs" in capsys.readouterr().out
+
+
+def test_under_mlflow_run_the_wrapper_run_sums_the_import_up_and_tracked_studies_are_skipped(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tracking_uri: str,
+) -> None:
+    from optuna_mlflow import MLflowCallback
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    client = MlflowClient(tracking_uri)
+    storage = f"sqlite:///{tmp_path}/old.db"
+    _study(storage)  # never tracked: imported
+    live = optuna.create_study(study_name="live", storage=storage, direction="maximize")
+    with MLflowCallback(
+        tracking_uri, "value", parent_run=True, mlflow_kwargs={"experiment_id": "0"}
+    ) as cb:
+        live.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[cb])
+    wrapper = client.create_run("0").info.run_id  # what `mlflow run -e import_study` opens
+    monkeypatch.setenv("MLFLOW_RUN_ID", wrapper)
+    assert main(["import-study", "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "Skipped study 'live': its runs are already in experiment 0" in out
+    assert "Imported study 'old-work'" in out and "3 new trial runs" in out
+    run = client.get_run(wrapper)
+    assert run.info.run_name == "import-study" and run.data.params["storage"] == storage
+    assert run.data.metrics == {
+        "n_studies_imported": 1,
+        "n_studies_skipped": 1,
+        "n_trial_runs_created": 3,
+        "n_trial_runs_completed": 0,
+    }
+    assert client.get_experiment_by_name("live") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import mlflow
@@ -13,6 +14,9 @@ from mlflow.entities import Param
 from agehpo.config import StudyConfig
 from agehpo.retry import retry
 from agehpo.urls import redact
+
+if TYPE_CHECKING:
+    from optuna_mlflow import ImportedStudy
 
 
 def config_params(config: StudyConfig, **extra: str) -> dict[str, str]:
@@ -57,3 +61,19 @@ def ui_hint(tracking_uri: str, experiment: str, what: str = "the trials") -> lis
         base, command = "http://127.0.0.1:5000", f"mlflow ui --backend-store-uri {tracking_uri}"
     link = f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
     return [f"See {what} in MLflow:", *([f"  {command}"] if command else []), f"  {link}"]
+
+
+def record_import(run_id: str, storage: str, imported: list[ImportedStudy]) -> None:
+    """Sum an import up on the run ``mlflow run -e import_study`` opened (else left empty):
+    its name, the storage as a param, and what was created, completed or skipped."""
+    client = mlflow.MlflowClient()
+    client.update_run(run_id, name="import-study")
+    log_missing_params(client, run_id, {"storage": redact(storage)})
+    counts = {
+        "n_studies_imported": sum(not s.tracked_elsewhere for s in imported),
+        "n_studies_skipped": sum(s.tracked_elsewhere for s in imported),
+        "n_trial_runs_created": sum(s.created for s in imported),
+        "n_trial_runs_completed": sum(s.updated for s in imported),
+    }
+    for key, value in counts.items():
+        client.log_metric(run_id, key, value)

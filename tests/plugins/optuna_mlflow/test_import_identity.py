@@ -131,3 +131,25 @@ def test_runs_imported_before_uids_are_adopted_not_duplicated(
     assert again.parent_run_id == report.parent_run_id
     assert _trial_uids(client, report.experiment_id) == {again.study_uid: [0, 1, 2]}
     assert len(study.trials) == 3
+
+
+def test_a_study_tracked_live_in_another_experiment_is_skipped_not_duplicated(
+    tracking_uri: str, tmp_path: Path, client: MlflowClient
+) -> None:
+    # What `mlflow run` does: the live runs go to the project's experiment, not one named
+    # after the study, where the import would look by default.
+    project = client.create_experiment("project")
+    path = tmp_path / "tracked.journal"
+    study = optuna.create_study(study_name="live", storage=_journal(path), direction="maximize")
+    kwargs = {"experiment_id": project}
+    with MLflowCallback(tracking_uri, "value", parent_run=True, mlflow_kwargs=kwargs) as cb:
+        study.optimize(make_objective(), n_trials=3, callbacks=[cb], catch=(RuntimeError,))
+    before = len(all_runs(client, project))
+    (report,) = import_study(path, client=client, log_artifacts=False)
+    assert report.tracked_elsewhere and report.experiment_id == project
+    assert (report.created, report.updated) == (0, 0)
+    assert client.get_experiment_by_name("live") is None  # no empty experiment left behind
+    assert len(all_runs(client, project)) == before
+    # Into the project's experiment it is an ordinary import: the live runs are found by uid.
+    (there,) = import_study(path, client=client, experiment_name="project", log_artifacts=False)
+    assert not there.tracked_elsewhere and (there.created, there.unchanged) == (0, 3)
