@@ -87,7 +87,7 @@ def format_summary(result: StudyResult, config: StudyConfig) -> str:
     counts = result.counts
     finished = sum(counts[state.name] for state in TrialState if state.is_finished())
     lines = [
-        f"Study {config.study_name!r} (sampler {config.sampler}, pruner {config.pruner})",
+        f"Study {config.study_name!r} (this run: sampler {config.sampler}, pruner {config.pruner})",
         f"  Trials run now: {len(result.ran)}",
         "Study statistics:",
         f"  Number of finished trials: {finished}",
@@ -108,7 +108,7 @@ def format_summary(result: StudyResult, config: StudyConfig) -> str:
     if result.test is not None:
         how = {
             "kept": "its kept weights",
-            "logged": "its weights logged by another worker",
+            "logged": "its weights, logged when it ran",
             "retrained": "retrained from best_params",
         }[result.test_source]
         lines.append(f"  Test age accuracy ({how}): {100 * result.test.age_accuracy:.2f} %")
@@ -264,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The process exit status.
     """
     args = build_parser().parse_args(argv)
+    # MLflow's per-file download bars would break up the summary (the user may turn them on).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     stop = OrderlyStop()
     args.stop = stop
     # Installed for good: a signal while the process winds down must not raise either.

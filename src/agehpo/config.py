@@ -30,7 +30,7 @@ def _param(default: Any, help: str, *, minimum: int | None = 1) -> Any:
 class StudyConfig:
     """The parameters of the ``main`` entry point, with their defaults."""
 
-    sampler: str = _param("tpe", "random, tpe, skopt, gp, cmaes, qmc, or a plugin's name")
+    sampler: str = _param("tpe", "random, tpe, tpe_multivariate, skopt, gp, cmaes, qmc or a plugin")
     sampler_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "JSON object of sampler constructor overrides"}
     )

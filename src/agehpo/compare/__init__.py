@@ -30,7 +30,7 @@ from agehpo.tracking.runs import ui_hint
 
 # Random start-up trials of these samplers with agehpo's settings (Optuna's n_startup_trials,
 # skopt's n_initial_points): below them a sampler has not modelled anything yet.
-STARTUP_TRIALS = {"tpe": 10, "skopt": 10, "gp": 10}
+STARTUP_TRIALS = {"tpe": 10, "tpe_multivariate": 10, "skopt": 10, "gp": 10}
 
 
 def _run_one(
