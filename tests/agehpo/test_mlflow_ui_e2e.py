@@ -125,7 +125,7 @@ def test_the_trials_nest_under_the_parent_run(page: Page, ui: Ui) -> None:
 def test_pruned_trials_stand_out_from_complete_ones(page: Page, ui: Ui) -> None:
     _runs_list(page, ui)
     # The README's recipe: Columns -> the tag optuna.trial_state (MLflow keeps the choice).
-    page.get_by_role("button", name="Columns").click()
+    page.get_by_role("button", name="Columns", exact=True).click()
     page.get_by_placeholder("Search columns").fill("trial_state")
     page.get_by_text("optuna.trial_state", exact=True).click()
     page.keyboard.press("Escape")
