@@ -10,7 +10,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agehpo.cliparse import EXIT_USAGE, OneLineParser, int_flag, json_object, timeout_flag
+from agehpo.cliparse import (
+    EXIT_USAGE,
+    OneLineParser,
+    int_flag,
+    json_object,
+    timeout_flag,
+    yes_no_flag,
+)
 from agehpo.config import Role, StudyConfig
 from agehpo.errors import ConfigError, UserError, WorkersFailedError, quote
 from agehpo.hpo.stopping import OrderlyStop
@@ -31,17 +38,6 @@ def _flag_type(config_field: dataclasses.Field[Any]) -> Callable[[str], Any]:
     if config_field.type == "int":
         return int_flag(config_field.name, config_field.metadata["minimum"])
     return str
-
-
-def _yes_no(name: str) -> Callable[[str], bool]:
-    """The argparse type of a true/false flag ``name`` (an MLproject parameter is a string)."""
-
-    def parse(text: str) -> bool:
-        if text.strip().lower() not in ("true", "false"):
-            raise argparse.ArgumentTypeError(f"{name}={quote(text)} is not true or false")
-        return text.strip().lower() == "true"
-
-    return parse
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--register-models",
-        type=_yes_no("register_models"),
+        type=yes_no_flag("register_models"),
         default=False,
         help="true: register each study's best model as {model_name}-{sampler}-r{k}",
     )

@@ -44,6 +44,17 @@ def int_flag(name: str, minimum: int | None = 1) -> Callable[[str], int]:
     return parse
 
 
+def yes_no_flag(name: str) -> Callable[[str], bool]:
+    """The argparse type of a true/false flag ``name`` (an MLproject parameter is a string)."""
+
+    def parse(text: str) -> bool:
+        if text.strip().lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"{name}={quote(text)} is not true or false")
+        return text.strip().lower() == "true"
+
+    return parse
+
+
 def timeout_flag(text: str) -> float:
     """The argparse type of ``timeout``: seconds >= 0, 0 for no limit."""
     value = _number(text)

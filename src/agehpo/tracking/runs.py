@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import mlflow
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param
 
 from agehpo.config import StudyConfig
 from agehpo.retry import retry
@@ -66,7 +67,7 @@ def ui_hint(tracking_uri: str, experiment: str, what: str = "the trials") -> lis
 def record_import(run_id: str, storage: str, imported: list[ImportedStudy]) -> None:
     """Sum an import up on the run ``mlflow run -e import_study`` opened (else left empty):
     its name, the storage as a param, and what was created, completed or skipped."""
-    client = mlflow.MlflowClient()
+    client, now_ms = mlflow.MlflowClient(), int(time.time() * 1000)
     client.update_run(run_id, name="import-study")
     log_missing_params(client, run_id, {"storage": redact(storage)})
     counts = {
@@ -75,5 +76,6 @@ def record_import(run_id: str, storage: str, imported: list[ImportedStudy]) -> N
         "n_trial_runs_created": sum(s.created for s in imported),
         "n_trial_runs_completed": sum(s.updated for s in imported),
     }
-    for key, value in counts.items():
-        client.log_metric(run_id, key, value)
+    client.log_batch(
+        run_id, metrics=[Metric(key, value, now_ms, 0) for key, value in counts.items()]
+    )

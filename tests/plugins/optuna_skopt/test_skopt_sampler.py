@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import pickle
 import statistics
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -67,15 +65,6 @@ def _seed_objective(trial: optuna.Trial) -> float:
     )
     lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
     return total + (optimizer == "SGD") + abs(lr - 1e-3) * 100
-
-
-@pytest.fixture
-def optuna_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    # Optuna's logger does not propagate to the root logger caplog listens on.
-    optuna.logging.enable_propagation()
-    caplog.set_level(logging.WARNING, logger="optuna")
-    yield caplog
-    optuna.logging.disable_propagation()
 
 
 def _independent_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -158,15 +156,6 @@ def test_union_leaves_out_a_parameter_whose_distribution_changes() -> None:
 def test_unknown_search_space_is_rejected() -> None:
     with pytest.raises(ValueError, match="'intersection' or 'union'"):
         SkoptSampler(search_space="all")  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def optuna_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    # Optuna's logger does not propagate to the root logger caplog listens on.
-    optuna.logging.enable_propagation()
-    caplog.set_level(logging.WARNING, logger="optuna")
-    yield caplog
-    optuna.logging.disable_propagation()
 
 
 def _sampler_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
