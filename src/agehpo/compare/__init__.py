@@ -88,25 +88,30 @@ def run_compare(
     out: Callable[[str], None] = print,
     stop: OrderlyStop | None = None,
     register_models: bool = False,
+    first_repeat: int = 1,
 ) -> CompareResult:
     """Run every (sampler, repeat) study to its budget, then report and compare them.
 
     Args:
         config: The parameters; ``sampler_kwargs`` apply to all samplers or per sampler.
         samplers: Sampler names, e.g. ``["skopt", "random", "tpe"]``.
-        repeats: Studies per sampler, with sampler seeds ``seed .. seed + repeats - 1``.
+        repeats: Studies per sampler; repeat ``k`` has sampler seed ``seed + k - 1``.
         track: Record in MLflow.
         artifacts_dir: Also keep the report files here.
         data: The data every study shares; loaded from ``config`` when None.
         out: Where progress lines, the table and the verdict go.
         stop: The process's orderly stop, shared by every study.
         register_models: Register study ``k``'s best model as ``{model_name}-{sampler}-r{k}``.
+        first_repeat: The first repeat's number ``k``, so that one comparison can be split
+            over processes (``repeats=1, first_repeat=3`` runs repeat 3 alone, seed included).
 
     Returns:
         The stats of every study, the table and the verdict.
     """
-    if repeats < 1:
-        raise ConfigError(f"repeats={repeats} must be at least 1")
+    if repeats < 1 or first_repeat < 1:
+        raise ConfigError(
+            f"repeats={repeats} and first_repeat={first_repeat} must both be at least 1"
+        )
     samplers = parse_samplers(",".join(samplers))
     for name in samplers:  # fail fast, before hours of trials
         create_sampler(
@@ -115,7 +120,8 @@ def run_compare(
     _warn_short_budget(config.n_trials, samplers, out)
     data = data if data is not None else load_data(config)
     run = {"data": data, "out": out, "stop": stop, "register": register_models}
-    pairs = [(k, s) for k in range(1, repeats + 1) for s in samplers]  # drift hits all alike
+    numbers = range(first_repeat, first_repeat + repeats)
+    pairs = [(k, s) for k in numbers for s in samplers]  # drift hits all alike
     with CompareRun(config, samplers, repeats) if track else nullcontext(None) as tracker:
         stats: list[StudyStats] = []
         for k, sampler in pairs:
