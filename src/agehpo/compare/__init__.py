@@ -102,16 +102,13 @@ def run_compare(
         out: Where progress lines, the table and the verdict go.
         stop: The process's orderly stop, shared by every study.
         register_models: Register study ``k``'s best model as ``{model_name}-{sampler}-r{k}``.
-        first_repeat: The first repeat's number ``k``, so that one comparison can be split
-            over processes (``repeats=1, first_repeat=3`` runs repeat 3 alone, seed included).
+        first_repeat: The first ``k``; ``repeats=1, first_repeat=3`` runs repeat 3 alone.
 
     Returns:
         The stats of every study, the table and the verdict.
     """
-    if repeats < 1 or first_repeat < 1:
-        raise ConfigError(
-            f"repeats={repeats} and first_repeat={first_repeat} must both be at least 1"
-        )
+    if min(repeats, first_repeat) < 1:
+        raise ConfigError(f"repeats={repeats} and first_repeat={first_repeat} must be at least 1")
     samplers = parse_samplers(",".join(samplers))
     for name in samplers:  # fail fast, before hours of trials
         create_sampler(
@@ -120,8 +117,8 @@ def run_compare(
     _warn_short_budget(config.n_trials, samplers, out)
     data = data if data is not None else load_data(config)
     run = {"data": data, "out": out, "stop": stop, "register": register_models}
-    numbers = range(first_repeat, first_repeat + repeats)
-    pairs = [(k, s) for k in numbers for s in samplers]  # drift hits all alike
+    numbers = range(first_repeat, first_repeat + repeats)  # drift hits all samplers alike
+    pairs = [(k, s) for k in numbers for s in samplers]
     with CompareRun(config, samplers, repeats) if track else nullcontext(None) as tracker:
         stats: list[StudyStats] = []
         for k, sampler in pairs:

@@ -81,6 +81,8 @@ def test_unknown_sampler_fails_before_anything_runs(tmp_path: Path) -> None:
     assert not (tmp_path / "optuna.db").exists()
     with pytest.raises(ConfigError, match="repeats=0"):
         run_compare(config, ["random"], 0, track=False, out=lambda _: None)
+    with pytest.raises(ConfigError, match="first_repeat=0"):
+        run_compare(config, ["random"], 1, track=False, out=lambda _: None, first_repeat=0)
     with pytest.raises(ConfigError, match="more than once"):
         run_compare(config, ["random", "random"], 1, track=False, out=lambda _: None)
 
@@ -276,3 +278,20 @@ def test_rerun_skips_finished_studies(compared: tuple, tiny_data: PreparedData) 
             before.pruned,
             before.failed,
         )
+
+
+@pytest.mark.slow
+def test_one_repeat_alone_is_that_repeat_of_the_whole(
+    compared: tuple, tiny_data: PreparedData
+) -> None:
+    result, config, _, _, _ = compared
+    lines: list[str] = []
+    alone = run_compare(
+        config, ["tpe"], 1, track=False, data=tiny_data, out=lines.append, first_repeat=REPEATS
+    )
+    [whole] = [s for s in result.stats if (s.sampler, s.repeat) == ("tpe", REPEATS)]
+    [split] = alone.stats
+    assert (split.study_name, split.sampler_seed) == (whole.study_name, whole.sampler_seed)
+    assert split.sampler_seed == config.seed + REPEATS - 1
+    assert split.curve == whole.curve
+    assert sum("the budget is met" in line for line in lines) == 1
