@@ -109,9 +109,7 @@ def _nothing(
 
 
 @pytest.mark.parametrize("task", [_boom, _nothing])
-def test_a_failed_task_is_one_line_and_an_idle_one_runs_nothing(
-    task: Task, tmp_path: Path
-) -> None:
+def test_a_failed_task_is_one_line_and_an_idle_one_runs_nothing(task: Task, tmp_path: Path) -> None:
     storage = str(tmp_path / "optuna.journal")
     config = StudyConfig(study_name="s", storage=storage, n_workers=2, cluster="local")
     study = optuna.create_study(study_name="s", storage=open_storage(storage))
