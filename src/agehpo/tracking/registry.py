@@ -114,6 +114,14 @@ def register_champion(
     return version
 
 
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version ``name@champion`` points at; None before the first registration."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:  # no such model, or no alias yet
+        return None
+
+
 def set_version_tags(client: MlflowClient, version: ModelVersion, tags: dict[str, str]) -> None:
     """Set the tags whose value the version does not carry yet."""
     for key, value in tags.items():

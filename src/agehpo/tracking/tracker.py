@@ -22,7 +22,16 @@ from agehpo.names import OBJECTIVE_METRIC
 from agehpo.nn.model import TrainedModel
 from agehpo.nn.train import EpochMetrics
 from agehpo.retry import retry
-from agehpo.tracking.registry import CHAMPION, MODEL_TAG, load_logged, log_model, register_champion
+from agehpo.tracking.registry import (
+    CHAMPION,
+    MODEL_TAG,
+    STUDY_NAME,
+    STUDY_UID,
+    current_champion,
+    load_logged,
+    log_model,
+    register_champion,
+)
 from agehpo.tracking.runs import config_params, log_missing_params, ui_hint
 from agehpo.urls import redact
 from optuna_mlflow import MLflowCallback
@@ -175,11 +184,18 @@ class StudyTracker:
             args = (self.client, self.config.model_name, study, model_id, run_id, test)
             # Workers finishing together must not register the same version twice.
             with BudgetLock(self.config.storage, f"{self.config.model_name}/registry").hold():
+                before = retry(lambda: current_champion(self.client, self.config.model_name))
                 version = retry(lambda: register_champion(*args, study_uid=uid))
             lines.append(
                 f"Registered models:/{self.config.model_name}@{CHAMPION} "
                 f"(version {version.version}, trial {study.best_trial.number})"
             )
+            if before and before.version != version.version and before.tags.get(STUDY_UID) != uid:
+                lines.append(
+                    f"  The alias moved from version {before.version} of study "
+                    f"{before.tags.get(STUDY_NAME, '?')!r}; to keep each study's champion, "
+                    "give each study its own model_name"
+                )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             self.callback.log_study_artifacts(study)

@@ -415,6 +415,27 @@ def test_best_run_and_logged_model_are_never_another_same_name_study_s(
         assert all(r.info.status != "RUNNING" for r in all_runs(client))
 
 
+def test_a_second_study_of_one_model_name_takes_the_alias_and_says_from_whom(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_data: PreparedData,
+    mlflow_db: Callable[[Path], str],
+) -> None:
+    lines: dict[str, list[str]] = {}  # the notes the CLI prints under the summary
+    with default_store(mlflow_db(tmp_path), monkeypatch, tmp_path) as client:
+        for key, name in (("first", "quick"), ("second", "look"), ("again", "look")):
+            config = _config(tmp_path, study_name=name, n_epochs=1)
+            lines[key] = run_study(config, track=True, data=tiny_data, out=print).notes
+        champion = client.get_model_version_by_alias("age-predictor", "champion")
+    moved = [line for key in lines for line in lines[key] if "alias moved" in line]
+    assert champion.tags["optuna.study_name"] == "look"
+    assert moved == [
+        f"  The alias moved from version {int(champion.version) - 1} of study 'quick'; to keep "
+        "each study's champion, give each study its own model_name"
+    ]
+    assert any(line in lines["second"] for line in moved)  # said once, when it moved
+
+
 def test_close_with_end_parent_ends_the_mlflow_run_parent(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
