@@ -104,6 +104,7 @@ def run_studies(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     code = code_version()  # now: the tree may change while the comparison runs
     skopt_quiet = {"skopt": {"warn_independent_sampling": False}} if "skopt" in samplers else {}
+    save = args.save.resolve() if args.save else None  # before the chdir below
     with tempfile.TemporaryDirectory() as tmp:
         # A SQLite tracking store puts artifacts under ./mlruns of the working directory.
         os.chdir(tmp)
@@ -153,9 +154,9 @@ def run_studies(args: argparse.Namespace) -> int:
         "total_wall_s": total_s,
         "img_size": config.img_size,
     }
-    if args.save:
-        args.save.write_bytes(pickle.dumps(part | {"stats": stats}))
-        print(f"saved {len(stats)} studies to {args.save}")
+    if save:
+        save.write_bytes(pickle.dumps(part | {"stats": stats}))
+        print(f"saved {len(stats)} studies to {save}")
         return 0
     command = "python benchmarks/run_compare.py " + shlex.join(sys.argv[1:])
     return write_report(stats, [part], command)
