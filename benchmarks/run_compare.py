@@ -171,9 +171,8 @@ def merge(paths: list[Path]) -> int:
     stats = [s for part in parts for s in part["stats"]]
     order = list(dict.fromkeys(s.sampler for s in stats))
     stats.sort(key=lambda s: (order.index(s.sampler), s.repeat))
-    command = "; ".join(
-        sorted({"python benchmarks/run_compare.py " + part_command(part) for part in parts})
-    )
+    lines = dict.fromkeys("python benchmarks/run_compare.py " + part_command(p) for p in parts)
+    command = "; ".join([*lines, "python benchmarks/run_compare.py --merge PART..."])
     return write_report(stats, parts, command)
 
 
@@ -182,17 +181,15 @@ def budget_of(args: dict) -> dict:
 
 
 def part_command(part: dict) -> str:
+    """The command line of one saved part, its repeat and file left as placeholders."""
     args = part["args"]
-    line = [
-        f"--samplers {args['samplers']}",
-        *([f"--label {args['label']}"] if args["label"] else []),
-        *(
-            [f"--sampler-kwargs '{json.dumps(args['sampler_kwargs'])}'"]
-            if args["sampler_kwargs"]
-            else []
-        ),
-    ]
-    return " ".join(line)
+    flags = [f"--samplers {args['samplers']}"]
+    flags += [f"--label {args['label']}"] if args["label"] else []
+    if args["sampler_kwargs"]:
+        flags.append(f"--sampler-kwargs '{json.dumps(args['sampler_kwargs'])}'")
+    flags += [f"--{key.replace('_', '-')} {value}" for key, value in budget_of(args).items()]
+    flags += ["--no-track"] if args["no_track"] else []
+    return " ".join([*flags, "--first-repeat K --repeats 1 --save PART"])
 
 
 def trials_to_reach(stats: list[StudyStats], target: float) -> dict[str, list[int | None]]:
