@@ -118,8 +118,11 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
     """The version ``name@champion`` points at; None before the first registration."""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:  # no such model, or no alias yet
-        return None
+    except mlflow.exceptions.MlflowException as error:
+        # No such model, or no alias yet; anything else (a store down) is not an answer.
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def set_version_tags(client: MlflowClient, version: ModelVersion, tags: dict[str, str]) -> None:
