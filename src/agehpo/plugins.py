@@ -36,12 +36,13 @@ _BUILTINS: dict[str, dict[str, str]] = {
 }
 # The seed's skopt settings: Extra-Trees surrogate, 10 random starts, EI with xi 0.02; over
 # the union of the trials' parameters, since the seed's layers are conditional and the
-# intersection would leave most of them to random sampling. consider_pruned_trials stays off
-# (SkoptSampler's default): it won on a synthetic learning curve (bench_skopt.py --modes), but
-# a toy's early epochs rank trials as its last does; the full-budget comparison decides.
+# intersection would leave most of them to random sampling; pruned trials told to skopt too,
+# since the median pruner stops about 80 % of the trials (full-budget comparison, 5 repeats:
+# union with pruned trials 70.46 %, union alone 69.62 %, random 69.83 %).
 SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {
     "skopt": {
         "search_space": "union",
+        "consider_pruned_trials": True,
         "skopt_kwargs": {
             "base_estimator": "ET",
             "n_initial_points": 10,

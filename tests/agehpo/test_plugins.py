@@ -107,9 +107,20 @@ def test_keys_a_wrapper_does_not_take_merge_into_its_librarys_defaults(
     received: list[dict[str, object]] = []
 
     def skopt(
-        *, search_space: str = "", skopt_kwargs: dict | None = None, seed: int | None = None
+        *,
+        search_space: str = "",
+        consider_pruned_trials: bool = False,
+        skopt_kwargs: dict | None = None,
+        seed: int | None = None,
     ) -> object:
-        received.append({"search_space": search_space, "skopt_kwargs": skopt_kwargs, "seed": seed})
+        received.append(
+            {
+                "search_space": search_space,
+                "consider_pruned_trials": consider_pruned_trials,
+                "skopt_kwargs": skopt_kwargs,
+                "seed": seed,
+            }
+        )
         return optuna.samplers.RandomSampler(seed=seed)
 
     entry_point = SimpleNamespace(name="skopt", value="fake:skopt", load=lambda: skopt)
@@ -125,7 +136,8 @@ def test_keys_a_wrapper_does_not_take_merge_into_its_librarys_defaults(
         "acq_func": "PI",
         "acq_func_kwargs": {"xi": 0.02, "kappa": 2},
     }
-    assert received == [{"search_space": "union", "skopt_kwargs": expected, "seed": 3}]
+    defaults = {"search_space": "union", "consider_pruned_trials": True}
+    assert received == [{**defaults, "skopt_kwargs": expected, "seed": 3}]
     assert plugins.SAMPLER_DEFAULTS["skopt"]["skopt_kwargs"]["acq_func"] == "EI"  # not mutated
 
 
