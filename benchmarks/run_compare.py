@@ -87,7 +87,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-samples", type=int, default=23705)
     parser.add_argument("--pruner", default="median")
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--sampler-kwargs", type=json.loads, default={}, help="JSON object")
+    parser.add_argument(
+        "--sampler-kwargs", type=json.loads, default={}, help="JSON for every sampler given"
+    )
     parser.add_argument("--label", help="the one sampler's name in the report, e.g. skopt_seed")
     parser.add_argument("--no-track", action="store_true", help="skip MLflow (faster)")
     parser.add_argument("--probe", action="store_true", help="time one study, extrapolate")
