@@ -425,7 +425,7 @@ def test_a_second_study_of_one_model_name_takes_the_alias_and_says_from_whom(
     with default_store(mlflow_db(tmp_path), monkeypatch, tmp_path) as client:
         for key, name in (("first", "quick"), ("second", "look"), ("again", "look")):
             config = _config(tmp_path, study_name=name, n_epochs=1)
-            lines[key] = run_study(config, track=True, data=tiny_data, out=print).notes
+            lines[key] = run_study(config, track=True, data=tiny_data, out=lambda _: None).notes
         champion = client.get_model_version_by_alias("age-predictor", "champion")
     moved = [line for key in lines for line in lines[key] if "alias moved" in line]
     assert champion.tags["optuna.study_name"] == "look"
