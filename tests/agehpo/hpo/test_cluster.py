@@ -138,7 +138,8 @@ def test_only_addresses_name_a_remote_cluster() -> None:
         ({"storage": "sqlite:///optuna.db"}, HTTP, ["storage='sqlite:///optuna.db'", "SQLite"]),
         ({"storage": "optuna.journal"}, HTTP, ["storage='optuna.journal'", "relative path"]),
         ({}, "sqlite:///mlflow.db", ["MLFLOW_TRACKING_URI='sqlite:///mlflow.db'", "mlflow server"]),
-        ({}, "file:///tmp/mlruns", ["MLFLOW_TRACKING_URI="]),
+        # An absolute path is still a file on this machine.
+        ({}, "sqlite:////srv/mlflow.db", ["MLFLOW_TRACKING_URI=", "mlflow server"]),
     ],
 )
 def test_a_remote_cluster_refuses_stores_other_machines_cannot_reach(
